@@ -1,0 +1,92 @@
+"""Who may do what on the ledger.
+
+Writes need a coordinator or service credential (configured bearer tokens, stored as SHA-256). The log, proofs
+and checkpoints are public. An account's balance and statement are readable by coordinators, auditors and
+services, and by the account's owner with the owner token the ledger returned when the account was opened
+(an HMAC of the account id, so it can be handed out again on a replayed open and needs no storage).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from shared.errors import Forbidden, Unauthorized
+from shared.settings import ApiToken
+
+OWNER_PREFIX = "own_"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    role: str  # "anonymous", "owner", "service", "coordinator" or "auditor"
+    name: str
+    account: str | None = None
+
+
+ANONYMOUS = Caller("anonymous", "anonymous")
+
+
+class Access:
+    def __init__(self, tokens: list[ApiToken], owner_secret: bytes) -> None:
+        self._tokens = {t.sha256.lower(): t for t in tokens}
+        self._owner_secret = owner_secret
+
+    def owner_token(self, account: str) -> str:
+        mac = hmac.new(self._owner_secret, account.encode(), hashlib.sha256).digest()
+        return OWNER_PREFIX + account + "_" + base64.urlsafe_b64encode(mac[:24]).decode()
+
+    def caller(self, authorization: str | None) -> Caller:
+        if not authorization:
+            return ANONYMOUS
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("use 'Authorization: Bearer <token>'")
+        if token.startswith(OWNER_PREFIX):
+            account = token[len(OWNER_PREFIX) :].rpartition("_")[0]
+            if account and hmac.compare_digest(self.owner_token(account), token):
+                return Caller("owner", account, account)
+            raise Unauthorized("unknown or invalid token")
+        known = self._tokens.get(hashlib.sha256(token.encode()).hexdigest())
+        if known is None:
+            raise Unauthorized("unknown or invalid token")
+        return Caller(known.role, known.name)
+
+
+def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    access: Access = connection.app.state.access
+    return access.caller(connection.headers.get("authorization"))
+
+
+def require_writer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: ledger writes are for coordinators and services."""
+    caller = caller_of(connection)
+    if caller.role == "anonymous":
+        raise Unauthorized("writing to the ledger needs a coordinator or service token")
+    if caller.role not in ("coordinator", "service"):
+        raise Forbidden("writing to the ledger needs a coordinator or service token")
+
+
+def require_reader_of(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: an account's balance is for its owner, coordinators, auditors and services."""
+    caller = caller_of(connection)
+    if caller.role == "anonymous":
+        raise Unauthorized("reading an account needs its owner token or a coordinator or auditor token")
+    if caller.role == "owner" and caller.account != connection.path_params.get("account_id"):
+        raise Forbidden("an owner token reads only its own account")
+
+
+def require_auditor(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: the list of every balance is for coordinators, auditors and services."""
+    caller = caller_of(connection)
+    if caller.role == "anonymous":
+        raise Unauthorized("listing balances needs a coordinator, auditor or service token")
+    if caller.role == "owner":
+        raise Forbidden("listing balances needs a coordinator, auditor or service token")

@@ -1,0 +1,70 @@
+"""The ledger service's Litestar app: routes, dependencies, lifespan and error mapping; nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from services.ledger import api, store
+from services.ledger.access import Access
+from services.ledger.appender import Appender
+from services.ledger.tlog import CheckpointSigner
+from shared.db import create_pool, migrate
+from shared.errors import EXCEPTION_HANDLERS
+from shared.note import Signer, read_signer_key
+from shared.settings import Settings
+
+
+def owner_secret(signer: Signer) -> bytes:
+    """A secret only the network key's holder can derive (Ed25519 signatures are deterministic)."""
+    return hashlib.sha256(signer.sign(b"timebank/ledger/owner-token-secret/v1")).digest()
+
+
+def create_app(settings: Settings, *, database_url: str | None = None, signer: Signer | None = None) -> Litestar:
+    """Build the ledger app. The pool, the migrations and the group-commit writer belong to its lifespan."""
+    url = database_url or settings.database.url
+    if url is None:
+        raise ValueError("the ledger needs a database URL (settings.database.url)")
+    key = signer or read_signer_key(settings.key_path)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(url, min_size=settings.database.min_pool, max_size=settings.database.max_pool)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, "ledger", store.MIGRATIONS)
+            appender = Appender(
+                pool,
+                CheckpointSigner(key),
+                default_floor=settings.ledger.default_floor,
+                max_batch=settings.ledger.max_batch,
+            )
+            appender.start()
+            app.state.pool = pool
+            app.state.appender = appender
+            try:
+                yield
+            finally:
+                await appender.stop()
+        finally:
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[
+            api.AccountController,
+            api.TransferController,
+            api.LogController,
+            api.health,
+            api.ready,
+        ],
+        lifespan=[lifespan],
+        state=State({"access": Access(settings.ledger.tokens, owner_secret(key)), "origin": key.name}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.http.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="timebank ledger", version="0.1.0", path="/schema"),
+    )

@@ -1,0 +1,229 @@
+"""The group-commit writer: every ledger change goes through here, in order, in batches.
+
+Callers ``submit`` a command and wait. One writer task drains whatever has queued into one transaction: lock the
+tree head (the database-held single-writer lock, so several ledger processes can share one database), load the
+state the batch touches, decide each command in order, append the entries, update the tiles, sign a checkpoint,
+commit, and only then answer every caller. Durability is untouched: throughput comes from batching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from services.ledger import store
+from services.ledger.ledger import (
+    AccountOpened,
+    Command,
+    LogEntry,
+    OpenAccount,
+    Replay,
+    Transfer,
+    decide,
+    entry_decoder,
+    entry_encoder,
+    fingerprint,
+)
+from services.ledger.tlog import CheckpointSigner
+from shared import merkle
+from shared.errors import DomainError
+from shared.tiles import RightEdge
+
+log = logging.getLogger(__name__)
+
+# Errors after which the whole batch is simply tried again on a fresh connection.
+_TRANSIENT = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+)
+_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What a caller gets back: the entry as stored, its log index, and whether it was a replay."""
+
+    index: int
+    data: bytes
+    entry: LogEntry
+    replayed: bool
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: Command
+    future: asyncio.Future[Appended]
+
+
+class Appender:
+    def __init__(
+        self, pool: asyncpg.Pool, signer: CheckpointSigner, *, default_floor: int, max_batch: int
+    ) -> None:
+        self._pool = pool
+        self._signer = signer
+        self._default_floor = default_floor
+        self._max_batch = max_batch
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._edge: RightEdge | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.commands = 0
+
+    async def submit(self, command: Command) -> Appended:
+        """Queue one command and wait until it is committed (or refused with a DomainError)."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the appender is not running")
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(command, future))
+        self._wake.set()
+        return await future
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ledger-appender")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the writer."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("the ledger is shutting down"))
+        self._queue.clear()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                batch = [p for p in batch if not p.future.done()]  # callers that gave up
+                if batch:
+                    await self._commit_with_retries(batch)
+
+    async def _commit_with_retries(self, batch: list[_Pending]) -> None:
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                outcomes = await self._commit(batch)
+            except _TRANSIENT as exc:
+                self._edge = None
+                log.warning("ledger batch failed (attempt %d/%d): %s", attempt, _RETRIES, exc)
+                if attempt == _RETRIES:
+                    _fail(batch, exc)
+                    return
+                await asyncio.sleep(0.05 * attempt)
+            except Exception as exc:
+                self._edge = None
+                log.exception("ledger batch of %d commands failed", len(batch))
+                _fail(batch, exc)
+                return
+            else:
+                for pending, outcome in zip(batch, outcomes, strict=True):
+                    if pending.future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        pending.future.set_exception(outcome)
+                    else:
+                        pending.future.set_result(outcome)
+                self.batches += 1
+                self.commands += len(batch)
+                return
+
+    async def _commit(self, batch: list[_Pending]) -> list[Appended | DomainError]:
+        commands = [p.command for p in batch]
+        async with self._pool.acquire() as conn, conn.transaction():
+            head = await store.lock_head(conn)
+            edge = self._edge
+            if edge is None or edge.size != head.size:
+                edge = RightEdge.from_tiles(head.size, await store.right_edge_tiles(conn))
+                if edge.root() != head.root:
+                    raise RuntimeError("stored tiles do not match the tree head; refusing to append")
+            self._edge = None  # until this transaction commits, the in-memory edge is not trusted
+            book = await store.load_book(conn, commands, self._default_floor)
+            at = datetime.now(UTC)
+            write = store.BatchWrite()
+            outcomes: list[Appended | DomainError] = []
+            replays: list[tuple[int, int]] = []
+            existing = set(book.accounts)
+            touched: set[str] = set()
+            opened: list[tuple[AccountOpened, OpenAccount, int]] = []
+            size = head.size
+            for position, command in enumerate(commands):
+                try:
+                    decided = decide(book, command, at=at, index=size)
+                except DomainError as refusal:
+                    outcomes.append(refusal)
+                    continue
+                if isinstance(decided, Replay):
+                    replays.append((position, decided.index))
+                    outcomes.append(_UNRESOLVED)
+                    continue
+                data = entry_encoder.encode(decided)
+                write.entry_idx.append(size)
+                write.entry_data.append(data)
+                edge.append(merkle.leaf_hash(data))
+                if isinstance(decided, Transfer):
+                    payer = book.accounts[decided.payer]
+                    payee = book.accounts[decided.payee]
+                    write.transfers.append(
+                        (decided.id, size, book.transfers[decided.id].fingerprint, decided.payer,
+                         decided.payee, decided.minutes, decided.reverses)
+                    )
+                    write.postings.append((payer.id, size, -decided.minutes, payer.balance))
+                    write.postings.append((payee.id, size, decided.minutes, payee.balance))
+                    touched.update((payer.id, payee.id))
+                elif isinstance(decided, AccountOpened):
+                    assert isinstance(command, OpenAccount)
+                    opened.append((decided, command, size))
+                else:
+                    touched.add(decided.account)
+                outcomes.append(Appended(size, data, decided, replayed=False))
+                size += 1
+            # Accounts opened in this batch are inserted with their end-of-batch state; others updated.
+            for entry, command, index in opened:
+                a = book.accounts[entry.account]
+                write.new_accounts.append(
+                    (a.id, a.kind, a.floor, a.ceiling, a.balance, a.closed, entry.peer, index, command.key,
+                     fingerprint(command))
+                )
+            for account_id in touched & existing:
+                a = book.accounts[account_id]
+                write.changed_accounts.append((a.id, a.floor, a.ceiling, a.balance, a.closed))
+            if replays:
+                # Replayed commands answer with their original entry: from this batch, or read back as stored.
+                now = {o.index: o for o in outcomes if isinstance(o, Appended)}
+                earlier = [index for _, index in replays if index not in now]
+                stored = await store.entries_by_index(conn, earlier) if earlier else {}
+                for position, index in replays:
+                    data = now[index].data if index in now else stored[index]
+                    outcomes[position] = Appended(index, data, entry_decoder.decode(data), replayed=True)
+            if size > head.size:
+                root = edge.root()
+                write.tiles = edge.take_dirty()
+                note = self._signer.sign(size, root)
+                await store.write_batch(conn, write, size, root, note)
+        self._edge = edge
+        return outcomes
+
+
+# Stands in for a replayed command's outcome until its original entry has been read back.
+_UNRESOLVED = DomainError("replay not resolved")
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(RuntimeError(f"ledger write failed: {exc}"))

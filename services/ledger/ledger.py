@@ -1,0 +1,318 @@
+"""The ledger's pure domain: log entry types, commands, and decide/apply.
+
+Nothing here talks to a database or the network. The appender loads the few accounts and transfers a batch
+touches into a ``Book``, calls ``decide`` for each command in order (which applies the accepted entry to the
+book, so later commands in the same batch see its effect), and writes what was decided.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from shared.errors import AccountClosed, Conflict, InsufficientHours, Invalid, NotFound
+
+AccountKind = Literal["member", "community", "peer"]
+
+# A single transfer may move at most 1,000 hours; anything bigger is a typo, not a favour.
+MAX_MINUTES = 60_000
+# Balances and limits stay well inside PostgreSQL bigint and JavaScript's safe integers.
+MAX_LIMIT = 10**12
+
+Minutes = Annotated[int, msgspec.Meta(ge=1, le=MAX_MINUTES)]
+Floor = Annotated[int, msgspec.Meta(ge=-MAX_LIMIT, le=0)]
+Ceiling = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
+AccountId = Annotated[str, msgspec.Meta(pattern=r"^acct_[a-z2-7]{20}$")]
+TransferId = Annotated[str, msgspec.Meta(pattern=r"^tr_[a-z2-7]{26}$")]
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Origin = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,200}$")]
+
+
+# ---- Log entries (stored, hashed, federated: frozen, tagged, never forbid unknown fields) ----
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    at: datetime
+
+
+class AccountOpened(Entry, frozen=True, kw_only=True, tag="ledger.account.opened.v1"):
+    account: str
+    kind: AccountKind
+    floor: int
+    ceiling: int | None = None
+    # For a peer clearing account: the neighbour network's log origin.
+    peer: str | None = None
+
+
+class LimitsChanged(Entry, frozen=True, kw_only=True, tag="ledger.account.limits.v1"):
+    account: str
+    floor: int
+    ceiling: int | None = None
+
+
+class AccountClosedEntry(Entry, frozen=True, kw_only=True, tag="ledger.account.closed.v1"):
+    account: str
+
+
+class Transfer(Entry, frozen=True, kw_only=True, tag="ledger.transfer.v1"):
+    id: str
+    payer: str
+    payee: str
+    minutes: int
+    # SHA-256(salt || memo), hex; the memo and salt stay with the exchange service.
+    memo_digest: str | None = None
+    exchange_ref: str | None = None
+    reverses: str | None = None
+
+
+LogEntry = AccountOpened | LimitsChanged | AccountClosedEntry | Transfer
+
+entry_encoder = msgspec.json.Encoder()
+entry_decoder = msgspec.json.Decoder(LogEntry)
+
+
+# ---- Commands (what callers ask for; strict: unknown fields are refused) ----
+
+
+class OpenAccount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    key: Key
+    kind: AccountKind = "member"
+    floor: Floor | None = None
+    ceiling: Ceiling | None = None
+    peer: Origin | None = None
+
+
+class ChangeLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    account: AccountId
+    floor: Floor
+    ceiling: Ceiling | None = None
+
+
+class CloseAccount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    account: AccountId
+
+
+class MakeTransfer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    key: Key
+    payer: AccountId
+    payee: AccountId
+    minutes: Minutes
+    memo_digest: Digest | None = None
+    exchange_ref: Ref | None = None
+
+
+class Reverse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    key: Key
+    transfer: TransferId
+
+
+Command = OpenAccount | ChangeLimits | CloseAccount | MakeTransfer | Reverse
+
+
+def new_account_id() -> str:
+    return "acct_" + base64.b32encode(secrets.token_bytes(15)).decode().lower()[:20]
+
+
+def transfer_id(key: str) -> str:
+    """The transfer id is derived from the idempotency key, so a replayed key can never make a second id."""
+    digest = hashlib.sha256(b"timebank/transfer-id\x00" + key.encode()).digest()
+    return "tr_" + base64.b32encode(digest).decode().lower()[:26]
+
+
+def fingerprint(command: Command) -> bytes:
+    """What a replayed key must match: the whole command, canonically encoded."""
+    return hashlib.sha256(msgspec.json.encode(command)).digest()[:16]
+
+
+# ---- State the decisions need ----
+
+
+@dataclass(slots=True)
+class Account:
+    id: str
+    kind: str
+    floor: int
+    ceiling: int | None
+    balance: int = 0
+    closed: bool = False
+
+
+@dataclass(slots=True)
+class TransferRecord:
+    id: str
+    index: int
+    fingerprint: bytes
+    payer: str
+    payee: str
+    minutes: int
+    reversed_by: str | None = None
+
+
+@dataclass(slots=True)
+class Replay:
+    """A command whose idempotency key was already used: the answer is the original entry."""
+
+    index: int
+
+
+@dataclass(slots=True)
+class Book:
+    """The slice of ledger state one batch needs, mutated as the batch's commands are decided."""
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+    transfers: dict[str, TransferRecord] = field(default_factory=dict)
+    # Account opens by idempotency key: key -> (account id, fingerprint, index).
+    opens: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
+    default_floor: int = -600
+
+    def account(self, account_id: str) -> Account:
+        try:
+            return self.accounts[account_id]
+        except KeyError:
+            raise NotFound(f"account {account_id} does not exist", account=account_id) from None
+
+
+def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntry | Replay:
+    """Decide one command against the book; on success apply it and return the new entry.
+
+    ``index`` is the log index the entry will get. Refusals raise a DomainError and leave the book unchanged.
+    """
+    entry: LogEntry
+    if isinstance(command, MakeTransfer):
+        tid = transfer_id(command.key)
+        existing = book.transfers.get(tid)
+        if existing is not None:
+            return _replay(existing.fingerprint, fingerprint(command), existing.index, command.key)
+        if command.payer == command.payee:
+            raise Invalid("payer and payee must be different accounts")
+        entry = Transfer(
+            at=at,
+            id=tid,
+            payer=command.payer,
+            payee=command.payee,
+            minutes=command.minutes,
+            memo_digest=command.memo_digest,
+            exchange_ref=command.exchange_ref,
+        )
+        _check_transfer(book, entry)
+        book.transfers[tid] = TransferRecord(
+            tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes
+        )
+    elif isinstance(command, Reverse):
+        tid = transfer_id(command.key)
+        existing = book.transfers.get(tid)
+        if existing is not None:
+            return _replay(existing.fingerprint, fingerprint(command), existing.index, command.key)
+        original = book.transfers.get(command.transfer)
+        if original is None:
+            raise NotFound(f"transfer {command.transfer} does not exist", transfer=command.transfer)
+        if original.reversed_by is not None:
+            raise Conflict(
+                f"transfer {original.id} was already reversed by {original.reversed_by}",
+                reversed_by=original.reversed_by,
+            )
+        entry = Transfer(
+            at=at,
+            id=tid,
+            payer=original.payee,
+            payee=original.payer,
+            minutes=original.minutes,
+            reverses=original.id,
+        )
+        _check_transfer(book, entry)
+        original.reversed_by = tid
+        book.transfers[tid] = TransferRecord(
+            tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes
+        )
+    elif isinstance(command, OpenAccount):
+        known = book.opens.get(command.key)
+        if known is not None:
+            return _replay(known[1], fingerprint(command), known[2], command.key)
+        if (command.kind == "peer") != (command.peer is not None):
+            raise Invalid("a peer account names its peer network's origin, and only a peer account does")
+        floor = command.floor
+        if floor is None:
+            floor = book.default_floor if command.kind == "member" else 0
+        _check_limits(floor, command.ceiling)
+        entry = AccountOpened(
+            at=at,
+            account=new_account_id(),
+            kind=command.kind,
+            floor=floor,
+            ceiling=command.ceiling,
+            peer=command.peer,
+        )
+        book.opens[command.key] = (entry.account, fingerprint(command), index)
+    elif isinstance(command, ChangeLimits):
+        account = _open_account(book, command.account)
+        _check_limits(command.floor, command.ceiling)
+        entry = LimitsChanged(at=at, account=account.id, floor=command.floor, ceiling=command.ceiling)
+    else:
+        account = _open_account(book, command.account)
+        if account.balance != 0:
+            raise Conflict(
+                f"account {account.id} still holds {account.balance} minutes; settle it before closing",
+                balance=account.balance,
+            )
+        entry = AccountClosedEntry(at=at, account=account.id)
+    apply(book, entry)
+    return entry
+
+
+def apply(book: Book, entry: LogEntry) -> None:
+    """Fold one accepted entry into the book's account state."""
+    if isinstance(entry, Transfer):
+        book.accounts[entry.payer].balance -= entry.minutes
+        book.accounts[entry.payee].balance += entry.minutes
+    elif isinstance(entry, AccountOpened):
+        book.accounts[entry.account] = Account(entry.account, entry.kind, entry.floor, entry.ceiling)
+    elif isinstance(entry, LimitsChanged):
+        account = book.accounts[entry.account]
+        account.floor, account.ceiling = entry.floor, entry.ceiling
+    else:
+        book.accounts[entry.account].closed = True
+
+
+def _replay(stored: bytes, given: bytes, index: int, key: str) -> Replay:
+    if stored != given:
+        raise Conflict(f"idempotency key {key!r} was already used for a different request", key=key)
+    return Replay(index)
+
+
+def _open_account(book: Book, account_id: str) -> Account:
+    account = book.account(account_id)
+    if account.closed:
+        raise AccountClosed(f"account {account_id} is closed", account=account_id)
+    return account
+
+
+def _check_limits(floor: int, ceiling: int | None) -> None:
+    if floor > 0 or (ceiling is not None and ceiling < 0):
+        raise Invalid("the floor must be <= 0 and the ceiling >= 0")
+
+
+def _check_transfer(book: Book, transfer: Transfer) -> None:
+    payer = _open_account(book, transfer.payer)
+    payee = _open_account(book, transfer.payee)
+    if payer.balance - transfer.minutes < payer.floor:
+        raise InsufficientHours(
+            f"account {payer.id} would fall below its floor of {payer.floor} minutes",
+            account=payer.id,
+            balance=payer.balance,
+            floor=payer.floor,
+        )
+    if payee.ceiling is not None and payee.balance + transfer.minutes > payee.ceiling:
+        raise InsufficientHours(
+            f"account {payee.id} would rise above its ceiling of {payee.ceiling} minutes",
+            account=payee.id,
+            balance=payee.balance,
+            ceiling=payee.ceiling,
+        )

@@ -1,0 +1,201 @@
+"""The only module of the ledger that talks SQL. Queries live in queries.sql; results come back as Structs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from services.ledger.ledger import (
+    Account,
+    Book,
+    ChangeLimits,
+    CloseAccount,
+    Command,
+    MakeTransfer,
+    OpenAccount,
+    Reverse,
+    TransferRecord,
+    transfer_id,
+)
+from shared.db import load_queries
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+Q = load_queries(Path(__file__).with_name("queries.sql"))
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+class Head(msgspec.Struct, frozen=True):
+    size: int
+    root: bytes
+
+
+class AccountRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    kind: str
+    floor: int
+    ceiling: int | None
+    balance: int
+    closed: bool
+    peer: str | None
+    opened_index: int
+
+
+class Posting(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    delta: int
+    balance: int
+    transfer: str
+    counterparty: str
+    reverses: str | None
+    data: bytes
+
+
+@dataclass(slots=True)
+class BatchWrite:
+    """Column arrays for ``write_batch``: everything one batch appends or changes."""
+
+    entry_idx: list[int] = field(default_factory=list)
+    entry_data: list[bytes] = field(default_factory=list)
+    new_accounts: list[tuple[Any, ...]] = field(default_factory=list)
+    changed_accounts: list[tuple[Any, ...]] = field(default_factory=list)
+    transfers: list[tuple[Any, ...]] = field(default_factory=list)
+    postings: list[tuple[Any, ...]] = field(default_factory=list)
+    tiles: list[tuple[int, int, bytes]] = field(default_factory=list)
+
+
+async def lock_head(conn: Connection) -> Head:
+    """Take the ledger's single-writer lock (held until the transaction ends) and read the tree head."""
+    row = await conn.fetchrow(Q["lock_head"])
+    assert row is not None
+    return Head(row["size"], bytes(row["root"]))
+
+
+async def head(conn: Connection) -> Head:
+    row = await conn.fetchrow(Q["head"])
+    assert row is not None
+    return Head(row["size"], bytes(row["root"]))
+
+
+async def right_edge_tiles(conn: Connection) -> dict[int, bytes]:
+    return {r["level"]: bytes(r["hashes"]) for r in await conn.fetch(Q["right_edge_tiles"])}
+
+
+async def load_book(conn: Connection, commands: list[Command], default_floor: int) -> Book:
+    """Read exactly the accounts, transfers and idempotency keys the commands can touch."""
+    book = Book(default_floor=default_floor)
+    transfer_ids: set[str] = set()
+    account_ids: set[str] = set()
+    open_keys: list[str] = []
+    for command in commands:
+        if isinstance(command, MakeTransfer):
+            transfer_ids.add(transfer_id(command.key))
+            account_ids.update((command.payer, command.payee))
+        elif isinstance(command, Reverse):
+            transfer_ids.update((transfer_id(command.key), command.transfer))
+        elif isinstance(command, OpenAccount):
+            open_keys.append(command.key)
+        elif isinstance(command, ChangeLimits | CloseAccount):
+            account_ids.add(command.account)
+    if transfer_ids:
+        for r in await conn.fetch(Q["transfers_by_id"], list(transfer_ids)):
+            book.transfers[r["id"]] = TransferRecord(
+                r["id"], r["idx"], bytes(r["fingerprint"]), r["payer"], r["payee"], r["minutes"],
+                r["reversed_by"],
+            )
+            account_ids.update((r["payer"], r["payee"]))
+    if account_ids:
+        for r in await conn.fetch(Q["accounts_by_id"], list(account_ids)):
+            book.accounts[r["id"]] = Account(
+                r["id"], r["kind"], r["floor"], r["ceiling"], r["balance"], r["closed"]
+            )
+    if open_keys:
+        for r in await conn.fetch(Q["opens_by_key"], open_keys):
+            book.opens[r["open_key"]] = (r["id"], bytes(r["open_fingerprint"]), r["opened_idx"])
+    return book
+
+
+async def write_batch(conn: Connection, w: BatchWrite, size: int, root: bytes, checkpoint: bytes) -> None:
+    def cols(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+        return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+    await conn.execute(
+        Q["write_batch"],
+        w.entry_idx,
+        w.entry_data,
+        *cols(w.new_accounts, 10),
+        *cols(w.changed_accounts, 5),
+        *cols(w.transfers, 7),
+        *cols(w.postings, 4),
+        *cols(w.tiles, 3),
+        size,
+        root,
+        checkpoint,
+    )
+
+
+async def entries_by_index(conn: Connection, indexes: list[int]) -> dict[int, bytes]:
+    return {r["idx"]: bytes(r["data"]) for r in await conn.fetch(Q["entries_by_index"], indexes)}
+
+
+async def entries_range(conn: Connection, start: int, end: int) -> list[bytes]:
+    return [bytes(r["data"]) for r in await conn.fetch(Q["entries_range"], start, end)]
+
+
+async def latest_checkpoint(conn: Connection) -> tuple[int, bytes] | None:
+    row = await conn.fetchrow(Q["latest_checkpoint"])
+    return None if row is None else (row["size"], bytes(row["note"]))
+
+
+async def checkpoint_at(conn: Connection, size: int) -> bytes | None:
+    row = await conn.fetchrow(Q["checkpoint_at"], size)
+    return None if row is None else bytes(row["note"])
+
+
+async def tiles(conn: Connection, coords: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    if not coords:
+        return {}
+    levels, indexes = zip(*coords, strict=True)
+    rows = await conn.fetch(Q["tiles_by_coord"], list(levels), list(indexes))
+    return {(r["level"], r["idx"]): bytes(r["hashes"]) for r in rows}
+
+
+async def tile(conn: Connection, level: int, index: int) -> bytes | None:
+    value = await conn.fetchval(Q["tile"], level, index)
+    return None if value is None else bytes(value)
+
+
+async def account(conn: Connection, account_id: str) -> AccountRow | None:
+    r = await conn.fetchrow(Q["account"], account_id)
+    if r is None:
+        return None
+    return AccountRow(
+        id=r["id"], kind=r["kind"], floor=r["floor"], ceiling=r["ceiling"], balance=r["balance"],
+        closed=r["closed"], peer=r["peer"], opened_index=r["opened_idx"],
+    )
+
+
+async def balance_at_size(conn: Connection, account_id: str, size: int) -> int:
+    """The account's balance after the first ``size`` entries of the log."""
+    value = await conn.fetchval(Q["balance_at_size"], account_id, size)
+    return int(value or 0)
+
+
+async def statement(conn: Connection, account_id: str, before: int, limit: int) -> list[Posting]:
+    rows = await conn.fetch(Q["statement"], account_id, before, limit)
+    return [
+        Posting(
+            index=r["idx"], delta=r["delta"], balance=r["balance"], transfer=r["id"],
+            counterparty=r["payee"] if r["payer"] == account_id else r["payer"],
+            reverses=r["reverses"], data=bytes(r["data"]),
+        )
+        for r in rows
+    ]
+
+
+async def all_balances(conn: Connection) -> list[tuple[str, str, int]]:
+    return [(r["id"], r["kind"], r["balance"]) for r in await conn.fetch(Q["all_balances"])]

@@ -1,0 +1,120 @@
+"""Domain errors, and their single mapping to RFC 9457 problem responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+PROBLEM_TYPE_BASE = "https://timebank.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class DomainError(Exception):
+    """An expected refusal: a caller asked for something the domain does not allow."""
+
+    status = 400
+    slug = "invalid"
+    title = "Invalid request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class Invalid(DomainError):
+    status, slug, title = 422, "invalid", "Invalid request"
+
+
+class NotFound(DomainError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(DomainError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class Unauthorized(DomainError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(DomainError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class InsufficientHours(DomainError):
+    status, slug, title = 409, "insufficient-hours", "Limit would be crossed"
+
+
+class AccountClosed(DomainError):
+    status, slug, title = 409, "account-closed", "Account closed"
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details body."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] | None = None
+
+
+def problem_response(problem: Problem) -> Response[Problem]:
+    return Response(problem, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + exc.slug,
+            title=exc.title,
+            status=exc.status,
+            detail=exc.detail,
+            instance=request.url.path,
+            extra=exc.extra or None,
+        )
+    )
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    errors = None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        errors = [e if isinstance(e, dict) else {"message": str(e)} for e in exc.extra]
+    status = exc.status_code
+    slug = "server-error" if status >= 500 else "http-" + str(status)
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + slug,
+            title=exc.detail if status < 500 else "Internal server error",
+            status=status,
+            detail=exc.detail if status < 500 else None,
+            instance=request.url.path,
+            errors=errors,
+        )
+    )
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    request.logger.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + "server-error",
+            title="Internal server error",
+            status=HTTP_500_INTERNAL_SERVER_ERROR,
+            instance=request.url.path,
+        )
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    DomainError: domain_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}

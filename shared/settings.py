@@ -1,0 +1,101 @@
+"""Node configuration: a TOML file plus ``TIMEBANK_*`` environment overrides, decoded into Structs.
+
+An environment variable ``TIMEBANK_<SECTION>__<FIELD>`` overrides ``[section] field`` (for example
+``TIMEBANK_DATABASE__URL``); top-level fields drop the section (``TIMEBANK_ORIGIN``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+ENV_PREFIX = "TIMEBANK_"
+
+Role = Literal["service", "coordinator", "auditor"]
+
+
+class ApiToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A bearer credential; only the SHA-256 of the token (hex) is configured, never the token."""
+
+    name: str
+    role: Role
+    sha256: str
+
+
+class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # None means "the embedded cluster under data_dir" (``timebank up``).
+    url: str | None = None
+    min_pool: int = 2
+    max_pool: int = 20
+
+
+class NatsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: str | None = None
+
+
+class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8470
+    max_body_bytes: int = 64 * 1024
+
+
+class LedgerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Network-wide default credit limit in minutes (<= 0): a new member may owe up to this many.
+    default_floor: int = -600
+    # Upper bound on commands decided in one group-commit transaction.
+    max_batch: int = 2000
+    tokens: list[ApiToken] = msgspec.field(default_factory=list)
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Log origin, e.g. "timebank.example/riverside"; the key name in signed checkpoints.
+    origin: str = "timebank.local/node"
+    data_dir: str = ".timebank"
+    # Network signing key in the note PRIVATE+KEY format; default: <data_dir>/network.key.
+    key_file: str | None = None
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
+
+    @property
+    def key_path(self) -> Path:
+        return Path(self.key_file) if self.key_file else Path(self.data_dir) / "network.key"
+
+
+class SettingsError(ValueError):
+    """The configuration file or environment does not describe a valid node."""
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        target = raw
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise SettingsError(f"{name}: {part} is not a section")
+        target[path[-1]] = value
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any) then apply environment overrides; raise SettingsError if invalid."""
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_PREFIX + "CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = msgspec.toml.decode(Path(path).read_bytes())
+        except (OSError, msgspec.DecodeError) as exc:
+            raise SettingsError(f"cannot read configuration {path}: {exc}") from exc
+    _apply_env(raw, env)
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid configuration: {exc}") from exc
