@@ -16,6 +16,8 @@ from services.ledger import store, tlog
 from services.ledger.access import Access, require_auditor, require_reader_of, require_writer
 from services.ledger.appender import Appended, Appender
 from services.ledger.ledger import (
+    ACCOUNT_ID_PATTERN,
+    TRANSFER_ID_PATTERN,
     AccountOpened,
     ChangeLimits,
     Ceiling,
@@ -29,8 +31,8 @@ from services.ledger.ledger import (
 )
 from shared.errors import NotFound
 
-_ACCOUNT_RE = re.compile(r"^acct_[a-z2-7]{20}$")
-_TRANSFER_RE = re.compile(r"^tr_[a-z2-7]{26}$")
+_ACCOUNT_RE = re.compile(ACCOUNT_ID_PATTERN)
+_TRANSFER_RE = re.compile(TRANSFER_ID_PATTERN)
 MAX_RANGE = 1000
 MAX_INDEX = 2**62
 
@@ -222,7 +224,7 @@ class AccountController(Controller):
             lines.append(
                 StatementLine(
                     index=p.index, transfer=p.transfer, counterparty=p.counterparty, delta=p.delta,
-                    balance=p.balance, reverses=p.reverses, memo_digest=entry.memo_digest,
+                    balance=p.balance, reverses=entry.reverses, memo_digest=entry.memo_digest,
                     exchange_ref=entry.exchange_ref, at=entry.at.isoformat(),
                 )
             )

@@ -17,7 +17,9 @@ import asyncpg
 
 from services.ledger import store
 from services.ledger.ledger import (
+    Account,
     AccountOpened,
+    Book,
     Command,
     LogEntry,
     OpenAccount,
@@ -73,6 +75,8 @@ class Appender:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._edge: RightEdge | None = None
+        # Account state as of the head this process last wrote; dropped whenever that head is stale.
+        self._accounts: dict[str, Account] = {}
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.commands = 0
@@ -119,14 +123,12 @@ class Appender:
             try:
                 outcomes = await self._commit(batch)
             except _TRANSIENT as exc:
-                self._edge = None
                 log.warning("ledger batch failed (attempt %d/%d): %s", attempt, _RETRIES, exc)
                 if attempt == _RETRIES:
                     _fail(batch, exc)
                     return
                 await asyncio.sleep(0.05 * attempt)
             except Exception as exc:
-                self._edge = None
                 log.exception("ledger batch of %d commands failed", len(batch))
                 _fail(batch, exc)
                 return
@@ -144,83 +146,106 @@ class Appender:
 
     async def _commit(self, batch: list[_Pending]) -> list[Appended | DomainError]:
         commands = [p.command for p in batch]
-        async with self._pool.acquire() as conn, conn.transaction():
-            head = await store.lock_head(conn)
-            edge = self._edge
-            if edge is None or edge.size != head.size:
-                edge = RightEdge.from_tiles(head.size, await store.right_edge_tiles(conn))
-                if edge.root() != head.root:
-                    raise RuntimeError("stored tiles do not match the tree head; refusing to append")
-            self._edge = None  # until this transaction commits, the in-memory edge is not trusted
-            book = await store.load_book(conn, commands, self._default_floor)
-            at = datetime.now(UTC)
-            write = store.BatchWrite()
-            outcomes: list[Appended | DomainError] = []
-            replays: list[tuple[int, int]] = []
-            existing = set(book.accounts)
-            touched: set[str] = set()
-            opened: list[tuple[AccountOpened, OpenAccount, int]] = []
-            size = head.size
-            for position, command in enumerate(commands):
-                try:
-                    decided = decide(book, command, at=at, index=size)
-                except DomainError as refusal:
-                    outcomes.append(refusal)
-                    continue
-                if isinstance(decided, Replay):
-                    replays.append((position, decided.index))
-                    outcomes.append(_UNRESOLVED)
-                    continue
-                data = entry_encoder.encode(decided)
-                write.entry_idx.append(size)
-                write.entry_data.append(data)
-                edge.append(merkle.leaf_hash(data))
-                if isinstance(decided, Transfer):
-                    payer = book.accounts[decided.payer]
-                    payee = book.accounts[decided.payee]
-                    write.transfers.append(
-                        (decided.id, size, book.transfers[decided.id].fingerprint, decided.payer,
-                         decided.payee, decided.minutes, decided.reverses)
-                    )
-                    write.postings.append((payer.id, size, -decided.minutes, payer.balance))
-                    write.postings.append((payee.id, size, decided.minutes, payee.balance))
-                    touched.update((payer.id, payee.id))
-                elif isinstance(decided, AccountOpened):
-                    assert isinstance(command, OpenAccount)
-                    opened.append((decided, command, size))
-                else:
-                    touched.add(decided.account)
-                outcomes.append(Appended(size, data, decided, replayed=False))
-                size += 1
-            # Accounts opened in this batch are inserted with their end-of-batch state; others updated.
-            for entry, command, index in opened:
-                a = book.accounts[entry.account]
-                write.new_accounts.append(
-                    (a.id, a.kind, a.floor, a.ceiling, a.balance, a.closed, entry.peer, index, command.key,
-                     fingerprint(command))
-                )
-            for account_id in touched & existing:
-                a = book.accounts[account_id]
-                write.changed_accounts.append((a.id, a.floor, a.ceiling, a.balance, a.closed))
-            if replays:
-                # Replayed commands answer with their original entry: from this batch, or read back as stored.
-                now = {o.index: o for o in outcomes if isinstance(o, Appended)}
-                earlier = [index for _, index in replays if index not in now]
-                stored = await store.entries_by_index(conn, earlier) if earlier else {}
-                for position, index in replays:
-                    data = now[index].data if index in now else stored[index]
-                    outcomes[position] = Appended(index, data, entry_decoder.decode(data), replayed=True)
-            if size > head.size:
-                root = edge.root()
-                write.tiles = edge.take_dirty()
-                note = self._signer.sign(size, root)
-                await store.write_batch(conn, write, size, root, note)
-        self._edge = edge
+        edge, self._edge = self._edge, None  # untrusted until this batch commits
+        accounts, self._accounts = self._accounts, {}
+        async with self._pool.acquire() as conn:
+            await store.begin_locked(conn)
+            try:
+                head, book = await store.load_book(conn, commands, self._default_floor, accounts)
+                if edge is None or edge.size != head.size:
+                    # Another writer appended since our last batch (or we just started): reload.
+                    edge = RightEdge.from_tiles(head.size, await store.right_edge_tiles(conn))
+                    if edge.root() != head.root:
+                        raise RuntimeError("stored tiles do not match the tree head; refusing to append")
+                    if accounts:
+                        accounts.clear()
+                        head, book = await store.load_book(conn, commands, self._default_floor, accounts)
+                outcomes, write = self._decide(book, commands, head.size, edge)
+                await self._resolve_replays(conn, outcomes)
+                if write.entry_idx:
+                    size = head.size + len(write.entry_idx)
+                    root = edge.root()
+                    write.tiles = edge.take_dirty()
+                    await store.write_batch(conn, write, size, root, self._signer.sign(size, root))
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+        self._edge, self._accounts = edge, book.accounts
         return outcomes
 
+    def _decide(
+        self, book: Book, commands: list[Command], start: int, edge: RightEdge
+    ) -> tuple[list[Appended | DomainError], store.BatchWrite]:
+        """Decide every command in order; collect the rows to write and extend the tree's right edge."""
+        at = datetime.now(UTC)
+        write = store.BatchWrite()
+        outcomes: list[Appended | DomainError] = []
+        existing = set(book.accounts)
+        touched: set[str] = set()
+        opened: list[tuple[AccountOpened, OpenAccount, int]] = []
+        size = start
+        for command in commands:
+            try:
+                decided = decide(book, command, at=at, index=size)
+            except DomainError as refusal:
+                outcomes.append(refusal)
+                continue
+            if isinstance(decided, Replay):
+                outcomes.append(_Unresolved(decided.index))
+                continue
+            data = entry_encoder.encode(decided)
+            write.entry_idx.append(size)
+            write.entry_data.append(data)
+            edge.append(merkle.leaf_hash(data))
+            if isinstance(decided, Transfer):
+                payer = book.accounts[decided.payer]
+                payee = book.accounts[decided.payee]
+                write.transfers.append(
+                    (decided.id, size, book.transfers[decided.id].fingerprint, decided.payer,
+                     decided.payee, decided.minutes, decided.reverses)
+                )
+                write.postings.append((payer.id, size, -decided.minutes, payer.balance, decided.id, payee.id))
+                write.postings.append((payee.id, size, decided.minutes, payee.balance, decided.id, payer.id))
+            elif isinstance(decided, AccountOpened):
+                assert isinstance(command, OpenAccount)
+                opened.append((decided, command, size))
+            else:
+                touched.add(decided.account)
+            outcomes.append(Appended(size, data, decided, replayed=False))
+            size += 1
+        # Accounts opened in this batch are inserted with their end-of-batch limits and status.
+        for entry, command, index in opened:
+            a = book.accounts[entry.account]
+            write.new_accounts.append(
+                (a.id, a.kind, a.floor, a.ceiling, a.closed, entry.peer, index, command.key, fingerprint(command))
+            )
+        # Balances live in the postings; only limit changes and closures touch an existing account row.
+        for account_id in touched & existing:
+            a = book.accounts[account_id]
+            write.changed_accounts.append((a.id, a.floor, a.ceiling, a.closed))
+        return outcomes, write
 
-# Stands in for a replayed command's outcome until its original entry has been read back.
-_UNRESOLVED = DomainError("replay not resolved")
+    async def _resolve_replays(self, conn: store.Connection, outcomes: list[Appended | DomainError]) -> None:
+        """Replayed commands answer with their original entry: from this batch, or read back as stored."""
+        wanted = [o.index for o in outcomes if isinstance(o, _Unresolved)]
+        if not wanted:
+            return
+        now = {o.index: o.data for o in outcomes if isinstance(o, Appended)}
+        earlier = [index for index in wanted if index not in now]
+        stored = {**now, **(await store.entries_by_index(conn, earlier) if earlier else {})}
+        for position, outcome in enumerate(outcomes):
+            if isinstance(outcome, _Unresolved):
+                data = stored[outcome.index]
+                outcomes[position] = Appended(outcome.index, data, entry_decoder.decode(data), replayed=True)
+
+
+class _Unresolved(DomainError):
+    """Stands in for a replayed command's outcome until its original entry has been read back."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__("replay not resolved")
+        self.index = index
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:

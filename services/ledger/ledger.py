@@ -7,7 +7,6 @@ book, so later commands in the same batch see its effect), and writes what was d
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -28,8 +27,10 @@ MAX_LIMIT = 10**12
 Minutes = Annotated[int, msgspec.Meta(ge=1, le=MAX_MINUTES)]
 Floor = Annotated[int, msgspec.Meta(ge=-MAX_LIMIT, le=0)]
 Ceiling = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
-AccountId = Annotated[str, msgspec.Meta(pattern=r"^acct_[a-z2-7]{20}$")]
-TransferId = Annotated[str, msgspec.Meta(pattern=r"^tr_[a-z2-7]{26}$")]
+ACCOUNT_ID_PATTERN = r"^acct_[0-9a-f]{20}$"
+TRANSFER_ID_PATTERN = r"^tr_[0-9a-f]{32}$"
+AccountId = Annotated[str, msgspec.Meta(pattern=ACCOUNT_ID_PATTERN)]
+TransferId = Annotated[str, msgspec.Meta(pattern=TRANSFER_ID_PATTERN)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -118,13 +119,12 @@ Command = OpenAccount | ChangeLimits | CloseAccount | MakeTransfer | Reverse
 
 
 def new_account_id() -> str:
-    return "acct_" + base64.b32encode(secrets.token_bytes(15)).decode().lower()[:20]
+    return "acct_" + secrets.token_hex(10)
 
 
 def transfer_id(key: str) -> str:
     """The transfer id is derived from the idempotency key, so a replayed key can never make a second id."""
-    digest = hashlib.sha256(b"timebank/transfer-id\x00" + key.encode()).digest()
-    return "tr_" + base64.b32encode(digest).decode().lower()[:26]
+    return "tr_" + hashlib.sha256(b"timebank/transfer-id\x00" + key.encode()).hexdigest()[:32]
 
 
 def fingerprint(command: Command) -> bytes:

@@ -1,5 +1,17 @@
--- name: lock_head
-SELECT size, root FROM ledger.head FOR UPDATE
+-- name: begin_locked
+-- One round trip: open the batch transaction and take the ledger's single-writer lock (the head row).
+BEGIN; SELECT 1 FROM ledger.head FOR UPDATE
+
+-- name: head_and_transfers
+-- The tree head with the transfers a batch names (one row with NULL transfer columns if none exist).
+SELECT h.size, h.root, t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, t.reversed_by
+FROM ledger.head h
+LEFT JOIN (
+    SELECT t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, r.id AS reversed_by
+    FROM unnest($1::text[]) AS k (id)
+    JOIN ledger.transfers t ON t.id = k.id
+    LEFT JOIN ledger.transfers r ON r.reverses = t.id AND r.reverses IS NOT NULL
+) t ON true
 
 -- name: head
 SELECT size, root FROM ledger.head
@@ -9,18 +21,19 @@ SELECT size, root FROM ledger.head
 SELECT DISTINCT ON (level) level, hashes FROM ledger.tiles ORDER BY level, idx DESC
 
 -- name: accounts_by_id
-SELECT id, kind, floor, ceiling, balance, closed FROM ledger.accounts WHERE id = ANY($1::text[])
+SELECT a.id, a.kind, a.floor, a.ceiling, coalesce(p.balance, 0) AS balance, a.closed
+FROM unnest($1::text[]) AS k (id)
+JOIN ledger.accounts a ON a.id = k.id
+LEFT JOIN LATERAL (
+    SELECT balance FROM ledger.postings WHERE account = a.id ORDER BY idx DESC LIMIT 1
+) p ON true
 
 -- name: opens_by_key
-SELECT open_key, id, open_fingerprint, opened_idx FROM ledger.accounts WHERE open_key = ANY($1::text[])
-
--- name: transfers_by_id
-SELECT t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, r.id AS reversed_by
-FROM ledger.transfers t LEFT JOIN ledger.transfers r ON r.reverses = t.id
-WHERE t.id = ANY($1::text[])
+SELECT a.open_key, a.id, a.open_fingerprint, a.opened_idx
+FROM unnest($1::text[]) AS k (open_key) JOIN ledger.accounts a ON a.open_key = k.open_key
 
 -- name: entries_by_index
-SELECT idx, data FROM ledger.entries WHERE idx = ANY($1::bigint[])
+SELECT e.idx, e.data FROM unnest($1::bigint[]) AS k (idx) JOIN ledger.entries e ON e.idx = k.idx
 
 -- name: write_batch
 -- Everything one group-commit batch writes, in one statement (one round trip).
@@ -29,25 +42,23 @@ new_entries AS (
     INSERT INTO ledger.entries (idx, data) SELECT * FROM unnest($1::bigint[], $2::bytea[])
 ),
 new_accounts AS (
-    INSERT INTO ledger.accounts
-        (id, kind, floor, ceiling, balance, closed, peer, opened_idx, open_key, open_fingerprint)
-    SELECT * FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::boolean[],
-                         $9::text[], $10::bigint[], $11::text[], $12::bytea[])
+    INSERT INTO ledger.accounts (id, kind, floor, ceiling, closed, peer, opened_idx, open_key, open_fingerprint)
+    SELECT * FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::boolean[], $8::text[],
+                         $9::bigint[], $10::text[], $11::bytea[])
 ),
 changed_accounts AS (
-    UPDATE ledger.accounts a SET floor = c.floor, ceiling = c.ceiling, balance = c.balance, closed = c.closed
-    FROM unnest($13::text[], $14::bigint[], $15::bigint[], $16::bigint[], $17::boolean[])
-        AS c (id, floor, ceiling, balance, closed)
+    UPDATE ledger.accounts a SET floor = c.floor, ceiling = c.ceiling, closed = c.closed
+    FROM unnest($12::text[], $13::bigint[], $14::bigint[], $15::boolean[]) AS c (id, floor, ceiling, closed)
     WHERE a.id = c.id
 ),
 new_transfers AS (
     INSERT INTO ledger.transfers (id, idx, fingerprint, payer, payee, minutes, reverses)
-    SELECT * FROM unnest($18::text[], $19::bigint[], $20::bytea[], $21::text[], $22::text[], $23::integer[],
-                         $24::text[])
+    SELECT * FROM unnest($16::text[], $17::bigint[], $18::bytea[], $19::text[], $20::text[], $21::integer[],
+                         $22::text[])
 ),
 new_postings AS (
-    INSERT INTO ledger.postings (account, idx, delta, balance)
-    SELECT * FROM unnest($25::text[], $26::bigint[], $27::integer[], $28::bigint[])
+    INSERT INTO ledger.postings (account, idx, delta, balance, transfer, counterparty)
+    SELECT * FROM unnest($23::text[], $24::bigint[], $25::integer[], $26::bigint[], $27::text[], $28::text[])
 ),
 tiles AS (
     INSERT INTO ledger.tiles (level, idx, hashes)
@@ -76,19 +87,28 @@ WHERE (level, idx) IN (SELECT * FROM unnest($1::smallint[], $2::bigint[]))
 SELECT hashes FROM ledger.tiles WHERE level = $1 AND idx = $2
 
 -- name: account
-SELECT id, kind, floor, ceiling, balance, closed, peer, opened_idx FROM ledger.accounts WHERE id = $1
+SELECT a.id, a.kind, a.floor, a.ceiling, coalesce(p.balance, 0) AS balance, a.closed, a.peer, a.opened_idx
+FROM ledger.accounts a
+LEFT JOIN LATERAL (
+    SELECT balance FROM ledger.postings WHERE account = a.id ORDER BY idx DESC LIMIT 1
+) p ON true
+WHERE a.id = $1
 
 -- name: balance_at_size
 SELECT balance FROM ledger.postings WHERE account = $1 AND idx < $2 ORDER BY idx DESC LIMIT 1
 
 -- name: statement
-SELECT p.idx, p.delta, p.balance, t.id, t.payer, t.payee, t.reverses, e.data
+SELECT p.idx, p.delta, p.balance, p.transfer, p.counterparty, e.data
 FROM ledger.postings p
-JOIN ledger.transfers t ON t.idx = p.idx
 JOIN ledger.entries e ON e.idx = p.idx
 WHERE p.account = $1 AND p.idx < $2
 ORDER BY p.idx DESC
 LIMIT $3
 
 -- name: all_balances
-SELECT id, kind, balance FROM ledger.accounts ORDER BY id
+SELECT a.id, a.kind, coalesce(p.balance, 0) AS balance
+FROM ledger.accounts a
+LEFT JOIN LATERAL (
+    SELECT balance FROM ledger.postings WHERE account = a.id ORDER BY idx DESC LIMIT 1
+) p ON true
+ORDER BY a.id

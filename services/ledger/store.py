@@ -51,7 +51,6 @@ class Posting(msgspec.Struct, frozen=True, kw_only=True):
     balance: int
     transfer: str
     counterparty: str
-    reverses: str | None
     data: bytes
 
 
@@ -68,11 +67,9 @@ class BatchWrite:
     tiles: list[tuple[int, int, bytes]] = field(default_factory=list)
 
 
-async def lock_head(conn: Connection) -> Head:
-    """Take the ledger's single-writer lock (held until the transaction ends) and read the tree head."""
-    row = await conn.fetchrow(Q["lock_head"])
-    assert row is not None
-    return Head(row["size"], bytes(row["root"]))
+async def begin_locked(conn: Connection) -> None:
+    """Begin a transaction holding the ledger's single-writer lock until COMMIT or ROLLBACK."""
+    await conn.execute(Q["begin_locked"])
 
 
 async def head(conn: Connection) -> Head:
@@ -85,9 +82,15 @@ async def right_edge_tiles(conn: Connection) -> dict[int, bytes]:
     return {r["level"]: bytes(r["hashes"]) for r in await conn.fetch(Q["right_edge_tiles"])}
 
 
-async def load_book(conn: Connection, commands: list[Command], default_floor: int) -> Book:
-    """Read exactly the accounts, transfers and idempotency keys the commands can touch."""
-    book = Book(default_floor=default_floor)
+async def load_book(
+    conn: Connection, commands: list[Command], default_floor: int, accounts: dict[str, Account]
+) -> tuple[Head, Book]:
+    """Read the tree head and exactly the transfers, accounts and idempotency keys the commands can touch.
+
+    ``accounts`` is the caller's cache of account state, valid for the head it last wrote; accounts missing
+    from it are read and added. The caller drops the cache when the head shows another writer was here.
+    """
+    book = Book(accounts=accounts, default_floor=default_floor)
     transfer_ids: set[str] = set()
     account_ids: set[str] = set()
     open_keys: list[str] = []
@@ -101,22 +104,23 @@ async def load_book(conn: Connection, commands: list[Command], default_floor: in
             open_keys.append(command.key)
         elif isinstance(command, ChangeLimits | CloseAccount):
             account_ids.add(command.account)
-    if transfer_ids:
-        for r in await conn.fetch(Q["transfers_by_id"], list(transfer_ids)):
+    rows = await conn.fetch(Q["head_and_transfers"], list(transfer_ids))
+    head = Head(rows[0]["size"], bytes(rows[0]["root"]))
+    for r in rows:
+        if r["id"] is not None:
             book.transfers[r["id"]] = TransferRecord(
                 r["id"], r["idx"], bytes(r["fingerprint"]), r["payer"], r["payee"], r["minutes"],
                 r["reversed_by"],
             )
             account_ids.update((r["payer"], r["payee"]))
-    if account_ids:
-        for r in await conn.fetch(Q["accounts_by_id"], list(account_ids)):
-            book.accounts[r["id"]] = Account(
-                r["id"], r["kind"], r["floor"], r["ceiling"], r["balance"], r["closed"]
-            )
+    missing = [a for a in account_ids if a not in accounts]
+    if missing:
+        for r in await conn.fetch(Q["accounts_by_id"], missing):
+            accounts[r["id"]] = Account(r["id"], r["kind"], r["floor"], r["ceiling"], r["balance"], r["closed"])
     if open_keys:
         for r in await conn.fetch(Q["opens_by_key"], open_keys):
             book.opens[r["open_key"]] = (r["id"], bytes(r["open_fingerprint"]), r["opened_idx"])
-    return book
+    return head, book
 
 
 async def write_batch(conn: Connection, w: BatchWrite, size: int, root: bytes, checkpoint: bytes) -> None:
@@ -127,10 +131,10 @@ async def write_batch(conn: Connection, w: BatchWrite, size: int, root: bytes, c
         Q["write_batch"],
         w.entry_idx,
         w.entry_data,
-        *cols(w.new_accounts, 10),
-        *cols(w.changed_accounts, 5),
+        *cols(w.new_accounts, 9),
+        *cols(w.changed_accounts, 4),
         *cols(w.transfers, 7),
-        *cols(w.postings, 4),
+        *cols(w.postings, 6),
         *cols(w.tiles, 3),
         size,
         root,
@@ -189,9 +193,8 @@ async def statement(conn: Connection, account_id: str, before: int, limit: int) 
     rows = await conn.fetch(Q["statement"], account_id, before, limit)
     return [
         Posting(
-            index=r["idx"], delta=r["delta"], balance=r["balance"], transfer=r["id"],
-            counterparty=r["payee"] if r["payer"] == account_id else r["payer"],
-            reverses=r["reverses"], data=bytes(r["data"]),
+            index=r["idx"], delta=r["delta"], balance=r["balance"], transfer=r["transfer"],
+            counterparty=r["counterparty"], data=bytes(r["data"]),
         )
         for r in rows
     ]

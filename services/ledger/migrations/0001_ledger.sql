@@ -16,38 +16,44 @@ CREATE TABLE ledger.entries (
     data bytea NOT NULL
 );
 
+-- Limits and status of each account. Its balance is the balance of its latest posting, so a transfer writes
+-- no account rows at all.
 CREATE TABLE ledger.accounts (
     id text PRIMARY KEY,
     kind text NOT NULL CHECK (kind IN ('member', 'community', 'peer')),
     floor bigint NOT NULL CHECK (floor <= 0),
     ceiling bigint CHECK (ceiling >= 0),
-    balance bigint NOT NULL DEFAULT 0,
     closed boolean NOT NULL DEFAULT false,
     peer text,
-    opened_idx bigint NOT NULL REFERENCES ledger.entries (idx),
+    opened_idx bigint NOT NULL,
     open_key text NOT NULL UNIQUE,
     open_fingerprint bytea NOT NULL
 );
 CREATE UNIQUE INDEX accounts_one_per_peer ON ledger.accounts (peer) WHERE peer IS NOT NULL AND NOT closed;
 
+-- The appender is the only writer and checks every reference before it writes, so there are no foreign
+-- keys here: each would cost a lookup per row on the hot path and guard against nothing.
 CREATE TABLE ledger.transfers (
     id text PRIMARY KEY,
-    idx bigint NOT NULL UNIQUE REFERENCES ledger.entries (idx),
+    idx bigint NOT NULL,
     fingerprint bytea NOT NULL,
-    payer text NOT NULL REFERENCES ledger.accounts (id),
-    payee text NOT NULL REFERENCES ledger.accounts (id),
+    payer text NOT NULL,
+    payee text NOT NULL,
     minutes integer NOT NULL CHECK (minutes > 0),
-    -- A transfer can be reversed once: the unique index makes a second reversal impossible.
-    reverses text UNIQUE REFERENCES ledger.transfers (id),
+    reverses text,
     CHECK (payer <> payee)
 );
+-- A transfer can be reversed once: this unique index makes a second reversal impossible.
+CREATE UNIQUE INDEX transfers_reversed_once ON ledger.transfers (reverses) WHERE reverses IS NOT NULL;
 
 -- One row per account per transfer: the account's side of the double entry and its balance after it.
 CREATE TABLE ledger.postings (
-    account text NOT NULL REFERENCES ledger.accounts (id),
+    account text NOT NULL,
     idx bigint NOT NULL,
     delta integer NOT NULL,
     balance bigint NOT NULL,
+    transfer text NOT NULL,
+    counterparty text NOT NULL,
     PRIMARY KEY (account, idx)
 );
 

@@ -1,0 +1,290 @@
+"""``timebank bench ledger``: group-commit throughput and latency, in-process and over HTTP, beside the bare
+insert ceiling, and inclusion-proof latency on a large log. Everything runs in one go on one database server, so
+the ratios are comparable even on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from services.ledger import store, tlog
+from services.ledger.appender import Appender
+from services.ledger.ledger import MakeTransfer, OpenAccount, Transfer, entry_encoder, transfer_id
+from services.ledger.tlog import CheckpointSigner
+from shared import merkle
+from shared.db import create_pool, migrate
+from shared.note import Signer, write_signer_key
+from shared.processes import PostgresServer, free_port, server_tempdir
+from shared.tiles import RightEdge
+
+ORIGIN = "bench.timebank.local/ledger"
+ACCOUNTS = 1000
+SERVICE_TOKEN = "bench-service-token"
+
+
+@dataclass
+class Result:
+    name: str
+    count: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def line(self) -> str:
+        if not self.latencies:
+            return f"{self.name:<34} {self.rate:>10,.0f}/s {'':>10} {'':>10}  ({self.count:,} in {self.seconds:.2f} s)"
+        q = statistics.quantiles(self.latencies, n=100, method="inclusive")
+        return (
+            f"{self.name:<34} {self.rate:>10,.0f}/s {q[49] * 1000:>8.2f}ms {q[98] * 1000:>8.2f}ms"
+            f"  ({self.count:,} in {self.seconds:.2f} s)"
+        )
+
+
+async def _drive(name: str, total: int, workers: int, op: Callable[[int], Awaitable[None]]) -> Result:
+    """Run ``op(i)`` for i in 0..total-1 from ``workers`` concurrent loops; time each call."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for i in counter:
+            t0 = time.perf_counter()
+            await op(i)
+            latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return Result(name, total, time.perf_counter() - start, latencies)
+
+
+def _transfer(run: str, i: int, accounts: list[str]) -> MakeTransfer:
+    payer = accounts[i % len(accounts)]
+    payee = accounts[(i * 7 + 1) % len(accounts)]
+    if payee == payer:
+        payee = accounts[(i + 1) % len(accounts)]
+    return MakeTransfer(key=f"{run}-{i}", payer=payer, payee=payee, minutes=1 + i % 120)
+
+
+async def _bare_insert(pool: asyncpg.Pool, rows: int, batch: int, data: bytes) -> Result:
+    """The ceiling: the same number of rows, in the same batch size, one committed transaction per batch."""
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS public.bench_bare (idx bigint PRIMARY KEY, data bytea NOT NULL)")
+        await conn.execute("TRUNCATE public.bench_bare")
+        start = time.perf_counter()
+        for lo in range(0, rows, batch):
+            n = min(batch, rows - lo)
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO public.bench_bare (idx, data) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+                    list(range(lo, lo + n)),
+                    [data] * n,
+                )
+        return Result(f"bare insert (batches of {batch})", rows, time.perf_counter() - start, [])
+
+
+async def _in_process(url: str, signer: Signer, transfers: int) -> tuple[list[Result], list[str], float]:
+    pool = await create_pool(url, min_size=2, max_size=4)
+    appender = Appender(pool, CheckpointSigner(signer), default_floor=-(10**9), max_batch=2000)
+    appender.start()
+    try:
+        accounts = []
+        for i in range(ACCOUNTS):
+            done = await appender.submit(OpenAccount(key=f"bench-account-{i}", floor=-(10**9)))
+            accounts.append(done.entry.account)  # type: ignore[union-attr]
+
+        async def submit(run: str) -> Callable[[int], Awaitable[None]]:
+            async def op(i: int) -> None:
+                await appender.submit(_transfer(run, i, accounts))
+
+            return op
+
+        results = [await _drive("in-process, 1 submitter", max(transfers // 10, 200), 1, await submit("p1"))]
+        b0, c0 = appender.batches, appender.commands
+        results.append(await _drive("in-process, 64 submitters", transfers, 64, await submit("p64")))
+        mean_batch = (appender.commands - c0) / max(1, appender.batches - b0)
+        sample = entry_encoder.encode(
+            Transfer(at=datetime.now(UTC), id=transfer_id("x"), payer=accounts[0], payee=accounts[1], minutes=60)
+        )
+        results.append(await _bare_insert(pool, transfers, max(1, round(mean_batch)), sample))
+        return results, accounts, mean_batch
+    finally:
+        await appender.stop()
+        await pool.close()
+
+
+async def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError("the ledger server exited during start-up")
+            try:
+                async with http.get(base + "/ready") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the ledger server did not become ready")
+
+
+async def _over_http(url: str, workdir: Path, accounts: list[str], transfers: int) -> list[Result]:
+    port = free_port()
+    config = workdir / "bench.toml"
+    config.write_text(
+        f'origin = "{ORIGIN}"\nkey_file = "{workdir / "network.key"}"\n'
+        f'[database]\nurl = "{url}"\nmax_pool = 8\n[http]\nport = {port}\n'
+        f'[[ledger.tokens]]\nname = "bench"\nrole = "service"\n'
+        f'sha256 = "{hashlib.sha256(SERVICE_TOKEN.encode()).hexdigest()}"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "--config", str(config), "serve"],
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(base, proc)
+        headers = {"Authorization": f"Bearer {SERVICE_TOKEN}", "Content-Type": "application/json"}
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(base, connector=connector, headers=headers) as http:
+
+            def submit(run: str) -> Callable[[int], Awaitable[None]]:
+                async def op(i: int) -> None:
+                    body = entry_encoder.encode(_transfer(run, i, accounts))
+                    async with http.post("/transfers", data=body) as r:
+                        if r.status != 201:
+                            raise RuntimeError(f"transfer refused: {r.status} {await r.text()}")
+                        await r.read()
+
+                return op
+
+            return [
+                await _drive("HTTP, 1 submitter", max(transfers // 10, 200), 1, submit("h1")),
+                await _drive("HTTP, 64 submitters", transfers, 64, submit("h64")),
+            ]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def _grow_log(url: str, signer: Signer, size: int) -> None:
+    """Build a log of ``size`` transfer entries directly (entries, tiles, head, checkpoint), for the proof phase."""
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, "ledger", store.MIGRATIONS)
+        edge = RightEdge()
+        at = datetime.now(UTC)
+        rows = []
+        for i in range(size):
+            data = entry_encoder.encode(
+                Transfer(at=at, id=transfer_id(f"grow-{i}"), payer="acct_" + "a" * 20, payee="acct_" + "b" * 20,
+                         minutes=60)
+            )
+            edge.append(merkle.leaf_hash(data))
+            rows.append((i, data))
+        async with conn.transaction():
+            await conn.copy_records_to_table("entries", schema_name="ledger", records=rows, columns=["idx", "data"])
+            tiles = edge.take_dirty()
+            await conn.copy_records_to_table("tiles", schema_name="ledger", records=tiles,
+                                             columns=["level", "idx", "hashes"])
+            root = edge.root()
+            await conn.execute("UPDATE ledger.head SET size = $1, root = $2", size, root)
+            await conn.execute("INSERT INTO ledger.checkpoints (size, note) VALUES ($1, $2)", size,
+                               CheckpointSigner(signer).sign(size, root))
+    finally:
+        await conn.close()
+
+
+async def _proofs(url: str, size: int, samples: int = 500) -> Result:
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        head = None
+        async with pool.acquire() as conn:
+            head = await store.head(conn)
+        rng = random.Random(7)
+
+        async def op(_: int) -> None:
+            index = rng.randrange(size)
+            async with pool.acquire() as conn:
+                proof, leaf, root = await tlog.inclusion_proof(conn, index, size)
+            merkle.verify_inclusion(leaf, index, size, proof, head.root)
+
+        return await _drive(f"inclusion proof at {size:,} entries", samples, 1, op)
+    finally:
+        await pool.close()
+
+
+async def _main(args: argparse.Namespace, root: Path) -> None:
+    server = None
+    if args.database_url:
+        admin = args.database_url
+    else:
+        print("starting a private PostgreSQL (fsync and synchronous_commit on) ...", flush=True)
+        server = PostgresServer(root / "pg")
+        server.start()
+        admin = server.dsn()
+    try:
+        conn = await asyncpg.connect(admin)
+        for name in ("timebank_bench", "timebank_bench_proof"):
+            await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            await conn.execute(f"CREATE DATABASE {name}")
+        sync = await conn.fetchval("SHOW synchronous_commit")
+        await conn.close()
+        base = admin.rsplit("/", 1)[0]
+        url, proof_url = base + "/timebank_bench", base + "/timebank_bench_proof"
+        signer = Signer.generate(ORIGIN)
+        write_signer_key(root / "network.key", signer)
+        pool = await create_pool(url, min_size=1, max_size=1)
+        async with pool.acquire() as c:
+            await migrate(c, "ledger", store.MIGRATIONS)
+        await pool.close()
+
+        print(f"synchronous_commit = {sync}; {os.cpu_count()} CPUs; {args.transfers:,} transfers per phase")
+        results, accounts, mean_batch = await _in_process(url, signer, args.transfers)
+        results += await _over_http(url, root, accounts, args.transfers)
+        print(f"building a {args.proof_size:,}-entry log for the proof benchmark ...", flush=True)
+        await _grow_log(proof_url, signer, args.proof_size)
+        results.append(await _proofs(proof_url, args.proof_size))
+
+        print()
+        print(f"{'phase':<34} {'rate':>12} {'p50':>10} {'p99':>10}")
+        for r in results:
+            print(r.line())
+        by = {r.name: r for r in results}
+        in64 = by["in-process, 64 submitters"]
+        bare = next(r for r in results if r.name.startswith("bare insert"))
+        print()
+        print(f"mean group-commit batch with 64 submitters: {mean_batch:.1f} transfers")
+        print(f"in-process 64 submitters / bare insert: {in64.rate / bare.rate:.0%}")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    root = server_tempdir("timebank-bench-")
+    try:
+        asyncio.run(_main(args, root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
