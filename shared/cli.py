@@ -70,8 +70,13 @@ def _serve(settings: Settings, database_url: str) -> None:
 
     app = create_app(settings, database_url=database_url)
     config = uvicorn.Config(
-        app, host=settings.http.host, port=settings.http.port, log_level="warning", access_log=False,
-        loop="uvloop", http="httptools",
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
     )
     print(f"timebank node {settings.origin} serving on http://{settings.http.host}:{settings.http.port}")
     uvicorn.Server(config).run()
@@ -111,8 +116,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         write_signer_key(settings.key_path, Signer.generate(settings.origin))
         print(f"created the network signing key {settings.key_path}")
     tokens = _embedded_tokens(data_dir)
-    configured = [ApiToken(name=f"embedded-{role}", role=role, sha256=hashlib.sha256(t.encode()).hexdigest())  # type: ignore[arg-type]
-                  for role, t in tokens.items()]
+    configured = [
+        ApiToken(name=f"embedded-{role}", role=role, sha256=hashlib.sha256(t.encode()).hexdigest())  # type: ignore[arg-type]
+        for role, t in tokens.items()
+    ]
     settings.ledger.tokens = [*settings.ledger.tokens, *configured]
 
     postgres = PostgresServer(data_dir / "postgres")

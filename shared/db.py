@@ -6,6 +6,10 @@ import re
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# A plain connection or one borrowed from a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 _NAME_RE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -41,7 +45,7 @@ def migration_files(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, service: str, directory: Path) -> list[str]:
+async def migrate(conn: Connection, service: str, directory: Path) -> list[str]:
     """Apply the service's not-yet-applied migrations in order, each in its own transaction.
 
     Safe to run from several processes at once: an advisory lock serialises the runners.
@@ -57,9 +61,7 @@ async def migrate(conn: asyncpg.Connection, service: str, directory: Path) -> li
     try:
         done = {
             r["version"]
-            for r in await conn.fetch(
-                "SELECT version FROM public.timebank_migrations WHERE service = $1", service
-            )
+            for r in await conn.fetch("SELECT version FROM public.timebank_migrations WHERE service = $1", service)
         }
         for version, path in migration_files(directory):
             if version in done:

@@ -19,8 +19,8 @@ from services.ledger.ledger import (
     ACCOUNT_ID_PATTERN,
     TRANSFER_ID_PATTERN,
     AccountOpened,
-    ChangeLimits,
     Ceiling,
+    ChangeLimits,
     CloseAccount,
     Floor,
     Key,
@@ -171,7 +171,7 @@ IndexParam = Annotated[int, QueryParameter(ge=0, le=MAX_INDEX)]
 
 class AccountController(Controller):
     path = "/accounts"
-    tags = ["accounts"]
+    tags = ("accounts",)
 
     @post("/", operation_id="openAccount", guards=[require_writer], status_code=HTTP_201_CREATED)
     async def open(self, data: JSONBody[OpenAccount], state: State) -> Response[AccountView]:
@@ -185,7 +185,10 @@ class AccountController(Controller):
 
     @get("/{account_id:str}", operation_id="getAccount", guards=[require_reader_of])
     async def read(
-        self, account_id: FromPath[str], state: State, at_size: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None
+        self,
+        account_id: FromPath[str],
+        state: State,
+        at_size: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
     ) -> AccountView:
         view = await _account_view(state, _account_id(account_id))
         async with state.pool.acquire() as conn:
@@ -223,9 +226,15 @@ class AccountController(Controller):
             entry = msgspec.json.decode(p.data, type=Transfer)
             lines.append(
                 StatementLine(
-                    index=p.index, transfer=p.transfer, counterparty=p.counterparty, delta=p.delta,
-                    balance=p.balance, reverses=entry.reverses, memo_digest=entry.memo_digest,
-                    exchange_ref=entry.exchange_ref, at=entry.at.isoformat(),
+                    index=p.index,
+                    transfer=p.transfer,
+                    counterparty=p.counterparty,
+                    delta=p.delta,
+                    balance=p.balance,
+                    reverses=entry.reverses,
+                    memo_digest=entry.memo_digest,
+                    exchange_ref=entry.exchange_ref,
+                    at=entry.at.isoformat(),
                 )
             )
         more = len(postings) > limit
@@ -234,17 +243,21 @@ class AccountController(Controller):
 
 class TransferController(Controller):
     path = "/transfers"
-    tags = ["transfers"]
+    tags = ("transfers",)
 
     @post("/", operation_id="makeTransfer", guards=[require_writer], status_code=HTTP_201_CREATED)
     async def transfer(self, data: JSONBody[MakeTransfer], state: State) -> Response[TransferView]:
         return _transfer_view(await state.appender.submit(data))
 
     @post(
-        "/{transfer_id:str}/reversal", operation_id="reverseTransfer", guards=[require_writer],
+        "/{transfer_id:str}/reversal",
+        operation_id="reverseTransfer",
+        guards=[require_writer],
         status_code=HTTP_201_CREATED,
     )
-    async def reverse(self, transfer_id: FromPath[str], data: JSONBody[ReverseBody], state: State) -> Response[TransferView]:
+    async def reverse(
+        self, transfer_id: FromPath[str], data: JSONBody[ReverseBody], state: State
+    ) -> Response[TransferView]:
         if not _TRANSFER_RE.match(transfer_id):
             raise NotFound(f"transfer {transfer_id} does not exist")
         return _transfer_view(await state.appender.submit(Reverse(key=data.key, transfer=transfer_id)))
@@ -254,7 +267,7 @@ class LogController(Controller):
     """The public log: anyone may read it, and verify it."""
 
     path = "/log"
-    tags = ["log"]
+    tags = ("log",)
 
     @get("/checkpoint", operation_id="getCheckpoint", media_type="text/plain; charset=utf-8")
     async def checkpoint(self, state: State) -> bytes:
@@ -266,7 +279,10 @@ class LogController(Controller):
 
     @get("/entries", operation_id="getEntries")
     async def entries(
-        self, state: State, start: IndexParam = 0, end: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None
+        self,
+        state: State,
+        start: IndexParam = 0,
+        end: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
     ) -> Entries:
         """Entries [start, end) as stored, at most 1000 per call."""
         end = start + MAX_RANGE if end is None else min(end, start + MAX_RANGE)
@@ -284,7 +300,9 @@ class LogController(Controller):
     async def inclusion(self, state: State, index: IndexParam, size: IndexParam) -> InclusionProof:
         async with state.pool.acquire() as conn:
             proof, leaf, root = await tlog.inclusion_proof(conn, index, size)
-        return InclusionProof(index=index, size=size, leaf_hash=_b64(leaf), root=_b64(root), proof=[_b64(h) for h in proof])
+        return InclusionProof(
+            index=index, size=size, leaf_hash=_b64(leaf), root=_b64(root), proof=[_b64(h) for h in proof]
+        )
 
     @get("/proof/consistency", operation_id="getConsistencyProof")
     async def consistency(self, state: State, old: IndexParam, new: IndexParam) -> ConsistencyProof:

@@ -9,6 +9,7 @@ commit, and only then answer every caller. Durability is untouched: throughput c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from services.ledger.ledger import (
 )
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
+from shared.db import Connection
 from shared.errors import DomainError
 from shared.tiles import RightEdge
 
@@ -65,9 +67,7 @@ class _Pending:
 
 
 class Appender:
-    def __init__(
-        self, pool: asyncpg.Pool, signer: CheckpointSigner, *, default_floor: int, max_batch: int
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, signer: CheckpointSigner, *, default_floor: int, max_batch: int) -> None:
         self._pool = pool
         self._signer = signer
         self._default_floor = default_floor
@@ -98,10 +98,8 @@ class Appender:
         if self._task is None:
             return
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("the ledger is shutting down"))
@@ -202,8 +200,15 @@ class Appender:
                 payer = book.accounts[decided.payer]
                 payee = book.accounts[decided.payee]
                 write.transfers.append(
-                    (decided.id, size, book.transfers[decided.id].fingerprint, decided.payer,
-                     decided.payee, decided.minutes, decided.reverses)
+                    (
+                        decided.id,
+                        size,
+                        book.transfers[decided.id].fingerprint,
+                        decided.payer,
+                        decided.payee,
+                        decided.minutes,
+                        decided.reverses,
+                    )
                 )
                 write.postings.append((payer.id, size, -decided.minutes, payer.balance, decided.id, payee.id))
                 write.postings.append((payee.id, size, decided.minutes, payee.balance, decided.id, payer.id))
@@ -218,7 +223,17 @@ class Appender:
         for entry, command, index in opened:
             a = book.accounts[entry.account]
             write.new_accounts.append(
-                (a.id, a.kind, a.floor, a.ceiling, a.closed, entry.peer, index, command.key, fingerprint(command))
+                (
+                    a.id,
+                    a.kind,
+                    a.floor,
+                    a.ceiling,
+                    a.closed,
+                    entry.peer,
+                    index,
+                    command.key,
+                    fingerprint(command),
+                )
             )
         # Balances live in the postings; only limit changes and closures touch an existing account row.
         for account_id in touched & existing:
@@ -226,7 +241,7 @@ class Appender:
             write.changed_accounts.append((a.id, a.floor, a.ceiling, a.closed))
         return outcomes, write
 
-    async def _resolve_replays(self, conn: store.Connection, outcomes: list[Appended | DomainError]) -> None:
+    async def _resolve_replays(self, conn: Connection, outcomes: list[Appended | DomainError]) -> None:
         """Replayed commands answer with their original entry: from this batch, or read back as stored."""
         wanted = [o.index for o in outcomes if isinstance(o, _Unresolved)]
         if not wanted:

@@ -203,9 +203,7 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
             exchange_ref=command.exchange_ref,
         )
         _check_transfer(book, entry)
-        book.transfers[tid] = TransferRecord(
-            tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes
-        )
+        book.transfers[tid] = TransferRecord(tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes)
     elif isinstance(command, Reverse):
         tid = transfer_id(command.key)
         existing = book.transfers.get(tid)
@@ -229,9 +227,7 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
         )
         _check_transfer(book, entry)
         original.reversed_by = tid
-        book.transfers[tid] = TransferRecord(
-            tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes
-        )
+        book.transfers[tid] = TransferRecord(tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes)
     elif isinstance(command, OpenAccount):
         known = book.opens.get(command.key)
         if known is not None:

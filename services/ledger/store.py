@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from services.ledger.ledger import (
@@ -21,12 +20,10 @@ from services.ledger.ledger import (
     TransferRecord,
     transfer_id,
 )
-from shared.db import load_queries
+from shared.db import Connection, load_queries
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 Q = load_queries(Path(__file__).with_name("queries.sql"))
-
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 class Head(msgspec.Struct, frozen=True):
@@ -109,7 +106,12 @@ async def load_book(
     for r in rows:
         if r["id"] is not None:
             book.transfers[r["id"]] = TransferRecord(
-                r["id"], r["idx"], bytes(r["fingerprint"]), r["payer"], r["payee"], r["minutes"],
+                r["id"],
+                r["idx"],
+                bytes(r["fingerprint"]),
+                r["payer"],
+                r["payee"],
+                r["minutes"],
                 r["reversed_by"],
             )
             account_ids.update((r["payer"], r["payee"]))
@@ -178,8 +180,14 @@ async def account(conn: Connection, account_id: str) -> AccountRow | None:
     if r is None:
         return None
     return AccountRow(
-        id=r["id"], kind=r["kind"], floor=r["floor"], ceiling=r["ceiling"], balance=r["balance"],
-        closed=r["closed"], peer=r["peer"], opened_index=r["opened_idx"],
+        id=r["id"],
+        kind=r["kind"],
+        floor=r["floor"],
+        ceiling=r["ceiling"],
+        balance=r["balance"],
+        closed=r["closed"],
+        peer=r["peer"],
+        opened_index=r["opened_idx"],
     )
 
 
@@ -193,8 +201,12 @@ async def statement(conn: Connection, account_id: str, before: int, limit: int) 
     rows = await conn.fetch(Q["statement"], account_id, before, limit)
     return [
         Posting(
-            index=r["idx"], delta=r["delta"], balance=r["balance"], transfer=r["transfer"],
-            counterparty=r["counterparty"], data=bytes(r["data"]),
+            index=r["idx"],
+            delta=r["delta"],
+            balance=r["balance"],
+            transfer=r["transfer"],
+            counterparty=r["counterparty"],
+            data=bytes(r["data"]),
         )
         for r in rows
     ]

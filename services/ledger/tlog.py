@@ -7,6 +7,7 @@ import struct
 
 from services.ledger import store
 from shared import merkle, note, tiles
+from shared.db import Connection
 from shared.errors import Invalid, NotFound
 
 ENTRY_BUNDLE_MAX = 0xFFFF  # tlog-tiles entry bundles prefix each entry with a big-endian uint16 length
@@ -29,7 +30,7 @@ def _check_size(size: int, head: int, what: str) -> None:
         raise Invalid(f"{what} {size} is outside the log (its size is {head})", log_size=head)
 
 
-async def _hashes_for(conn: store.Connection, ranges: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+async def _hashes_for(conn: Connection, ranges: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     return await store.tiles(conn, tiles.tiles_for_ranges(ranges))
 
 
@@ -41,13 +42,13 @@ def _prefix_root(size: int, stored: dict[tuple[int, int], bytes]) -> bytes:
     )
 
 
-async def root_at(conn: store.Connection, size: int) -> bytes:
+async def root_at(conn: Connection, size: int) -> bytes:
     """The tree root after the first ``size`` entries."""
     stored = await _hashes_for(conn, [(0, size)] if size else [])
     return _prefix_root(size, stored)
 
 
-async def inclusion_proof(conn: store.Connection, index: int, size: int) -> tuple[list[bytes], bytes, bytes]:
+async def inclusion_proof(conn: Connection, index: int, size: int) -> tuple[list[bytes], bytes, bytes]:
     """Return (proof, leaf hash, root at size) for entry ``index`` in the tree of ``size`` entries."""
     head = await store.head(conn)
     _check_size(size, head.size, "tree size")
@@ -60,7 +61,7 @@ async def inclusion_proof(conn: store.Connection, index: int, size: int) -> tupl
     return proof, leaf, _prefix_root(size, stored)
 
 
-async def consistency_proof(conn: store.Connection, old: int, new: int) -> tuple[list[bytes], bytes, bytes]:
+async def consistency_proof(conn: Connection, old: int, new: int) -> tuple[list[bytes], bytes, bytes]:
     """Return (proof, old root, new root) showing the tree of ``old`` entries is a prefix of ``new``."""
     head = await store.head(conn)
     _check_size(new, head.size, "tree size")
@@ -72,7 +73,7 @@ async def consistency_proof(conn: store.Connection, old: int, new: int) -> tuple
     return proof, _prefix_root(old, stored), _prefix_root(new, stored)
 
 
-async def proof_bundle(conn: store.Connection, index: int) -> str:
+async def proof_bundle(conn: Connection, index: int) -> str:
     """A C2SP tlog-proof for one entry under the latest checkpoint; the entry's bytes ride in ``extra``."""
     latest = await store.latest_checkpoint(conn)
     if latest is None or index >= latest[0] or index < 0:
@@ -85,7 +86,7 @@ async def proof_bundle(conn: store.Connection, index: int) -> str:
     return "\n".join(lines) + "\n\n" + checkpoint.decode()
 
 
-async def tile_bytes(conn: store.Connection, path: str) -> bytes:
+async def tile_bytes(conn: Connection, path: str) -> bytes:
     """Serve a C2SP tlog-tiles path: a hash tile or an entry bundle, full or partial."""
     try:
         where = tiles.parse_tile_path(path)

@@ -1,0 +1,90 @@
+"""`timebank up`: the embedded node starts its own PostgreSQL and NATS, serves, stops cleanly and keeps its data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from shared.processes import free_port
+
+
+def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "TIMEBANK_DATA_DIR": str(data_dir),
+        "TIMEBANK_HTTP__PORT": str(port),
+        "TIMEBANK_ORIGIN": "timebank.test/up",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[str], base: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"timebank up exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(base + "/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("timebank up did not become ready")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_up_serves_stops_cleanly_and_keeps_its_data_across_restarts(server_tmp_path: Path) -> None:
+    data_dir = server_tmp_path / "node"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    proc = _start(data_dir, port)
+    try:
+        _wait_ready(proc, base)
+        tokens = json.loads((data_dir / "tokens.json").read_text())
+        assert (data_dir / "network.key").stat().st_mode & 0o777 == 0o600
+        assert (data_dir / "tokens.json").stat().st_mode & 0o777 == 0o600
+        coordinator = {"Authorization": f"Bearer {tokens['coordinator']}"}
+        alice = httpx.post(base + "/accounts", json={"key": "alice"}, headers=coordinator).json()["id"]
+        bob = httpx.post(base + "/accounts", json={"key": "bob"}, headers=coordinator).json()["id"]
+        r = httpx.post(
+            base + "/transfers",
+            json={"key": "lift-to-clinic", "payer": alice, "payee": bob, "minutes": 45},
+            headers=coordinator,
+        )
+        assert r.status_code == 201, r.text
+        checkpoint = httpx.get(base + "/log/checkpoint").text
+        assert checkpoint.startswith("timebank.test/up\n3\n")
+    finally:
+        out = _stop(proc) if proc.poll() is None else ""
+    assert "stopping" in out
+
+    proc = _start(data_dir, port)
+    try:
+        _wait_ready(proc, base)
+        r = httpx.get(base + f"/accounts/{bob}", headers=coordinator)
+        assert r.json()["balance"] == 45
+        assert httpx.get(base + "/log/checkpoint").text == checkpoint
+    finally:
+        _stop(proc)
