@@ -1,0 +1,1 @@
+"""Test support: the pytest plugin with private PostgreSQL and NATS server fixtures."""

@@ -1,0 +1,119 @@
+"""Pytest fixtures that run private PostgreSQL and NATS servers for the test session.
+
+The fixtures are synchronous (they only manage processes), so they work with
+any event loop scope.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from shared.processes import MissingBinaryError, NatsServer, PostgresServer, server_tempdir
+
+__all__ = ["NatsFactory", "database_url", "nats_factory", "nats_server", "postgres_server", "server_tmp_path"]
+
+_database_numbers = itertools.count(1)
+
+
+class NatsFactory:
+    """Starts extra NATS servers on demand; all are stopped by ``close()``."""
+
+    def __init__(self, root: Path) -> None:
+        """Keep each server's store under ``root``."""
+        self.root = root
+        self.servers: list[NatsServer] = []
+
+    def __call__(
+        self,
+        server_name: str | None = None,
+        *,
+        port: int | None = None,
+        jetstream_domain: str | None = None,
+        leafnode_port: int | None = None,
+        leafnode_remotes: Sequence[str] = (),
+        extra_config: str = "",
+    ) -> NatsServer:
+        """Start and return a new JetStream-enabled server (``leafnode_port=0`` picks a free port)."""
+        name = server_name or f"nats-{len(self.servers) + 1}"
+        store_dir = self.root / f"{len(self.servers) + 1}-{_safe_name(name)}"
+        server = NatsServer(
+            store_dir,
+            port,
+            server_name=name,
+            jetstream_domain=jetstream_domain,
+            leafnode_port=leafnode_port,
+            leafnode_remotes=leafnode_remotes,
+            extra_config=extra_config,
+        )
+        self.servers.append(server)
+        try:
+            server.start()
+        except MissingBinaryError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return server
+
+    def close(self) -> None:
+        """Stop every server this factory started, newest first."""
+        for server in reversed(self.servers):
+            server.stop()
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One fast (fsync=off) PostgreSQL server for the whole session."""
+    root = server_tempdir("timebank-test-pg-")
+    server = PostgresServer(root / "data", fast=True)
+    try:
+        try:
+            server.start()
+        except MissingBinaryError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """DSN of a fresh, empty database (dropped after the test)."""
+    name = f"t{next(_database_numbers)}_{_safe_name(request.node.name)}"[:63]
+    postgres_server.create_database(name)
+    yield postgres_server.dsn(name)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def nats_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsFactory]:
+    """Callable that starts extra NATS servers, all stopped at session end."""
+    factory = NatsFactory(tmp_path_factory.mktemp("nats"))
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def nats_server(nats_factory: NatsFactory) -> NatsServer:
+    """One JetStream-enabled NATS server for the whole session."""
+    return nats_factory("timebank-test")
+
+
+@pytest.fixture
+def server_tmp_path() -> Iterator[Path]:
+    """A temp dir (removed afterwards) that a server running as the `postgres` user can use."""
+    path = server_tempdir("timebank-test-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
