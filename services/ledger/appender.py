@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,18 +24,22 @@ from services.ledger.ledger import (
     Book,
     Command,
     LogEntry,
+    MakeTransfer,
     OpenAccount,
     Replay,
+    Reverse,
     Transfer,
+    TransferRecord,
     decide,
     entry_decoder,
     entry_encoder,
     fingerprint,
+    transfer_id,
 )
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
 from shared.db import Connection
-from shared.errors import DomainError
+from shared.errors import Conflict, DomainError
 from shared.tiles import RightEdge
 
 log = logging.getLogger(__name__)
@@ -67,16 +72,23 @@ class _Pending:
 
 
 class Appender:
-    def __init__(self, pool: asyncpg.Pool, signer: CheckpointSigner, *, default_floor: int, max_batch: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        signer: CheckpointSigner,
+        *,
+        default_floor: int,
+        max_batch: int,
+        cache_transfers: int = 100_000,
+    ) -> None:
         self._pool = pool
         self._signer = signer
         self._default_floor = default_floor
         self._max_batch = max_batch
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
-        self._edge: RightEdge | None = None
-        # Account state as of the head this process last wrote; dropped whenever that head is stale.
-        self._accounts: dict[str, Account] = {}
+        self._state: _State | None = None
+        self._cache_transfers = cache_transfers
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.commands = 0
@@ -144,33 +156,91 @@ class Appender:
 
     async def _commit(self, batch: list[_Pending]) -> list[Appended | DomainError]:
         commands = [p.command for p in batch]
-        edge, self._edge = self._edge, None  # untrusted until this batch commits
-        accounts, self._accounts = self._accounts, {}
         async with self._pool.acquire() as conn:
-            await store.begin_locked(conn)
-            try:
-                head, book = await store.load_book(conn, commands, self._default_floor, accounts)
-                if edge is None or edge.size != head.size:
-                    # Another writer appended since our last batch (or we just started): reload.
-                    edge = RightEdge.from_tiles(head.size, await store.right_edge_tiles(conn))
-                    if edge.root() != head.root:
-                        raise RuntimeError("stored tiles do not match the tree head; refusing to append")
-                    if accounts:
-                        accounts.clear()
-                        head, book = await store.load_book(conn, commands, self._default_floor, accounts)
-                outcomes, write = self._decide(book, commands, head.size, edge)
-                await self._resolve_replays(conn, outcomes)
-                if write.entry_idx:
-                    size = head.size + len(write.entry_idx)
-                    root = edge.root()
-                    write.tiles = edge.take_dirty()
-                    await store.write_batch(conn, write, size, root, self._signer.sign(size, root))
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-        self._edge, self._accounts = edge, book.accounts
+            state, self._state = self._state, None  # untrusted until this batch commits
+            if state is not None:
+                try:
+                    outcomes = await self._commit_optimistic(conn, commands, state)
+                except (asyncpg.UniqueViolationError, _Stale) as exc:
+                    # Another writer appended since our last batch, or a key was used before we cached it.
+                    log.info("ledger batch retried under the writer lock: %s", exc)
+                else:
+                    self._state = state
+                    return outcomes
+            outcomes, state = await self._commit_locked(conn, commands)
+            self._state = state
+            return outcomes
+
+    async def _commit_optimistic(
+        self, conn: Connection, commands: list[Command], state: _State
+    ) -> list[Appended | DomainError]:
+        """Decide on the cached state and write it all in one atomic statement (one round trip, no lock).
+
+        The state is current exactly when nobody appended since our last batch; if somebody did, the entries'
+        primary key refuses our write (they hold the same indexes) and the caller retries under the lock.
+        """
+        book = Book(accounts=state.accounts, transfers=state.transfers, default_floor=self._default_floor)
+        await store.fill_book(conn, book, commands)
+        outcomes, write = self._decide(book, commands, state.edge.size, state.edge)
+        await self._settle_refusals(conn, commands, outcomes, book)
+        refused = any(isinstance(o, DomainError) and not isinstance(o, _Unresolved) for o in outcomes)
+        if write.entry_idx:
+            await self._write(conn, write, state.edge)
+        elif refused and (await store.head(conn)).size != state.edge.size:
+            # Refusals were decided on the cache: they stand only if nobody has appended since.
+            raise _Stale("the log grew under a batch of refusals")
+        await self._resolve_replays(conn, outcomes)
+        state.trim(self._cache_transfers)
         return outcomes
+
+    async def _commit_locked(
+        self, conn: Connection, commands: list[Command]
+    ) -> tuple[list[Appended | DomainError], _State]:
+        """Read everything fresh under the database's writer lock, decide, write and commit."""
+        await store.begin_locked(conn)
+        try:
+            head, book = await store.load_locked(conn, commands, self._default_floor)
+            edge = RightEdge.from_tiles(head.size, await store.right_edge_tiles(conn))
+            if edge.root() != head.root:
+                raise RuntimeError("stored tiles do not match the tree head; refusing to append")
+            outcomes, write = self._decide(book, commands, head.size, edge)
+            await self._resolve_replays(conn, outcomes)
+            if write.entry_idx:
+                await self._write(conn, write, edge)
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return outcomes, _State(edge, book.accounts, book.transfers)
+
+    async def _write(self, conn: Connection, write: store.BatchWrite, edge: RightEdge) -> None:
+        root = edge.root()
+        write.tiles = edge.take_dirty()
+        await store.write_batch(conn, write, edge.size, root, self._signer.sign(edge.size, root))
+
+    async def _settle_refusals(
+        self, conn: Connection, commands: list[Command], outcomes: list[Appended | DomainError], book: Book
+    ) -> None:
+        """A refused transfer whose key the cache did not know may be a retry of one already in the log:
+        then the answer is the original (or a conflict), not the refusal."""
+        unknown: dict[int, tuple[str, bytes]] = {}
+        for position, (command, outcome) in enumerate(zip(commands, outcomes, strict=True)):
+            if isinstance(outcome, DomainError) and isinstance(command, MakeTransfer | Reverse):
+                tid = transfer_id(command.key)
+                if tid not in book.transfers:
+                    unknown[position] = (tid, fingerprint(command))
+        if not unknown:
+            return
+        found = await store.find_transfers(conn, [tid for tid, _ in unknown.values()])
+        for position, (tid, given) in unknown.items():
+            if tid in found:
+                key = commands[position].key  # type: ignore[union-attr]
+                if found[tid].fingerprint == given:
+                    outcomes[position] = _Unresolved(found[tid].index)
+                else:
+                    outcomes[position] = Conflict(
+                        f"idempotency key {key!r} was already used for a different request", key=key
+                    )
 
     def _decide(
         self, book: Book, commands: list[Command], start: int, edge: RightEdge
@@ -253,6 +323,26 @@ class Appender:
             if isinstance(outcome, _Unresolved):
                 data = stored[outcome.index]
                 outcomes[position] = Appended(outcome.index, data, entry_decoder.decode(data), replayed=True)
+
+
+class _Stale(Exception):
+    """The cached state turned out to be behind the log."""
+
+
+@dataclass(slots=True)
+class _State:
+    """What the writer knows as of the log size it last wrote: valid only while nobody else appends."""
+
+    edge: RightEdge
+    accounts: dict[str, Account]
+    transfers: dict[str, TransferRecord]
+
+    def trim(self, keep: int) -> None:
+        """Forget the oldest cached transfers beyond ``keep`` (a forgotten key is looked up when needed)."""
+        excess = len(self.transfers) - keep
+        if excess > 0:
+            for tid in list(itertools.islice(self.transfers, excess)):
+                del self.transfers[tid]
 
 
 class _Unresolved(DomainError):

@@ -171,6 +171,8 @@ class Book:
     transfers: dict[str, TransferRecord] = field(default_factory=dict)
     # Account opens by idempotency key: key -> (account id, fingerprint, index).
     opens: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
+    # Open peer clearing accounts by the neighbour's origin: one per neighbour.
+    peers: dict[str, str] = field(default_factory=dict)
     default_floor: int = -600
 
     def account(self, account_id: str) -> Account:
@@ -234,6 +236,9 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
             return _replay(known[1], fingerprint(command), known[2], command.key)
         if (command.kind == "peer") != (command.peer is not None):
             raise Invalid("a peer account names its peer network's origin, and only a peer account does")
+        if command.peer is not None and command.peer in book.peers:
+            existing_peer = book.peers[command.peer]
+            raise Conflict(f"{command.peer} already has the clearing account {existing_peer}", account=existing_peer)
         floor = command.floor
         if floor is None:
             floor = book.default_floor if command.kind == "member" else 0
@@ -270,11 +275,14 @@ def apply(book: Book, entry: LogEntry) -> None:
         book.accounts[entry.payee].balance += entry.minutes
     elif isinstance(entry, AccountOpened):
         book.accounts[entry.account] = Account(entry.account, entry.kind, entry.floor, entry.ceiling)
+        if entry.peer is not None:
+            book.peers[entry.peer] = entry.account
     elif isinstance(entry, LimitsChanged):
         account = book.accounts[entry.account]
         account.floor, account.ceiling = entry.floor, entry.ceiling
     else:
         book.accounts[entry.account].closed = True
+        book.peers = {origin: a for origin, a in book.peers.items() if a != entry.account}
 
 
 def _replay(stored: bytes, given: bytes, index: int, key: str) -> Replay:

@@ -28,9 +28,18 @@ LEFT JOIN LATERAL (
     SELECT balance FROM ledger.postings WHERE account = a.id ORDER BY idx DESC LIMIT 1
 ) p ON true
 
+-- name: peers_by_origin
+SELECT peer, id FROM ledger.accounts WHERE peer = ANY($1::text[]) AND NOT closed
+
 -- name: opens_by_key
 SELECT a.open_key, a.id, a.open_fingerprint, a.opened_idx
 FROM unnest($1::text[]) AS k (open_key) JOIN ledger.accounts a ON a.open_key = k.open_key
+
+-- name: transfers_by_id
+SELECT t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, r.id AS reversed_by
+FROM unnest($1::text[]) AS k (id)
+JOIN ledger.transfers t ON t.id = k.id
+LEFT JOIN ledger.transfers r ON r.reverses = t.id AND r.reverses IS NOT NULL
 
 -- name: entries_by_index
 SELECT e.idx, e.data FROM unnest($1::bigint[]) AS k (idx) JOIN ledger.entries e ON e.idx = k.idx

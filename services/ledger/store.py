@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from services.ledger.ledger import (
@@ -79,50 +80,78 @@ async def right_edge_tiles(conn: Connection) -> dict[int, bytes]:
     return {r["level"]: bytes(r["hashes"]) for r in await conn.fetch(Q["right_edge_tiles"])}
 
 
-async def load_book(
-    conn: Connection, commands: list[Command], default_floor: int, accounts: dict[str, Account]
-) -> tuple[Head, Book]:
-    """Read the tree head and exactly the transfers, accounts and idempotency keys the commands can touch.
-
-    ``accounts`` is the caller's cache of account state, valid for the head it last wrote; accounts missing
-    from it are read and added. The caller drops the cache when the head shows another writer was here.
-    """
-    book = Book(accounts=accounts, default_floor=default_floor)
+def _referenced(commands: list[Command]) -> tuple[set[str], set[str], list[OpenAccount], set[str]]:
+    """(transfer ids named, account ids named, account opens, ids of transfers to reverse) of a batch."""
     transfer_ids: set[str] = set()
     account_ids: set[str] = set()
-    open_keys: list[str] = []
+    opens: list[OpenAccount] = []
+    reversed_ids: set[str] = set()
     for command in commands:
         if isinstance(command, MakeTransfer):
             transfer_ids.add(transfer_id(command.key))
             account_ids.update((command.payer, command.payee))
         elif isinstance(command, Reverse):
             transfer_ids.update((transfer_id(command.key), command.transfer))
+            reversed_ids.add(command.transfer)
         elif isinstance(command, OpenAccount):
-            open_keys.append(command.key)
+            opens.append(command)
         elif isinstance(command, ChangeLimits | CloseAccount):
             account_ids.add(command.account)
-    rows = await conn.fetch(Q["head_and_transfers"], list(transfer_ids))
-    head = Head(rows[0]["size"], bytes(rows[0]["root"]))
-    for r in rows:
-        if r["id"] is not None:
-            book.transfers[r["id"]] = TransferRecord(
-                r["id"],
-                r["idx"],
-                bytes(r["fingerprint"]),
-                r["payer"],
-                r["payee"],
-                r["minutes"],
-                r["reversed_by"],
-            )
-            account_ids.update((r["payer"], r["payee"]))
-    missing = [a for a in account_ids if a not in accounts]
+    return transfer_ids, account_ids, opens, reversed_ids
+
+
+def _transfer_record(r: asyncpg.Record) -> TransferRecord:
+    return TransferRecord(
+        r["id"], r["idx"], bytes(r["fingerprint"]), r["payer"], r["payee"], r["minutes"], r["reversed_by"]
+    )
+
+
+async def _fill(conn: Connection, book: Book, account_ids: set[str], opens: list[OpenAccount]) -> None:
+    missing = [a for a in account_ids if a not in book.accounts]
     if missing:
         for r in await conn.fetch(Q["accounts_by_id"], missing):
-            accounts[r["id"]] = Account(r["id"], r["kind"], r["floor"], r["ceiling"], r["balance"], r["closed"])
-    if open_keys:
-        for r in await conn.fetch(Q["opens_by_key"], open_keys):
+            book.accounts[r["id"]] = Account(r["id"], r["kind"], r["floor"], r["ceiling"], r["balance"], r["closed"])
+    if opens:
+        for r in await conn.fetch(Q["opens_by_key"], [o.key for o in opens]):
             book.opens[r["open_key"]] = (r["id"], bytes(r["open_fingerprint"]), r["opened_idx"])
+        peers = [o.peer for o in opens if o.peer is not None]
+        if peers:
+            book.peers.update({r["peer"]: r["id"] for r in await conn.fetch(Q["peers_by_origin"], peers)})
+
+
+async def load_locked(conn: Connection, commands: list[Command], default_floor: int) -> tuple[Head, Book]:
+    """Under the writer lock: the tree head and everything the commands can touch, read fresh."""
+    transfer_ids, account_ids, opens, _ = _referenced(commands)
+    rows = await conn.fetch(Q["head_and_transfers"], list(transfer_ids))
+    head = Head(rows[0]["size"], bytes(rows[0]["root"]))
+    book = Book(default_floor=default_floor)
+    for r in rows:
+        if r["id"] is not None:
+            book.transfers[r["id"]] = _transfer_record(r)
+            account_ids.update((r["payer"], r["payee"]))
+    await _fill(conn, book, account_ids, opens)
     return head, book
+
+
+async def fill_book(conn: Connection, book: Book, commands: list[Command]) -> None:
+    """Without the lock: add to a cached book what it lacks for these commands (usually nothing).
+
+    Transfers are looked up only when a batch reverses one the cache does not hold; whether a new key was used
+    before is left to the unique index (and to ``find_transfers`` for refused commands).
+    """
+    _, account_ids, opens, reversed_ids = _referenced(commands)
+    unknown = [tid for tid in reversed_ids if tid not in book.transfers]
+    if unknown:
+        for record in (await find_transfers(conn, unknown)).values():
+            book.transfers[record.id] = record
+    for tid in reversed_ids:
+        if tid in book.transfers:
+            account_ids.update((book.transfers[tid].payer, book.transfers[tid].payee))
+    await _fill(conn, book, account_ids, opens)
+
+
+async def find_transfers(conn: Connection, ids: list[str]) -> dict[str, TransferRecord]:
+    return {r["id"]: _transfer_record(r) for r in await conn.fetch(Q["transfers_by_id"], ids)}
 
 
 async def write_batch(conn: Connection, w: BatchWrite, size: int, root: bytes, checkpoint: bytes) -> None:
