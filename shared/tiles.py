@@ -162,9 +162,7 @@ def subtree_hash(height: int, index: int, tile_hashes: bytes) -> bytes:
     start = (index << rest) % TILE_WIDTH
     lo, hi = start * HASH_SIZE, (start + (1 << rest)) * HASH_SIZE
     if len(tile_hashes) % HASH_SIZE or len(tile_hashes) < hi:
-        raise ValueError(
-            f"tile of {len(tile_hashes)} bytes cannot give subtree ({height}, {index}): needs {hi} bytes"
-        )
+        raise ValueError(f"tile of {len(tile_hashes)} bytes cannot give subtree ({height}, {index}): needs {hi} bytes")
     if rest == 0:
         return bytes(tile_hashes[lo:hi])
     return _perfect_root(tile_hashes[lo:hi])
