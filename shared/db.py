@@ -51,14 +51,15 @@ async def migrate(conn: Connection, service: str, directory: Path) -> list[str]:
     Safe to run from several processes at once: an advisory lock serialises the runners.
     Returns the names of the files applied now.
     """
-    await conn.execute(
-        """CREATE TABLE IF NOT EXISTS public.timebank_migrations (
-               service text NOT NULL, version int NOT NULL, name text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (service, version))"""
-    )
     applied: list[str] = []
+    # Lock first: even CREATE TABLE IF NOT EXISTS races when two processes start at once.
     await conn.execute("SELECT pg_advisory_lock(hashtext('timebank_migrations'))")
     try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS public.timebank_migrations (
+                   service text NOT NULL, version int NOT NULL, name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (service, version))"""
+        )
         done = {
             r["version"]
             for r in await conn.fetch("SELECT version FROM public.timebank_migrations WHERE service = $1", service)

@@ -8,19 +8,22 @@ services, and by the account's owner with the owner token the ledger returned wh
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from services.ledger.ledger import ACCOUNT_ID_PATTERN
 from shared.errors import Forbidden, Unauthorized
 from shared.settings import ApiToken
 
 OWNER_PREFIX = "own_"
+_ACCOUNT_RE = re.compile(ACCOUNT_ID_PATTERN)
+ACCOUNT_ID_LENGTH = len("acct_") + 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +42,9 @@ class Access:
         self._owner_secret = owner_secret
 
     def owner_token(self, account: str) -> str:
-        mac = hmac.new(self._owner_secret, account.encode(), hashlib.sha256).digest()
-        return OWNER_PREFIX + account + "_" + base64.urlsafe_b64encode(mac[:24]).decode()
+        """``own_<account id>_<hex HMAC>``; account ids have a fixed length, so the token splits unambiguously."""
+        mac = hmac.new(self._owner_secret, account.encode(), hashlib.sha256).hexdigest()[:48]
+        return f"{OWNER_PREFIX}{account}_{mac}"
 
     def caller(self, authorization: str | None) -> Caller:
         if not authorization:
@@ -50,8 +54,8 @@ class Access:
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("use 'Authorization: Bearer <token>'")
         if token.startswith(OWNER_PREFIX):
-            account = token[len(OWNER_PREFIX) :].rpartition("_")[0]
-            if account and hmac.compare_digest(self.owner_token(account), token):
+            account = token[len(OWNER_PREFIX) : len(OWNER_PREFIX) + ACCOUNT_ID_LENGTH]
+            if _ACCOUNT_RE.match(account) and hmac.compare_digest(self.owner_token(account), token):
                 return Caller("owner", account, account)
             raise Unauthorized("unknown or invalid token")
         known = self._tokens.get(hashlib.sha256(token.encode()).hexdigest())

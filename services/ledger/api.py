@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import State
+from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
@@ -130,6 +131,18 @@ class Balances(msgspec.Struct, kw_only=True):
     accounts: list[Balance]
 
 
+AnyRequest = Request[Any, Any, Any]
+T = TypeVar("T")
+
+
+async def strict_body(request: AnyRequest, type_: type[T]) -> T:
+    """Decode the body strictly: Litestar's own conversion is lenient (it would take "5" for 5)."""
+    try:
+        return msgspec.json.decode(await request.body(), type=type_)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(f"Validation failed: {exc}") from None
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -174,7 +187,8 @@ class AccountController(Controller):
     tags = ("accounts",)
 
     @post("/", operation_id="openAccount", guards=[require_writer], status_code=HTTP_201_CREATED)
-    async def open(self, data: JSONBody[OpenAccount], state: State) -> Response[AccountView]:
+    async def open(self, request: AnyRequest, data: JSONBody[OpenAccount], state: State) -> Response[AccountView]:
+        data = await strict_body(request, OpenAccount)
         appender: Appender = state.appender
         access: Access = state.access
         done = await appender.submit(data)
@@ -200,7 +214,10 @@ class AccountController(Controller):
         return view
 
     @put("/{account_id:str}/limits", operation_id="changeLimits", guards=[require_writer])
-    async def change_limits(self, account_id: FromPath[str], data: JSONBody[LimitsBody], state: State) -> AccountView:
+    async def change_limits(
+        self, request: AnyRequest, account_id: FromPath[str], data: JSONBody[LimitsBody], state: State
+    ) -> AccountView:
+        data = await strict_body(request, LimitsBody)
         command = ChangeLimits(account=_account_id(account_id), floor=data.floor, ceiling=data.ceiling)
         await state.appender.submit(command)
         return await _account_view(state, account_id)
@@ -246,7 +263,8 @@ class TransferController(Controller):
     tags = ("transfers",)
 
     @post("/", operation_id="makeTransfer", guards=[require_writer], status_code=HTTP_201_CREATED)
-    async def transfer(self, data: JSONBody[MakeTransfer], state: State) -> Response[TransferView]:
+    async def transfer(self, request: AnyRequest, data: JSONBody[MakeTransfer], state: State) -> Response[TransferView]:
+        data = await strict_body(request, MakeTransfer)
         return _transfer_view(await state.appender.submit(data))
 
     @post(
@@ -256,8 +274,9 @@ class TransferController(Controller):
         status_code=HTTP_201_CREATED,
     )
     async def reverse(
-        self, transfer_id: FromPath[str], data: JSONBody[ReverseBody], state: State
+        self, request: AnyRequest, transfer_id: FromPath[str], data: JSONBody[ReverseBody], state: State
     ) -> Response[TransferView]:
+        data = await strict_body(request, ReverseBody)
         if not _TRANSFER_RE.match(transfer_id):
             raise NotFound(f"transfer {transfer_id} does not exist")
         return _transfer_view(await state.appender.submit(Reverse(key=data.key, transfer=transfer_id)))

@@ -88,6 +88,7 @@ class Appender:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._state: _State | None = None
+        self._closing = False
         self._cache_transfers = cache_transfers
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -95,8 +96,8 @@ class Appender:
 
     async def submit(self, command: Command) -> Appended:
         """Queue one command and wait until it is committed (or refused with a DomainError)."""
-        if self._task is None or self._task.done():
-            raise RuntimeError("the appender is not running")
+        if self._task is None or self._task.done() or self._closing:
+            raise RuntimeError("the ledger is not accepting writes (stopped or stopping)")
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(command, future))
         self._wake.set()
@@ -105,20 +106,24 @@ class Appender:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-appender")
 
-    async def stop(self) -> None:
-        """Finish what is queued, then stop the writer."""
+    async def stop(self, grace: float = 30.0) -> None:
+        """Refuse new commands, finish the ones already submitted, then stop the writer."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        for pending in self._queue:
-            if not pending.future.done():
-                pending.future.set_exception(RuntimeError("the ledger is shutting down"))
+        self._closing = True
+        self._wake.set()
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.shield(self._task)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        _fail(self._queue, RuntimeError("the ledger stopped before this command was written"))
         self._queue.clear()
 
     async def _run(self) -> None:
-        while True:
+        while not (self._closing and not self._queue):
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
@@ -126,7 +131,11 @@ class Appender:
                 del self._queue[: self._max_batch]
                 batch = [p for p in batch if not p.future.done()]  # callers that gave up
                 if batch:
-                    await self._commit_with_retries(batch)
+                    try:
+                        await self._commit_with_retries(batch)
+                    except BaseException as exc:
+                        _fail(batch, exc)
+                        raise
 
     async def _commit_with_retries(self, batch: list[_Pending]) -> None:
         for attempt in range(1, _RETRIES + 1):

@@ -1,0 +1,77 @@
+"""Helpers the ledger's HTTP tests share: reading the public log back and checking problem responses."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import httpx
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from shared import merkle
+from shared.note import Checkpoint, Signer, open_note, parse_checkpoint
+
+Client = AsyncTestClient[Litestar]
+T = TypeVar("T")
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status (and, if given, this problem type slug)."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].split(";")[0].strip() == "application/problem+json", response.headers
+    body = response.json()
+    assert isinstance(body, dict)
+    for field in ("type", "title"):
+        assert isinstance(body.get(field), str), body
+        assert body[field], body
+    assert body.get("status") == status, body
+    if slug is not None:
+        assert body["type"].rsplit("/", 1)[-1] == slug, body
+    return body
+
+
+async def entries(client: Client) -> list[bytes]:
+    """Every entry of the public log, in order, as the exact stored bytes (checks indexes are gap-free)."""
+    out: list[bytes] = []
+    while True:
+        r = await client.get("/log/entries", params={"start": len(out)})
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert page["start"] == len(out)
+        if not page["entries"]:
+            return out
+        for entry in page["entries"]:
+            assert entry["index"] == len(out), "log indexes are not contiguous"
+            out.append(base64.b64decode(entry["data"]))
+
+
+async def checkpoint(client: Client, signer: Signer) -> Checkpoint:
+    """The latest checkpoint, with its signature verified under the log's key."""
+    r = await client.get("/log/checkpoint")
+    assert r.status_code == 200, r.text
+    note = open_note(r.content, [signer.verifier()])
+    return parse_checkpoint(note.text)
+
+
+async def log_state(client: Client) -> tuple[int, bytes | None, list[bytes]]:
+    """(checkpoint size, checkpoint bytes, entries): what must not change when a request is refused."""
+    r = await client.get("/log/checkpoint")
+    note = r.content if r.status_code == 200 else None
+    found = await entries(client)
+    size = int(note.split(b"\n")[1]) if note else 0
+    return size, note, found
+
+
+def leaf_hashes(data: Iterable[bytes]) -> list[bytes]:
+    return [merkle.leaf_hash(d) for d in data]
+
+
+async def gather_in_chunks(calls: list[Callable[[], Awaitable[T]]], chunk: int = 100) -> list[T]:
+    """Run the calls ``chunk`` at a time concurrently; results in call order."""
+    out: list[T] = []
+    for i in range(0, len(calls), chunk):
+        out.extend(await asyncio.gather(*(call() for call in calls[i : i + chunk])))
+    return out

@@ -1,0 +1,104 @@
+"""The ledger's schema: migrations apply to an empty database, once, and every named query fits the schema."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.ledger import store
+from shared.db import load_queries, migrate
+
+QUERIES = load_queries(Path(store.__file__).with_name("queries.sql"))
+STORE_SOURCE = Path(store.__file__).read_text()
+LEDGER_TABLES = {"head", "entries", "accounts", "transfers", "postings", "tiles", "checkpoints"}
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def tables(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = 'ledger'")
+    return {r["table_name"] for r in rows}
+
+
+async def schema_snapshot(conn: asyncpg.Connection) -> list[tuple[str, str, str]]:
+    rows = await conn.fetch(
+        """SELECT table_name, column_name, data_type FROM information_schema.columns
+           WHERE table_schema = 'ledger' ORDER BY table_name, ordinal_position"""
+    )
+    return [(r["table_name"], r["column_name"], r["data_type"]) for r in rows]
+
+
+def migration_names() -> list[str]:
+    return sorted(p.name for p in store.MIGRATIONS.glob("*.sql") if re.match(r"^\d{4}_", p.name))
+
+
+async def test_migrations_apply_to_an_empty_database(conn: asyncpg.Connection) -> None:
+    assert await tables(conn) == set()
+    applied = await migrate(conn, "ledger", store.MIGRATIONS)
+    assert applied == migration_names()
+    assert applied
+    assert await tables(conn) >= LEDGER_TABLES
+    head = await conn.fetchrow("SELECT size, root FROM ledger.head")
+    assert head is not None
+    assert (head["size"], bytes(head["root"])) == (
+        0,
+        bytes.fromhex(
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # SHA-256 of nothing: the empty tree
+        ),
+    )
+    recorded = await conn.fetch("SELECT name FROM public.timebank_migrations WHERE service = 'ledger' ORDER BY version")
+    assert [r["name"] for r in recorded] == applied
+
+
+async def test_applying_migrations_twice_changes_nothing(conn: asyncpg.Connection) -> None:
+    await migrate(conn, "ledger", store.MIGRATIONS)
+    schema = await schema_snapshot(conn)
+    assert schema
+    assert await migrate(conn, "ledger", store.MIGRATIONS) == []
+    assert await schema_snapshot(conn) == schema
+    assert await conn.fetchval("SELECT count(*) FROM ledger.head") == 1
+    assert await conn.fetchval("SELECT count(*) FROM public.timebank_migrations") == len(migration_names())
+
+
+async def test_concurrent_migration_runners_apply_each_migration_once(database_url: str) -> None:
+    conns = [await asyncpg.connect(database_url) for _ in range(6)]
+    try:
+        results = await asyncio.gather(*(migrate(c, "ledger", store.MIGRATIONS) for c in conns))
+        assert sorted(name for applied in results for name in applied) == migration_names()
+        assert await conns[0].fetchval("SELECT count(*) FROM ledger.head") == 1
+    finally:
+        for c in conns:
+            await c.close()
+
+
+def test_queries_file_defines_the_queries_the_store_uses() -> None:
+    used = set(re.findall(r'Q\["([a-z_]+)"\]', STORE_SOURCE))
+    assert used
+    assert used <= set(QUERIES), used - set(QUERIES)
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+async def test_named_query_prepares_against_the_migrated_schema(conn: asyncpg.Connection, name: str) -> None:
+    await migrate(conn, "ledger", store.MIGRATIONS)
+    # A query may be a short script run with the simple protocol (e.g. "BEGIN; SELECT ... FOR UPDATE"):
+    # each of its statements must prepare on its own.
+    statements = [s for s in (part.strip() for part in QUERIES[name].split(";")) if s]
+    assert statements
+    for statement in statements:
+        if statement.upper() in ("BEGIN", "COMMIT", "ROLLBACK"):
+            continue
+        prepared = await conn.prepare(statement)
+        placeholders = {int(n) for n in re.findall(r"\$(\d+)", statement)}
+        assert len(prepared.get_parameters()) == max(placeholders, default=0)
