@@ -45,16 +45,12 @@ from shared.note import (
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 ENOCH_VKEY = "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
-QUOTE = (
-    "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
-)
+QUOTE = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
 PETER_LINE = (
-    "\u2014 PeterNeumann "
-    "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+    "\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
 )
 ENOCH_LINE = (
-    "\u2014 EnochRoot "
-    "rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n"
+    "\u2014 EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n"
 )
 PETER_NOTE = (QUOTE + "\n" + PETER_LINE).encode()
 
@@ -644,9 +640,7 @@ def test_tampered_cosignatures_are_refused() -> None:
     flipped = bytearray(sig.signature)
     flipped[20] ^= 0x80
     with pytest.raises(InvalidSignatureError):
-        verify_cosignature(
-            Signature(sig.name, sig.key_id, bytes(flipped)).to_line(), body, witness.verifier()
-        )
+        verify_cosignature(Signature(sig.name, sig.key_id, bytes(flipped)).to_line(), body, witness.verifier())
     note = add_cosignatures(signed, [moved])
     with pytest.raises(InvalidSignatureError):
         verify_cosignature(note, body, witness.verifier())

@@ -190,9 +190,7 @@ def test_tile_widths_lists_exactly_the_tiles_of_the_tree(size: int) -> None:
     ("height", "index", "expected"),
     [(0, 0, (0, 0)), (0, 300, (0, 1)), (3, 40, (0, 1)), (8, 5, (1, 0)), (8, 300, (1, 1)), (17, 3, (2, 0))],
 )
-def test_subtree_tiles_names_the_tile_below_the_subtree(
-    height: int, index: int, expected: tuple[int, int]
-) -> None:
+def test_subtree_tiles_names_the_tile_below_the_subtree(height: int, index: int, expected: tuple[int, int]) -> None:
     assert tiles.subtree_tiles(height, index) == expected
 
 
@@ -246,9 +244,7 @@ def test_proof_range_hashes_from_tiles_equal_root_of_leaf_slice(data: st.DataObj
 
 @settings(max_examples=10, deadline=None)
 @given(st.data(), st.integers(65_536, BIG))
-def test_proof_range_hashes_from_level_2_tiles_equal_root_of_leaf_slice(
-    data: st.DataObject, size: int
-) -> None:
+def test_proof_range_hashes_from_level_2_tiles_equal_root_of_leaf_slice(data: st.DataObject, size: int) -> None:
     index = data.draw(st.integers(0, size - 1), label="index")
     old = data.draw(st.integers(1, size), label="old")
     _check_proofs_from_tiles(size, index, old)
