@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
-import msgspec
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer, free_port
-from tests.ledger.conftest import auth, ledger_settings
+from shared.processes import PostgresServer
+from tests.ledger.conftest import ORIGIN, auth
+from tests.ledger.processes import serve
 
 
 @pytest.fixture(scope="module")
@@ -24,44 +20,14 @@ def ledger_server(postgres_server: PostgresServer, tmp_path_factory: pytest.Temp
     """A real `timebank serve` process on its own database; yields its base URL."""
     postgres_server.create_database("contract")
     workdir = tmp_path_factory.mktemp("contract")
-    write_signer_key(workdir / "network.key", Signer.generate("timebank.test/contract"))
-    settings_ = ledger_settings()
-    port = free_port()
-    config = {
-        "origin": "timebank.test/contract",
-        "key_file": str(workdir / "network.key"),
-        "database": {"url": postgres_server.dsn("contract")},
-        "http": {"port": port},
-        "ledger": {"tokens": msgspec.to_builtins(settings_.ledger.tokens)},
-    }
-    (workdir / "node.toml").write_bytes(msgspec.toml.encode(config))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "--config", str(workdir / "node.toml"), "serve"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                pytest.fail(f"the ledger server exited: {proc.stdout.read() if proc.stdout else b''!r}")
-            try:
-                if httpx.get(base + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the ledger server did not become ready")
+    write_signer_key(workdir / "network.key", Signer.generate(ORIGIN))
+    with serve(workdir, postgres_server.dsn("contract"), workdir / "network.key") as base:
         # Some real accounts and a transfer, so generated requests can also meet existing state.
         headers = auth("coordinator")
         a = httpx.post(base + "/accounts", json={"key": "a"}, headers=headers).json()["id"]
         b = httpx.post(base + "/accounts", json={"key": "b"}, headers=headers).json()["id"]
         httpx.post(base + "/transfers", json={"key": "t", "payer": a, "payee": b, "minutes": 5}, headers=headers)
         yield base
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
 
 
 def test_generated_requests_never_cause_a_server_error(ledger_server: str) -> None:

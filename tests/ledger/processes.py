@@ -1,0 +1,62 @@
+"""Real `timebank serve` processes for tests that need the ledger as users and operators run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from shared.processes import free_port
+from tests.ledger.conftest import ORIGIN, ledger_settings
+
+
+def write_config(workdir: Path, database_url: str, key_file: Path, port: int) -> Path:
+    config = {
+        "origin": ORIGIN,
+        "key_file": str(key_file),
+        "database": {"url": database_url},
+        "http": {"port": port},
+        "ledger": {"tokens": msgspec.to_builtins(ledger_settings().ledger.tokens)},
+    }
+    path = workdir / f"node-{port}.toml"
+    path.write_bytes(msgspec.toml.encode(config))
+    return path
+
+
+@contextmanager
+def serve(workdir: Path, database_url: str, key_file: Path) -> Iterator[str]:
+    """Run `timebank serve` on the database until the block ends; yields its base URL once it is ready."""
+    port = free_port()
+    config = write_config(workdir, database_url, key_file, port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "--config", str(config), "serve"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the ledger server exited: {proc.stdout.read() if proc.stdout else b''!r}")
+            try:
+                if httpx.get(base + "/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the ledger server did not become ready")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
