@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import uvloop
 
 from services.ledger import store, tlog
 from services.ledger.appender import Appender
@@ -301,7 +302,8 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     root = server_tempdir("timebank-bench-")
     try:
-        asyncio.run(_main(args, root))
+        # The node serves on uvloop (see `timebank serve`), so the in-process figures use it too.
+        uvloop.run(_main(args, root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
