@@ -148,7 +148,13 @@ class Appender:
                     return
                 await asyncio.sleep(0.05 * attempt)
             except Exception as exc:
-                log.exception("ledger batch of %d commands failed", len(batch))
+                if len(batch) > 1:
+                    # One bad command must not sink its neighbours: decide them one by one instead.
+                    log.warning("ledger batch of %d commands failed (%s); retrying them one by one", len(batch), exc)
+                    for pending in batch:
+                        await self._commit_with_retries([pending])
+                    return
+                log.exception("ledger command failed")
                 _fail(batch, exc)
                 return
             else:

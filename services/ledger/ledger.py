@@ -31,9 +31,10 @@ ACCOUNT_ID_PATTERN = r"^acct_[0-9a-f]{20}$"
 TRANSFER_ID_PATTERN = r"^tr_[0-9a-f]{32}$"
 AccountId = Annotated[str, msgspec.Meta(pattern=ACCOUNT_ID_PATTERN)]
 TransferId = Annotated[str, msgspec.Meta(pattern=TRANSFER_ID_PATTERN)]
-Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# Keys and references are printable text: no control characters (PostgreSQL text cannot even hold NUL).
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
-Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Origin = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,200}$")]
 
 

@@ -36,10 +36,11 @@ def serve(workdir: Path, database_url: str, key_file: Path) -> Iterator[str]:
     """Run `timebank serve` on the database until the block ends; yields its base URL once it is ready."""
     port = free_port()
     config = write_config(workdir, database_url, key_file, port)
+    log = (workdir / f"serve-{port}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "--config", str(config), "serve"],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -47,7 +48,7 @@ def serve(workdir: Path, database_url: str, key_file: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"the ledger server exited: {proc.stdout.read() if proc.stdout else b''!r}")
+                pytest.fail(f"the ledger server exited: {(workdir / f'serve-{port}.log').read_text()}")
             try:
                 if httpx.get(base + "/ready", timeout=1).status_code == 200:
                     break
@@ -59,4 +60,7 @@ def serve(workdir: Path, database_url: str, key_file: Path) -> Iterator[str]:
         yield base
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        log.close()
+        # Whatever the server logged (tracebacks included) shows in the report of a failing test.
+        sys.stderr.write((workdir / f"serve-{port}.log").read_text())

@@ -734,3 +734,14 @@ def test_problem_helper_rejects_plain_json() -> None:
     )
     with pytest.raises(AssertionError):
         assert_problem(missing, 400)
+
+
+@pytest.mark.parametrize("key", ["nul\x00key", "line\nbreak", "bell\x07"])
+async def test_keys_with_control_characters_are_refused_and_nothing_is_written(ledger: Ledger, key: str) -> None:
+    before = (await ledger.client.get("/log/entries")).json()["entries"]
+    r = await ledger.client.post("/accounts", json={"key": key}, headers=auth("coordinator"))
+    assert_problem(r, 400)
+    assert (await ledger.client.get("/log/entries")).json()["entries"] == before
+    # The ledger is unharmed: the next, valid request goes through.
+    r = await ledger.client.post("/accounts", json={"key": "plain"}, headers=auth("coordinator"))
+    assert r.status_code == 201, r.text

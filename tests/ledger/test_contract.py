@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -39,7 +40,12 @@ def test_generated_requests_never_cause_a_server_error(ledger_server: str) -> No
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=int(os.environ.get("CONTRACT_EXAMPLES", "100")),
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
         def check(case: schemathesis.Case) -> None:
             for headers in (auth("coordinator"), {}):
                 response = case.call(base_url=ledger_server, headers=headers)
