@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar, Self
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
@@ -227,8 +228,11 @@ def _ed25519_verify(key: Ed25519PublicKey, msg: bytes, sig: bytes) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Verifier:
-    """An Ed25519 note verifier key (signature type 0x01) bound to a key name."""
+class _VerifierKey:
+    """An Ed25519 public key bound to a key name, for one signature type (``_ALG``)."""
+
+    _ALG: ClassVar[int]
+    _WHAT: ClassVar[str]
 
     name: str
     public_key: bytes = field(repr=False)
@@ -236,18 +240,26 @@ class Verifier:
     _key: Ed25519PublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key, key_id = _load_public(self.name, self.public_key, ALG_ED25519)
+        key, key_id = _load_public(self.name, self.public_key, self._ALG)
         object.__setattr__(self, "key_id", key_id)
         object.__setattr__(self, "_key", key)
 
     @classmethod
-    def from_text(cls, text: str) -> Verifier:
-        """Parse a vkey text <name>+<hex8 id>+<base64(0x01 || key)>, checking the key id."""
-        return cls(*_public_from_text(text, ALG_ED25519, "verifier key"))
+    def from_text(cls, text: str) -> Self:
+        """Parse a vkey text <name>+<hex8 id>+<base64(alg || key)>, checking the algorithm and key id."""
+        return cls(*_public_from_text(text, cls._ALG, cls._WHAT))
 
     def to_text(self) -> str:
         """Return the vkey text of this key."""
-        return _format_public(self.name, self.key_id, ALG_ED25519, self.public_key)
+        return _format_public(self.name, self.key_id, self._ALG, self.public_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Verifier(_VerifierKey):
+    """An Ed25519 note verifier key (signature type 0x01) bound to a key name."""
+
+    _ALG = ALG_ED25519
+    _WHAT = "verifier key"
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
         """Report whether sig is this key's Ed25519 signature of msg."""
@@ -255,27 +267,11 @@ class Verifier:
 
 
 @dataclass(frozen=True, slots=True)
-class CosignatureVerifier:
+class CosignatureVerifier(_VerifierKey):
     """A witness's Ed25519 cosignature/v1 verifier key (signature type 0x04)."""
 
-    name: str
-    public_key: bytes = field(repr=False)
-    key_id: int = field(init=False)
-    _key: Ed25519PublicKey = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        key, key_id = _load_public(self.name, self.public_key, ALG_COSIGNATURE_V1)
-        object.__setattr__(self, "key_id", key_id)
-        object.__setattr__(self, "_key", key)
-
-    @classmethod
-    def from_text(cls, text: str) -> CosignatureVerifier:
-        """Parse a vkey text <name>+<hex8 id>+<base64(0x04 || key)>, checking the key id."""
-        return cls(*_public_from_text(text, ALG_COSIGNATURE_V1, "cosignature verifier key"))
-
-    def to_text(self) -> str:
-        """Return the vkey text of this key, with signature type 0x04."""
-        return _format_public(self.name, self.key_id, ALG_COSIGNATURE_V1, self.public_key)
+    _ALG = ALG_COSIGNATURE_V1
+    _WHAT = "cosignature verifier key"
 
     def verify_timestamped(self, checkpoint_text: str, timestamp: int, sig: bytes) -> bool:
         """Report whether sig is this witness's signature of checkpoint_text at timestamp."""
@@ -301,10 +297,12 @@ AnyVerifier = Verifier | CosignatureVerifier
 """Verifier kinds that open_note can check signature lines with."""
 
 
-class Signer:
-    """An Ed25519 note signer (signature type 0x01) bound to a key name."""
+class _SignerKey:
+    """An Ed25519 private key bound to a key name, for one signature type (``_ALG``)."""
 
     __slots__ = ("_private", "key_id", "name", "public_key")
+    _ALG: int
+    _WHAT: str
 
     name: str
     key_id: int
@@ -315,32 +313,40 @@ class Signer:
         self.name = check_name(name)
         self._private = private_key
         self.public_key = private_key.public_key().public_bytes_raw()
-        self.key_id = _key_id(name, ALG_ED25519, self.public_key)
+        self.key_id = _key_id(name, self._ALG, self.public_key)
 
     def __repr__(self) -> str:
-        return f"Signer(name={self.name!r}, key_id={self.key_id:08x})"
+        return f"{type(self).__name__}(name={self.name!r}, key_id={self.key_id:08x})"
 
     @classmethod
-    def generate(cls, name: str) -> Signer:
-        """Return a signer with a fresh random key."""
+    def generate(cls, name: str) -> Self:
+        """Return a key with fresh random bytes."""
         return cls(name, Ed25519PrivateKey.generate())
 
     @classmethod
-    def from_seed(cls, name: str, seed: bytes) -> Signer:
-        """Return the signer whose Ed25519 key derives from the 32-byte seed."""
+    def from_seed(cls, name: str, seed: bytes) -> Self:
+        """Return the key whose Ed25519 key derives from the 32-byte seed."""
         if len(seed) != _SEED_SIZE:
             raise NoteError(f"Ed25519 seed must be {_SEED_SIZE} bytes, got {len(seed)}")
         return cls(name, Ed25519PrivateKey.from_private_bytes(seed))
 
     @classmethod
-    def from_text(cls, text: str) -> Signer:
-        """Parse PRIVATE+KEY+<name>+<hex8 id>+<base64(0x01 || seed)>, checking the key id."""
-        return cls(*_private_from_text(text, ALG_ED25519, "signer key"))
+    def from_text(cls, text: str) -> Self:
+        """Parse PRIVATE+KEY+<name>+<hex8 id>+<base64(alg || seed)>, checking the algorithm and key id."""
+        return cls(*_private_from_text(text, cls._ALG, cls._WHAT))
 
     def to_text(self) -> str:
-        """Return the secret signer key text of this key."""
-        seed = self._private.private_bytes_raw()
-        return f"{_PRIVATE_PREFIX}{self.name}+{self.key_id:08x}+{_b64encode(bytes([ALG_ED25519]) + seed)}"
+        """Return the secret key text of this key."""
+        raw = bytes([self._ALG]) + self._private.private_bytes_raw()
+        return f"{_PRIVATE_PREFIX}{self.name}+{self.key_id:08x}+{_b64encode(raw)}"
+
+
+class Signer(_SignerKey):
+    """An Ed25519 note signer (signature type 0x01) bound to a key name."""
+
+    __slots__ = ()
+    _ALG = ALG_ED25519
+    _WHAT = "signer key"
 
     def sign(self, msg: bytes) -> bytes:
         """Return the 64-byte Ed25519 signature of msg."""
@@ -351,51 +357,16 @@ class Signer:
         return Verifier(self.name, self.public_key)
 
 
-class CosignatureSigner:
+class CosignatureSigner(_SignerKey):
     """A witness's Ed25519 cosignature/v1 signer (signature type 0x04).
 
     Its key text is the signer key format with algorithm byte 0x04; plain 0x01 note keys are
     refused so that one key never makes both kinds of signature.
     """
 
-    __slots__ = ("_private", "key_id", "name", "public_key")
-
-    name: str
-    key_id: int
-    public_key: bytes
-    _private: Ed25519PrivateKey
-
-    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
-        self.name = check_name(name)
-        self._private = private_key
-        self.public_key = private_key.public_key().public_bytes_raw()
-        self.key_id = _key_id(name, ALG_COSIGNATURE_V1, self.public_key)
-
-    def __repr__(self) -> str:
-        return f"CosignatureSigner(name={self.name!r}, key_id={self.key_id:08x})"
-
-    @classmethod
-    def generate(cls, name: str) -> CosignatureSigner:
-        """Return a cosigner with a fresh random key."""
-        return cls(name, Ed25519PrivateKey.generate())
-
-    @classmethod
-    def from_seed(cls, name: str, seed: bytes) -> CosignatureSigner:
-        """Return the cosigner whose Ed25519 key derives from the 32-byte seed."""
-        if len(seed) != _SEED_SIZE:
-            raise NoteError(f"Ed25519 seed must be {_SEED_SIZE} bytes, got {len(seed)}")
-        return cls(name, Ed25519PrivateKey.from_private_bytes(seed))
-
-    @classmethod
-    def from_text(cls, text: str) -> CosignatureSigner:
-        """Parse PRIVATE+KEY+<name>+<hex8 id>+<base64(0x04 || seed)>, checking the key id."""
-        return cls(*_private_from_text(text, ALG_COSIGNATURE_V1, "cosignature signer key"))
-
-    def to_text(self) -> str:
-        """Return the secret signer key text of this key, with algorithm byte 0x04."""
-        seed = self._private.private_bytes_raw()
-        raw = bytes([ALG_COSIGNATURE_V1]) + seed
-        return f"{_PRIVATE_PREFIX}{self.name}+{self.key_id:08x}+{_b64encode(raw)}"
+    __slots__ = ()
+    _ALG = ALG_COSIGNATURE_V1
+    _WHAT = "cosignature signer key"
 
     def sign(self, checkpoint_text: str, timestamp: int) -> bytes:
         """Return timestamp (u64 big-endian) || Ed25519 signature over the cosigned message."""
