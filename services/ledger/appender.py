@@ -1,9 +1,13 @@
 """The group-commit writer: every ledger change goes through here, in order, in batches.
 
-Callers ``submit`` a command and wait. One writer task drains whatever has queued into one transaction: lock the
-tree head (the database-held single-writer lock, so several ledger processes can share one database), load the
-state the batch touches, decide each command in order, append the entries, update the tiles, sign a checkpoint,
-commit, and only then answer every caller. Durability is untouched: throughput comes from batching.
+Callers ``submit`` a command and wait. One writer task drains whatever has queued into one batch, decides each
+command in order, appends the entries, updates the tiles, signs a checkpoint, commits, and only then answers every
+caller. Durability is untouched: throughput comes from batching.
+
+Usually a batch is decided on state cached from the previous batch and written in one atomic statement. When
+another process appended meanwhile (its entries take the same indexes, so the primary key refuses the statement)
+or the cache lacks something, the batch is decided again from fresh state under the database's writer lock (the
+head row), so several ledger processes can share one database. docs/ledger.md has the details.
 """
 
 from __future__ import annotations
