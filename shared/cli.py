@@ -10,10 +10,14 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from shared.settings import ApiToken, Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from shared.processes import PostgresServer
 
 log = logging.getLogger("timebank")
 
@@ -123,7 +127,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings.ledger.tokens = [*settings.ledger.tokens, *configured]
 
     postgres = PostgresServer(data_dir / "postgres")
-    nats = NatsServer(data_dir / "nats", server_name="timebank", jetstream_domain=None)
+    nats = NatsServer(data_dir / "nats", server_name="timebank")
     try:
         print("starting PostgreSQL ...", flush=True)
         postgres.start()
@@ -150,11 +154,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _database_exists(postgres: object) -> bool:
+def _database_exists(postgres: PostgresServer) -> bool:
     import asyncpg
 
     async def check() -> bool:
-        conn = await asyncpg.connect(postgres.dsn("postgres"))  # type: ignore[attr-defined]
+        conn = await asyncpg.connect(postgres.dsn("postgres"))
         try:
             return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'timebank'"))
         finally:
