@@ -80,18 +80,24 @@ async def right_edge_tiles(conn: Connection) -> dict[int, bytes]:
     return {r["level"]: bytes(r["hashes"]) for r in await conn.fetch(Q["right_edge_tiles"])}
 
 
-def _referenced(commands: list[Command]) -> tuple[set[str], set[str], list[OpenAccount], set[str]]:
-    """(transfer ids named, account ids named, account opens, ids of transfers to reverse) of a batch."""
+def _referenced(commands: list[Command], *, with_keys: bool) -> tuple[set[str], set[str], list[OpenAccount], set[str]]:
+    """(transfer ids named, account ids named, account opens, ids of transfers to reverse) of a batch.
+
+    The ids derived from idempotency keys are computed only ``with_keys`` (the hot path leaves them to the index).
+    """
     transfer_ids: set[str] = set()
     account_ids: set[str] = set()
     opens: list[OpenAccount] = []
     reversed_ids: set[str] = set()
     for command in commands:
         if isinstance(command, MakeTransfer):
-            transfer_ids.add(transfer_id(command.key))
+            if with_keys:
+                transfer_ids.add(transfer_id(command.key))
             account_ids.update((command.payer, command.payee))
         elif isinstance(command, Reverse):
-            transfer_ids.update((transfer_id(command.key), command.transfer))
+            if with_keys:
+                transfer_ids.add(transfer_id(command.key))
+            transfer_ids.add(command.transfer)
             reversed_ids.add(command.transfer)
         elif isinstance(command, OpenAccount):
             opens.append(command)
@@ -121,7 +127,7 @@ async def _fill(conn: Connection, book: Book, account_ids: set[str], opens: list
 
 async def load_locked(conn: Connection, commands: list[Command], default_floor: int) -> tuple[Head, Book]:
     """Under the writer lock: the tree head and everything the commands can touch, read fresh."""
-    transfer_ids, account_ids, opens, _ = _referenced(commands)
+    transfer_ids, account_ids, opens, _ = _referenced(commands, with_keys=True)
     rows = await conn.fetch(Q["head_and_transfers"], list(transfer_ids))
     head = Head(rows[0]["size"], bytes(rows[0]["root"]))
     book = Book(default_floor=default_floor)
@@ -139,7 +145,7 @@ async def fill_book(conn: Connection, book: Book, commands: list[Command]) -> No
     Transfers are looked up only when a batch reverses one the cache does not hold; whether a new key was used
     before is left to the unique index (and to ``find_transfers`` for refused commands).
     """
-    _, account_ids, opens, reversed_ids = _referenced(commands)
+    _, account_ids, opens, reversed_ids = _referenced(commands, with_keys=False)
     unknown = [tid for tid in reversed_ids if tid not in book.transfers]
     if unknown:
         for record in (await find_transfers(conn, unknown)).values():
