@@ -24,11 +24,6 @@ def owner(account: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {account['owner_token']}"}
 
 
-async def open_owned(ledger: Ledger, key: str) -> dict[str, Any]:
-    """Open a member account (its response carries the owner token)."""
-    return await ledger.open_account(key)
-
-
 async def pair(ledger: Ledger) -> tuple[str, str]:
     alice = await ledger.open_account("alice")
     bob = await ledger.open_account("bob")
@@ -584,7 +579,7 @@ WRITE_IDS = ["open", "transfer", "limits", "close", "reverse"]
 
 
 async def _write_setup(ledger: Ledger) -> tuple[dict[str, str], dict[str, Any]]:
-    alice = await open_owned(ledger, "alice")
+    alice = await ledger.open_account("alice")
     bob = await ledger.open_account("bob")
     carol = await ledger.open_account("carol")
     transfer = (await ledger.transfer("t1", str(alice["id"]), str(bob["id"]), 10)).json()["id"]
@@ -636,7 +631,7 @@ async def test_reading_an_account_anonymously_is_unauthorized(ledger: Ledger, su
 
 @pytest.mark.parametrize("suffix", ["", "/statement"])
 async def test_owner_token_reads_its_own_account(ledger: Ledger, suffix: str) -> None:
-    alice = await open_owned(ledger, "alice")
+    alice = await ledger.open_account("alice")
     r = await ledger.client.get(f"/accounts/{alice['id']}{suffix}", headers=owner(alice))
     assert r.status_code == 200, r.text
     assert r.json()["id" if not suffix else "account"] == alice["id"]
@@ -644,7 +639,7 @@ async def test_owner_token_reads_its_own_account(ledger: Ledger, suffix: str) ->
 
 @pytest.mark.parametrize("suffix", ["", "/statement"])
 async def test_owner_token_is_forbidden_on_another_account(ledger: Ledger, suffix: str) -> None:
-    alice = await open_owned(ledger, "alice")
+    alice = await ledger.open_account("alice")
     bob = await ledger.open_account("bob")
     assert_problem(await ledger.client.get(f"/accounts/{bob['id']}{suffix}", headers=owner(alice)), 403)
 
@@ -680,7 +675,7 @@ async def test_staff_tokens_read_any_account(ledger: Ledger, role: str) -> None:
 
 
 async def test_listing_all_balances_is_for_staff_only(ledger: Ledger) -> None:
-    alice = await open_owned(ledger, "alice")
+    alice = await ledger.open_account("alice")
     bob = await ledger.open_account("bob")
     assert (await ledger.transfer("t", str(alice["id"]), str(bob["id"]), 5)).status_code == 201
     assert_problem(await ledger.client.get("/log/balances"), 401)
