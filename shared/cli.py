@@ -10,7 +10,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -47,13 +47,17 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 async def _migrate(url: str) -> list[str]:
-    from services.ledger import store
+    from services.exchange import store as exchange_store
+    from services.ledger import store as ledger_store
     from shared.db import create_pool, migrate
 
     pool = await create_pool(url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:
-            return await migrate(conn, "ledger", store.MIGRATIONS)
+            return [
+                *await migrate(conn, "ledger", ledger_store.MIGRATIONS),
+                *[f"exchange/{n}" for n in await migrate(conn, "exchange", exchange_store.MIGRATIONS)],
+            ]
     finally:
         await pool.close()
 
@@ -67,12 +71,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(settings: Settings, database_url: str) -> None:
+def _serve(settings: Settings, database_url: str, only: str | None = None) -> None:
+    """Serve the node: the exchange at / and the ledger at /ledger, or just one of them (``only``)."""
     import uvicorn
 
-    from services.ledger.app import create_app
-
-    app = create_app(settings, database_url=database_url)
+    app = build_node(settings, database_url, only)
     config = uvicorn.Config(
         app,
         host=settings.http.host,
@@ -86,13 +89,31 @@ def _serve(settings: Settings, database_url: str) -> None:
     uvicorn.Server(config).run()
 
 
+def build_node(settings: Settings, database_url: str, only: str | None = None) -> Any:
+    from services.exchange.app import create_app as create_exchange
+    from services.ledger.app import create_app as create_ledger
+    from shared.node import Node
+
+    if only == "ledger":
+        return create_ledger(settings, database_url=database_url)
+    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::", "") else settings.http.host
+    ledger_url = settings.exchange.ledger_url or f"http://{host}:{settings.http.port}/ledger"
+    try:
+        exchange = create_exchange(settings, database_url=database_url, ledger_url=ledger_url)
+    except ValueError as exc:
+        raise SystemExit(f"timebank: {exc}") from None
+    if only == "exchange":
+        return exchange
+    return Node({"/ledger": create_ledger(settings, database_url=database_url), "": exchange})
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.database.url:
         raise SystemExit("timebank: set database.url (or TIMEBANK_DATABASE__URL); `timebank up` runs embedded")
     if not settings.key_path.exists():
         raise SystemExit(f"timebank: no signing key at {settings.key_path}; create one with `timebank keygen`")
-    _serve(settings, settings.database.url)
+    _serve(settings, settings.database.url, args.only)
     return 0
 
 
@@ -125,6 +146,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for role, t in tokens.items()
     ]
     settings.ledger.tokens = [*settings.ledger.tokens, *configured]
+    settings.exchange.ledger_token = settings.exchange.ledger_token or tokens["service"]
 
     postgres = PostgresServer(data_dir / "postgres")
     nats = NatsServer(data_dir / "nats", server_name="timebank")
@@ -183,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="run an embedded node: private PostgreSQL + NATS under data_dir").set_defaults(
         func=cmd_up
     )
-    sub.add_parser("serve", help="serve against the configured database and NATS").set_defaults(func=cmd_serve)
+    serve = sub.add_parser("serve", help="serve against the configured database and NATS")
+    serve.add_argument(
+        "--only", choices=["ledger", "exchange"], help="serve one service (default: both; the ledger under /ledger)"
+    )
+    serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     keygen = sub.add_parser("keygen", help="write a new network signing key (mode 0600)")
     keygen.add_argument("--name", help="key name: the log origin (default: settings origin)")

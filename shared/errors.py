@@ -55,6 +55,16 @@ class AccountClosed(DomainError):
     status, slug, title = 409, "account-closed", "Account closed"
 
 
+class TooManyRequests(DomainError):
+    """Slow down: the response carries ``Retry-After`` (seconds)."""
+
+    status, slug, title = 429, "too-many-requests", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
+
+
 class Problem(msgspec.Struct, omit_defaults=True):
     """RFC 9457 problem details body."""
 
@@ -67,11 +77,12 @@ class Problem(msgspec.Struct, omit_defaults=True):
     extra: dict[str, Any] | None = None
 
 
-def problem_response(problem: Problem) -> Response[Problem]:
-    return Response(problem, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE)
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[Problem]:
+    return Response(problem, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
     return problem_response(
         Problem(
             type=PROBLEM_TYPE_BASE + exc.slug,
@@ -80,7 +91,8 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
             detail=exc.detail,
             instance=request.url.path,
             extra=exc.extra or None,
-        )
+        ),
+        headers,
     )
 
 

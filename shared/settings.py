@@ -51,6 +51,23 @@ class LedgerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tokens: list[ApiToken] = msgspec.field(default_factory=list)
 
 
+class ExchangeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The ledger's base URL; None: the ledger served by this same node (at /ledger).
+    ledger_url: str | None = None
+    # The service bearer token the exchange shows the ledger (a secret: set it by environment or a private file).
+    ledger_token: str | None = None
+    # New listings expire after this many days unless their member says otherwise.
+    listing_days: int = 90
+    invitation_days: int = 14
+    session_days: int = 30
+    # Failed sign-ins allowed per email address (and per client address) within the window.
+    login_max_failures: int = 5
+    login_max_failures_per_address: int = 50
+    login_window_seconds: int = 900
+    # Mark the session cookie Secure (serve over HTTPS, e.g. behind a TLS-terminating proxy).
+    secure_cookies: bool = False
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Log origin, e.g. "timebank.example/riverside"; the key name in signed checkpoints.
     origin: str = "timebank.local/node"
@@ -61,6 +78,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
+    exchange: ExchangeSettings = msgspec.field(default_factory=ExchangeSettings)
 
     @property
     def key_path(self) -> Path:

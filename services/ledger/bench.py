@@ -167,6 +167,8 @@ async def _over_http(url: str, workdir: Path, accounts: list[str], transfers: in
         "--config",
         str(config),
         "serve",
+        "--only",
+        "ledger",
         stdout=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -38,7 +38,7 @@ def serve(workdir: Path, database_url: str, key_file: Path) -> Iterator[str]:
     config = write_config(workdir, database_url, key_file, port)
     log = (workdir / f"serve-{port}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "--config", str(config), "serve"],
+        [sys.executable, "-m", "shared.cli", "--config", str(config), "serve", "--only", "ledger"],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -54,6 +54,13 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+def _wait_outbox_empty(base: str) -> None:
+    deadline = time.monotonic() + 30
+    while httpx.get(base + "/ready").json()["outbox_pending"]:
+        assert time.monotonic() < deadline, "the exchange's outbox did not empty"
+        time.sleep(0.1)
+
+
 def test_up_serves_stops_cleanly_and_keeps_its_data_across_restarts(server_tmp_path: Path) -> None:
     data_dir = server_tmp_path / "node"
     port = free_port()
@@ -66,16 +73,19 @@ def test_up_serves_stops_cleanly_and_keeps_its_data_across_restarts(server_tmp_p
         assert (data_dir / "network.key").stat().st_mode & 0o777 == 0o600
         assert (data_dir / "tokens.json").stat().st_mode & 0o777 == 0o600
         coordinator = {"Authorization": f"Bearer {tokens['coordinator']}"}
-        alice = httpx.post(base + "/accounts", json={"key": "alice"}, headers=coordinator).json()["id"]
-        bob = httpx.post(base + "/accounts", json={"key": "bob"}, headers=coordinator).json()["id"]
+        alice = httpx.post(base + "/ledger/accounts", json={"key": "alice"}, headers=coordinator).json()["id"]
+        bob = httpx.post(base + "/ledger/accounts", json={"key": "bob"}, headers=coordinator).json()["id"]
         r = httpx.post(
-            base + "/transfers",
+            base + "/ledger/transfers",
             json={"key": "lift-to-clinic", "payer": alice, "payee": bob, "minutes": 45},
             headers=coordinator,
         )
         assert r.status_code == 201, r.text
-        checkpoint = httpx.get(base + "/log/checkpoint").text
-        assert checkpoint.startswith("timebank.test/up\n3\n")
+        _wait_outbox_empty(base)  # the exchange opens the community pot's account at start-up
+        checkpoint = httpx.get(base + "/ledger/log/checkpoint").text
+        origin, size = checkpoint.split("\n")[:2]
+        assert origin == "timebank.test/up"
+        assert int(size) == 4  # the pot, alice, bob and the transfer
     finally:
         out = _stop(proc) if proc.poll() is None else ""
     assert "stopping" in out
@@ -83,8 +93,8 @@ def test_up_serves_stops_cleanly_and_keeps_its_data_across_restarts(server_tmp_p
     proc = _start(data_dir, port)
     try:
         _wait_ready(proc, base)
-        r = httpx.get(base + f"/accounts/{bob}", headers=coordinator)
+        r = httpx.get(base + f"/ledger/accounts/{bob}", headers=coordinator)
         assert r.json()["balance"] == 45
-        assert httpx.get(base + "/log/checkpoint").text == checkpoint
+        assert httpx.get(base + "/ledger/log/checkpoint").text == checkpoint
     finally:
         _stop(proc)

@@ -1,0 +1,706 @@
+"""The exchange's JSON API (under ``/api``): request Structs, thin controllers, response Structs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Response, delete, get, patch, post, put
+from litestar.datastructures import Cookie, State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from services.exchange import auth, store
+from services.exchange import events as ev
+from services.exchange.auth import Principal
+from services.exchange.domain import MAX_MINUTES, Actor
+from services.exchange.ledger_client import LedgerClient, LedgerError
+from services.exchange.service import Commands
+from shared.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from shared.web import AnyRequest, strict_body
+
+# One line of text with something in it; multi-line text may also hold newlines and tabs.
+LINE = r"^(?=.*\S)[^\x00-\x1f\x7f]+$"
+TEXT = r"^(?=[\s\S]*\S)[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$"
+OPTIONAL_LINE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=LINE)]
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")]
+Password = Annotated[str, msgspec.Meta(min_length=10, max_length=200)]
+Skill = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=LINE)]
+Skills = Annotated[list[Skill], msgspec.Meta(max_length=20)]
+Area = Annotated[str, msgspec.Meta(max_length=100, pattern=OPTIONAL_LINE)]
+Bio = Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=120, pattern=LINE)]
+Description = Annotated[str, msgspec.Meta(min_length=1, max_length=4000, pattern=TEXT)]
+Availability = Annotated[str, msgspec.Meta(max_length=200, pattern=OPTIONAL_LINE)]
+Memo = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=TEXT)]
+Minutes = Annotated[int, msgspec.Meta(ge=1, le=MAX_MINUTES)]
+MemberId = Annotated[str, msgspec.Meta(pattern=r"^mem_[0-9a-f]{16}$")]
+ListingId = Annotated[str, msgspec.Meta(pattern=r"^lst_[0-9a-f]{16}$")]
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=LINE)]
+
+
+class Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Application(Strict, frozen=True, kw_only=True):
+    name: Name
+    email: Email
+    password: Password
+    skills: Skills = []
+    area: Area = ""
+    bio: Bio = ""
+
+
+class JoinBody(Application, frozen=True, kw_only=True):
+    token: Token
+
+
+class SignIn(Strict, frozen=True, kw_only=True):
+    email: Email
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    # "cookie" for a browser session, "bearer" for an API token.
+    kind: Literal["cookie", "bearer"] = "bearer"
+    label: Area = ""
+
+
+class ProfileBody(Strict, frozen=True, kw_only=True):
+    name: Name | None = None
+    skills: Skills | None = None
+    area: Area | None = None
+    bio: Bio | None = None
+
+
+class InvitationBody(Strict, frozen=True, kw_only=True):
+    role: ev.Role = "member"
+
+
+class RoleBody(Strict, frozen=True, kw_only=True):
+    role: ev.Role
+
+
+class ListingBody(Strict, frozen=True, kw_only=True):
+    kind: ev.Kind
+    category: ev.Category
+    title: Title
+    description: Description
+    area: Area = ""
+    availability: Availability = ""
+    shared: bool = False
+    expires: datetime | None = None
+
+
+class ListingPatch(Strict, frozen=True, kw_only=True):
+    category: ev.Category | None = None
+    title: Title | None = None
+    description: Description | None = None
+    area: Area | None = None
+    availability: Availability | None = None
+    shared: bool | None = None
+    expires: datetime | None = None
+
+
+class ProposalBody(Strict, frozen=True, kw_only=True):
+    # On a listing: the listing's member and you. Otherwise name the providers and receivers (you among them).
+    listing: ListingId | None = None
+    providers: Annotated[list[MemberId], msgspec.Meta(max_length=50)] = []
+    receivers: Annotated[list[MemberId], msgspec.Meta(max_length=50)] = []
+    category: ev.Category | None = None
+    note: Memo | None = None
+
+
+class RecordBody(Strict, frozen=True, kw_only=True):
+    minutes: Minutes
+    memo: Memo | None = None
+
+
+class DisputeBody(Strict, frozen=True, kw_only=True):
+    reason: Memo
+
+
+class ResolveBody(Strict, frozen=True, kw_only=True):
+    minutes: Annotated[int, msgspec.Meta(ge=0, le=MAX_MINUTES)]
+
+
+class PaymentBody(Strict, frozen=True, kw_only=True):
+    kind: ev.PaymentKind = "send"
+    # The member paid (send, grant); leave out for a donation to the pot.
+    to: MemberId | None = None
+    minutes: Minutes
+    memo: Memo | None = None
+
+
+# ---- Responses ----
+
+
+class Created(msgspec.Struct, kw_only=True):
+    id: str
+    status: str
+
+
+class InvitationView(msgspec.Struct, kw_only=True):
+    id: str
+    role: str
+    token: str
+    # Relative to this node's address.
+    link: str
+
+
+class SessionView(msgspec.Struct, kw_only=True):
+    member: str
+    role: str
+    status: str
+    expires: datetime
+    csrf_token: str
+    # Only for kind=bearer: the token to send as "Authorization: Bearer <token>". Shown once.
+    token: str | None = None
+
+
+class Balance(msgspec.Struct, kw_only=True):
+    account: str
+    balance: int
+    floor: int
+    ceiling: int | None
+
+
+class StatementEntry(msgspec.Struct, kw_only=True):
+    index: int
+    at: datetime
+    delta: int
+    balance: int
+    transfer: str
+    counterparty: str
+    exchange_ref: str | None
+    # Your own memo for it, when the exchange still holds it.
+    memo: str | None
+
+
+class Statement(msgspec.Struct, kw_only=True):
+    account: str
+    entries: list[StatementEntry]
+    next_before: int | None
+
+
+class Actions(msgspec.Struct, kw_only=True):
+    """What waits for this member: answers, time to record, time to confirm."""
+
+    to_answer: list[store.ExchangeView]
+    to_record: list[store.ExchangeView]
+    to_confirm: list[store.ExchangeView]
+    waiting_for_others: list[store.ExchangeView]
+
+
+Me = NamedDependency[Principal | None]
+
+
+async def current(request: AnyRequest, state: State) -> Principal | None:
+    gate: auth.Gate = state.gate
+    async with state.pool.acquire() as conn:
+        return await gate.resolve(
+            conn,
+            authorization=request.headers.get("authorization"),
+            cookie=request.cookies.get(auth.SESSION_COOKIE),
+            method=request.method,
+            csrf=request.headers.get(auth.CSRF_HEADER),
+        )
+
+
+def signed_in(me: Principal | None) -> Actor:
+    if me is None:
+        raise Unauthorized("sign in first")
+    return me.actor
+
+
+def coordinator(me: Principal | None) -> Actor:
+    actor = signed_in(me)
+    if not actor.coordinator:
+        raise Forbidden("this needs a coordinator")
+    return actor
+
+
+def _details(body: Application, password_hash: str) -> ev.MemberDetails:
+    return ev.MemberDetails(
+        name=body.name.strip(),
+        email=body.email.strip(),
+        skills=[s.strip() for s in body.skills],
+        area=body.area.strip(),
+        bio=body.bio,
+        password_hash=password_hash,
+    )
+
+
+class MemberController(Controller):
+    path = "/api"
+    tags = ("members",)
+
+    @post("/applications", operation_id="applyToJoin", status_code=HTTP_201_CREATED)
+    async def apply(self, request: AnyRequest, data: JSONBody[Application], state: State) -> Created:
+        body = await strict_body(request, Application)
+        commands: Commands = state.commands
+        member = await commands.apply(_details(body, await auth.hash_password(body.password)))
+        return Created(id=member, status="pending")
+
+    @post("/invitations", operation_id="invite", status_code=HTTP_201_CREATED)
+    async def invite(self, request: AnyRequest, data: JSONBody[InvitationBody], state: State, me: Me) -> InvitationView:
+        actor = coordinator(me)
+        body = await strict_body(request, InvitationBody)
+        invitation, token = await state.commands.invite(actor, body.role)
+        return InvitationView(id=invitation, role=body.role, token=token, link=f"/join/{token}")
+
+    @post("/invitations/join", operation_id="joinByInvitation", status_code=HTTP_201_CREATED)
+    async def join(self, request: AnyRequest, data: JSONBody[JoinBody], state: State) -> Created:
+        body = await strict_body(request, JoinBody)
+        member = await state.commands.join(body.token, _details(body, await auth.hash_password(body.password)))
+        return Created(id=member, status="approved")
+
+    @post("/sessions", operation_id="signIn", status_code=HTTP_201_CREATED)
+    async def sign_in(self, request: AnyRequest, data: JSONBody[SignIn], state: State) -> Response[SessionView]:
+        body = await strict_body(request, SignIn)
+        gate: auth.Gate = state.gate
+        address = request.client.host if request.client else "unknown"
+        async with state.pool.acquire() as conn:
+            token, principal, expires = await gate.sign_in(
+                conn, email=body.email, password=body.password, address=address, kind=body.kind, label=body.label
+            )
+        view = SessionView(
+            member=principal.member,
+            role=principal.role,
+            status=principal.status,
+            expires=expires,
+            csrf_token=principal.csrf,
+            token=token if body.kind == "bearer" else None,
+        )
+        cookies = []
+        if body.kind == "cookie":
+            cookies.append(session_cookie(token, expires, secure=state.secure_cookies))
+        return Response(view, status_code=HTTP_201_CREATED, cookies=cookies)
+
+    @delete("/sessions/current", operation_id="signOut", status_code=HTTP_204_NO_CONTENT)
+    async def sign_out(self, state: State, me: Me) -> Response[None]:
+        signed_in(me)
+        assert me is not None
+        async with state.pool.acquire() as conn:
+            await state.gate.sign_out(conn, me)
+        return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[expired_cookie()])
+
+    @get("/me", operation_id="getMe")
+    async def me_view(self, state: State, me: Me) -> store.MemberView:
+        actor = signed_in(me)
+        return await _member_view(state, actor.member)
+
+    @patch("/me", operation_id="updateProfile")
+    async def update(self, request: AnyRequest, data: JSONBody[ProfileBody], state: State, me: Me) -> store.MemberView:
+        actor = signed_in(me)
+        body = await strict_body(request, ProfileBody)
+        changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
+        await state.commands.update_profile(actor, changes)
+        return await _member_view(state, actor.member)
+
+    @get("/members", operation_id="listMembers")
+    async def members(
+        self,
+        state: State,
+        me: Me,
+        status: Annotated[
+            Literal["pending", "approved", "rejected", "erased"], QueryParameter(required=False)
+        ] = "pending",
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+    ) -> list[store.MemberView]:
+        coordinator(me)
+        async with state.pool.acquire() as conn:
+            return await store.members_by_status(conn, status, limit)
+
+    @get("/members/{member_id:str}", operation_id="getMember")
+    async def member(self, member_id: FromPath[str], state: State, me: Me) -> store.PublicMember | store.MemberView:
+        actor = signed_in(me)
+        view = await _member_view(state, member_id)
+        if actor.member == member_id or actor.role in ("coordinator", "auditor"):
+            return view
+        if view.status != "approved":
+            raise NotFound(f"member {member_id} does not exist")
+        return store.PublicMember(id=view.id, name=view.name, skills=view.skills, area=view.area, bio=view.bio)
+
+    @post("/members/{member_id:str}/approval", operation_id="approveMember", status_code=HTTP_200_OK)
+    async def approve(self, member_id: FromPath[str], state: State, me: Me) -> store.MemberView:
+        await state.commands.approve(coordinator(me), member_id)
+        return await _member_view(state, member_id)
+
+    @post("/members/{member_id:str}/rejection", operation_id="rejectMember", status_code=HTTP_200_OK)
+    async def reject(self, member_id: FromPath[str], state: State, me: Me) -> store.MemberView:
+        await state.commands.reject(coordinator(me), member_id)
+        return await _member_view(state, member_id)
+
+    @put("/members/{member_id:str}/role", operation_id="changeRole")
+    async def role(
+        self, member_id: FromPath[str], request: AnyRequest, data: JSONBody[RoleBody], state: State, me: Me
+    ) -> store.MemberView:
+        actor = coordinator(me)
+        body = await strict_body(request, RoleBody)
+        await state.commands.change_role(actor, member_id, body.role)
+        return await _member_view(state, member_id)
+
+    @post("/members/{member_id:str}/erasure", operation_id="eraseMember", status_code=HTTP_200_OK)
+    async def erase(self, member_id: FromPath[str], state: State, me: Me) -> store.MemberView:
+        await state.commands.erase(signed_in(me), member_id)
+        return await _member_view(state, member_id)
+
+
+class ListingController(Controller):
+    path = "/api/listings"
+    tags = ("listings",)
+
+    @post("/", operation_id="createListing", status_code=HTTP_201_CREATED)
+    async def create(self, request: AnyRequest, data: JSONBody[ListingBody], state: State, me: Me) -> store.ListingView:
+        actor = signed_in(me)
+        body = await strict_body(request, ListingBody)
+        text = ev.ListingText(
+            title=body.title.strip(),
+            description=body.description,
+            area=body.area.strip(),
+            availability=body.availability,
+        )
+        listing = await state.commands.publish(
+            actor, kind=body.kind, category=body.category, text=text, shared=body.shared, expires=body.expires
+        )
+        return await _listing_view(state, listing)
+
+    @get("/", operation_id="searchListings")
+    async def search(
+        self,
+        state: State,
+        q: Annotated[str, QueryParameter(max_length=200)] = "",
+        category: Annotated[ev.Category | None, QueryParameter(required=False)] = None,
+        kind: Annotated[ev.Kind | None, QueryParameter(required=False)] = None,
+        area: Annotated[str | None, QueryParameter(max_length=100, required=False)] = None,
+        order: Annotated[Literal["relevance", "newest"], QueryParameter(required=False)] = "relevance",
+        cursor: Annotated[str | None, QueryParameter(max_length=500, required=False)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    ) -> store.ListingPage:
+        """Active listings, ours and our neighbours'. Ranked by relevance when ``q`` is given, else newest first."""
+        if "\x00" in q or (area and "\x00" in area):
+            raise Invalid("search text cannot contain NUL characters")
+        async with state.pool.acquire() as conn:
+            return await store.search(
+                conn, q=q, category=category, kind=kind, area=area, order=order, cursor=cursor, limit=limit
+            )
+
+    @get("/{listing_id:str}", operation_id="getListing")
+    async def read(self, listing_id: FromPath[str], state: State) -> store.ListingView:
+        return await _listing_view(state, listing_id)
+
+    @patch("/{listing_id:str}", operation_id="editListing")
+    async def edit(
+        self, listing_id: FromPath[str], request: AnyRequest, data: JSONBody[ListingPatch], state: State, me: Me
+    ) -> store.ListingView:
+        actor = signed_in(me)
+        body = await strict_body(request, ListingPatch)
+        text = {k: getattr(body, k) for k in ("title", "description", "area", "availability") if getattr(body, k)}
+        await state.commands.edit_listing(
+            actor, listing_id, category=body.category, text=text, shared=body.shared, expires=body.expires
+        )
+        return await _listing_view(state, listing_id)
+
+    @post("/{listing_id:str}/{action:str}", operation_id="changeListingStatus", status_code=HTTP_200_OK)
+    async def status(self, listing_id: FromPath[str], action: FromPath[str], state: State, me: Me) -> store.ListingView:
+        """``action`` is pause, resume or withdraw."""
+        if action not in ("pause", "resume", "withdraw"):
+            raise NotFound(f"no such action {action!r}: pause, resume or withdraw")
+        await state.commands.listing_status(signed_in(me), listing_id, action)
+        return await _listing_view(state, listing_id)
+
+    @get("/mine", operation_id="myListings")
+    async def mine(self, state: State, me: Me) -> list[store.ListingView]:
+        actor = signed_in(me)
+        async with state.pool.acquire() as conn:
+            return await store.member_listings(conn, actor.member)
+
+
+class ExchangeController(Controller):
+    path = "/api/exchanges"
+    tags = ("exchanges",)
+
+    @post("/", operation_id="proposeExchange", status_code=HTTP_201_CREATED)
+    async def propose(
+        self, request: AnyRequest, data: JSONBody[ProposalBody], state: State, me: Me
+    ) -> store.ExchangeView:
+        actor = signed_in(me)
+        body = await strict_body(request, ProposalBody)
+        exchange = await state.commands.propose(
+            actor,
+            listing=body.listing,
+            providers=body.providers,
+            receivers=body.receivers,
+            note=body.note,
+            category=body.category,
+        )
+        return await _exchange_view(state, exchange, actor)
+
+    @get("/", operation_id="myExchanges")
+    async def mine(
+        self,
+        state: State,
+        me: Me,
+        open: Annotated[bool, QueryParameter(required=False)] = False,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    ) -> list[store.ExchangeView]:
+        actor = signed_in(me)
+        async with state.pool.acquire() as conn:
+            return await store.member_exchanges(conn, actor.member, open_only=open, limit=limit)
+
+    @get("/disputes", operation_id="disputedExchanges")
+    async def disputes(self, state: State, me: Me) -> list[store.ExchangeView]:
+        coordinator(me)
+        async with state.pool.acquire() as conn:
+            return await store.disputed_exchanges(conn, 200)
+
+    @get("/{exchange_id:str}", operation_id="getExchange")
+    async def read(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
+        return await _exchange_view(state, exchange_id, signed_in(me))
+
+    @post("/{exchange_id:str}/accept", operation_id="acceptExchange", status_code=HTTP_200_OK)
+    async def accept(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
+        return await _act(state, me, exchange_id, "accept")
+
+    @post("/{exchange_id:str}/decline", operation_id="declineExchange", status_code=HTTP_200_OK)
+    async def decline(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
+        return await _act(state, me, exchange_id, "decline")
+
+    @post("/{exchange_id:str}/cancel", operation_id="cancelExchange", status_code=HTTP_200_OK)
+    async def cancel(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
+        return await _act(state, me, exchange_id, "cancel")
+
+    @post("/{exchange_id:str}/record", operation_id="recordTime", status_code=HTTP_200_OK)
+    async def record(
+        self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[RecordBody], state: State, me: Me
+    ) -> store.ExchangeView:
+        body = await strict_body(request, RecordBody)
+        return await _act(state, me, exchange_id, "record", minutes=body.minutes, memo=body.memo)
+
+    @post("/{exchange_id:str}/confirm", operation_id="confirmTime", status_code=HTTP_200_OK)
+    async def confirm(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
+        return await _act(state, me, exchange_id, "confirm")
+
+    @post("/{exchange_id:str}/dispute", operation_id="disputeTime", status_code=HTTP_200_OK)
+    async def dispute(
+        self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[DisputeBody], state: State, me: Me
+    ) -> store.ExchangeView:
+        body = await strict_body(request, DisputeBody)
+        return await _act(state, me, exchange_id, "dispute", reason=body.reason)
+
+    @post("/{exchange_id:str}/resolve", operation_id="resolveDispute", status_code=HTTP_200_OK)
+    async def resolve(
+        self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[ResolveBody], state: State, me: Me
+    ) -> store.ExchangeView:
+        body = await strict_body(request, ResolveBody)
+        coordinator(me)
+        return await _act(state, me, exchange_id, "resolve", minutes=body.minutes)
+
+
+class PaymentController(Controller):
+    path = "/api/payments"
+    tags = ("payments",)
+
+    @post("/", operation_id="makePayment", status_code=HTTP_201_CREATED)
+    async def pay(self, request: AnyRequest, data: JSONBody[PaymentBody], state: State, me: Me) -> store.PaymentView:
+        """Send hours to a member, donate to the community pot, or (coordinators) grant from it."""
+        actor = signed_in(me)
+        body = await strict_body(request, PaymentBody)
+        if body.kind == "donation" and body.to is not None:
+            raise Invalid("a donation goes to the community pot: leave out 'to'")
+        if body.kind != "donation" and body.to is None:
+            raise Invalid("say who receives the hours in 'to'")
+        payment = await state.commands.pay(
+            actor, kind=body.kind, payee=body.to or ev.POT, minutes=body.minutes, memo=body.memo
+        )
+        return await _payment_view(state, payment, actor)
+
+    @get("/{payment_id:str}", operation_id="getPayment")
+    async def read(self, payment_id: FromPath[str], state: State, me: Me) -> store.PaymentView:
+        return await _payment_view(state, payment_id, signed_in(me))
+
+
+class AccountController(Controller):
+    """A member's hours: balance, statement with their own memos, and what waits for them."""
+
+    path = "/api/me"
+    tags = ("members",)
+
+    @get("/balance", operation_id="myBalance")
+    async def balance(self, state: State, me: Me) -> Balance:
+        account = await _account_of(state, signed_in(me))
+        client: LedgerClient = state.ledger
+        try:
+            view = await client.account(account)
+        except LedgerError as exc:
+            raise Conflict(f"the ledger cannot be reached right now: {exc}") from None
+        return Balance(account=account, balance=view.balance, floor=view.floor, ceiling=view.ceiling)
+
+    @get("/statement", operation_id="myStatement")
+    async def statement(
+        self,
+        state: State,
+        me: Me,
+        before: Annotated[int | None, QueryParameter(ge=0, required=False)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    ) -> Statement:
+        account = await _account_of(state, signed_in(me))
+        client: LedgerClient = state.ledger
+        try:
+            page = await client.statement(account, before=before, limit=limit)
+        except LedgerError as exc:
+            raise Conflict(f"the ledger cannot be reached right now: {exc}") from None
+        refs = [line.exchange_ref for line in page.lines if line.exchange_ref]
+        async with state.pool.acquire() as conn:
+            memos = await store.memos(conn, refs)
+        return Statement(
+            account=account,
+            entries=[
+                StatementEntry(
+                    index=line.index,
+                    at=line.at,
+                    delta=line.delta,
+                    balance=line.balance,
+                    transfer=line.transfer,
+                    counterparty=line.counterparty,
+                    exchange_ref=line.exchange_ref,
+                    memo=memos.get(line.exchange_ref or ""),
+                )
+                for line in page.lines
+            ],
+            next_before=page.next_before,
+        )
+
+    @get("/actions", operation_id="myActions")
+    async def actions(self, state: State, me: Me) -> Actions:
+        actor = signed_in(me)
+        async with state.pool.acquire() as conn:
+            open_exchanges = await store.member_exchanges(conn, actor.member, open_only=True, limit=200)
+        return needs_action(actor.member, open_exchanges)
+
+    @get("/payments", operation_id="myPayments")
+    async def payments(self, state: State, me: Me) -> list[store.PaymentView]:
+        actor = signed_in(me)
+        async with state.pool.acquire() as conn:
+            return await store.member_payments(conn, actor.member, 100)
+
+
+class ImpactRow(msgspec.Struct, kw_only=True):
+    weeks: int
+    rows: list[store.ImpactRow]
+
+
+class CoordinatorController(Controller):
+    path = "/api/impact"
+    tags = ("coordinators",)
+
+    @get("/", operation_id="impact")
+    async def impact(self, state: State, me: Me, weeks: Annotated[int, QueryParameter(ge=1, le=520)] = 12) -> ImpactRow:
+        """Per week and category: hours exchanged, exchanges completed, active members, members helped."""
+        coordinator(me)
+        until = datetime.now(UTC) + timedelta(days=1)
+        async with state.pool.acquire() as conn:
+            rows = await store.impact(conn, until - timedelta(weeks=weeks), until)
+        return ImpactRow(weeks=weeks, rows=rows)
+
+
+@get("/health", operation_id="health", tags=["ops"])
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready", operation_id="ready", tags=["ops"])
+async def ready(state: State) -> dict[str, Any]:
+    """Ready once the database answers; ``outbox_pending`` counts commands not yet told to the ledger."""
+    async with state.pool.acquire() as conn:
+        pending = await conn.fetchval("SELECT count(*) FROM exchange.outbox WHERE done_at IS NULL")
+    return {"status": "ready", "outbox_pending": pending}
+
+
+def needs_action(member: str, exchanges: list[store.ExchangeView]) -> Actions:
+    answer, record, confirm, others = [], [], [], []
+    for ex in exchanges:
+        mine = next((p for p in ex.parties if p.member == member), None)
+        if mine is None:
+            continue
+        if ex.status == "proposed" and mine.answer is None:
+            answer.append(ex)
+        elif (
+            mine.side == "provider"
+            and any(line.provider == member and line.state == "open" for line in ex.lines)
+            and ex.status not in ("proposed",)
+        ):
+            record.append(ex)
+        elif mine.side == "receiver" and any(line.receiver == member and line.state == "recorded" for line in ex.lines):
+            confirm.append(ex)
+        else:
+            others.append(ex)
+    return Actions(to_answer=answer, to_record=record, to_confirm=confirm, waiting_for_others=others)
+
+
+def session_cookie(token: str, expires: datetime, *, secure: bool) -> Cookie:
+    return Cookie(
+        key=auth.SESSION_COOKIE,
+        value=token,
+        httponly=True,
+        samesite="lax",
+        secure=secure,
+        path="/",
+        expires=int(expires.timestamp()),
+    )
+
+
+def expired_cookie() -> Cookie:
+    return Cookie(key=auth.SESSION_COOKIE, value="", max_age=0, path="/", httponly=True, samesite="lax")
+
+
+async def _member_view(state: State, member_id: str) -> store.MemberView:
+    async with state.pool.acquire() as conn:
+        view = await store.member(conn, member_id)
+    if view is None:
+        raise NotFound(f"member {member_id} does not exist")
+    return view
+
+
+async def _listing_view(state: State, listing_id: str) -> store.ListingView:
+    async with state.pool.acquire() as conn:
+        view = await store.listing(conn, listing_id)
+    if view is None or view.status == "withdrawn":
+        raise NotFound(f"listing {listing_id} does not exist")
+    return view
+
+
+async def _exchange_view(state: State, exchange_id: str, actor: Actor) -> store.ExchangeView:
+    async with state.pool.acquire() as conn:
+        found = await store.exchanges(conn, [exchange_id])
+    if not found or (
+        actor.member not in {p.member for p in found[0].parties} and actor.role not in ("coordinator", "auditor")
+    ):
+        raise NotFound(f"exchange {exchange_id} does not exist")
+    return found[0]
+
+
+async def _act(state: State, me: Principal | None, exchange_id: str, action: str, **args: Any) -> store.ExchangeView:
+    actor = signed_in(me)
+    await state.commands.act(actor, exchange_id, action, **args)
+    return await _exchange_view(state, exchange_id, actor)
+
+
+async def _payment_view(state: State, payment_id: str, actor: Actor) -> store.PaymentView:
+    async with state.pool.acquire() as conn:
+        view = await store.payment(conn, payment_id)
+    if view is None or (
+        actor.member not in (view.payer, view.payee, view.made_by) and actor.role not in ("coordinator", "auditor")
+    ):
+        raise NotFound(f"payment {payment_id} does not exist")
+    return view
+
+
+async def _account_of(state: State, actor: Actor) -> str:
+    async with state.pool.acquire() as conn:
+        view = await store.member(conn, actor.member)
+    if view is None or view.account is None:
+        raise Conflict("you have no ledger account yet: it opens when a coordinator approves you")
+    return view.account

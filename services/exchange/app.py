@@ -1,0 +1,91 @@
+"""The exchange service's Litestar app: routes, dependencies, lifespan and error mapping; nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
+
+from services.exchange import api, store
+from services.exchange.auth import Gate
+from services.exchange.ledger_client import LedgerClient
+from services.exchange.outbox import OutboxWorker
+from services.exchange.service import Commands
+from shared.db import create_pool, migrate
+from shared.errors import EXCEPTION_HANDLERS
+from shared.settings import Settings
+
+ROUTES: list[ControllerRouterHandler] = [
+    api.MemberController,
+    api.ListingController,
+    api.ExchangeController,
+    api.PaymentController,
+    api.AccountController,
+    api.CoordinatorController,
+    api.health,
+    api.ready,
+]
+
+
+def create_app(settings: Settings, *, database_url: str | None = None, ledger_url: str | None = None) -> Litestar:
+    """Build the exchange app. The pool, the ledger client and the outbox worker belong to its lifespan."""
+    url = database_url or settings.database.url
+    if url is None:
+        raise ValueError("the exchange needs a database URL (settings.database.url)")
+    ledger = ledger_url or settings.exchange.ledger_url
+    if ledger is None:
+        raise ValueError("the exchange needs the ledger's URL (exchange.ledger_url)")
+    token = settings.exchange.ledger_token
+    if not token:
+        raise ValueError("the exchange needs a ledger service token (exchange.ledger_token)")
+    ex = settings.exchange
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(url, min_size=settings.database.min_pool, max_size=settings.database.max_pool)
+        client = LedgerClient(ledger, token)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, "exchange", store.MIGRATIONS)
+            await client.start()
+            commands = Commands(pool, listing_days=ex.listing_days, invitation_days=ex.invitation_days)
+            worker = OutboxWorker(pool, client, commands.on_outcome)
+            commands.wake = worker.wake
+            worker.start()
+            app.state.pool = pool
+            app.state.ledger = client
+            app.state.commands = commands
+            await commands.ensure_pot()
+            try:
+                yield
+            finally:
+                await worker.stop()
+        finally:
+            await client.close()
+            await pool.close()
+
+    return Litestar(
+        route_handlers=ROUTES,
+        dependencies={"me": Provide(api.current)},
+        lifespan=[lifespan],
+        state=State(
+            {
+                "gate": Gate(
+                    settings.ledger.tokens,
+                    session_days=ex.session_days,
+                    max_failures=ex.login_max_failures,
+                    max_failures_per_address=ex.login_max_failures_per_address,
+                    window_seconds=ex.login_window_seconds,
+                ),
+                "secure_cookies": ex.secure_cookies,
+            }
+        ),
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.http.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="timebank exchange", version="0.1.0", path="/schema"),
+    )

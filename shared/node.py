@@ -1,0 +1,99 @@
+"""One process serving several services: a small ASGI dispatcher by path prefix.
+
+``timebank serve`` mounts the ledger at ``/ledger`` and the exchange at ``/``. Each mounted app keeps its own
+lifespan (pool, writer, outbox worker): the dispatcher starts them in order and stops them in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+# Any ASGI application (Litestar's own types are stricter than what it accepts).
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class _Lifespan:
+    """Drives one app's lifespan protocol from the outside."""
+
+    def __init__(self, app: ASGIApp, scope: Scope) -> None:
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(app, scope))
+
+    async def _run(self, app: ASGIApp, scope: Scope) -> None:
+        await app(dict(scope), self._inbox.get, self._outbox.put)
+
+    async def _step(self, event: str) -> None:
+        await self._inbox.put({"type": f"lifespan.{event}"})
+        getter = asyncio.ensure_future(self._outbox.get())
+        await asyncio.wait({getter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            self._task.result()  # re-raises the app's error
+            raise RuntimeError(f"an app ended during lifespan {event}")
+        reply = getter.result()
+        if reply["type"].endswith(".failed"):
+            raise RuntimeError(reply.get("message") or f"lifespan {event} failed")
+
+    async def startup(self) -> None:
+        await self._step("startup")
+
+    async def shutdown(self) -> None:
+        await self._step("shutdown")
+        await self._task
+
+
+class Node:
+    """Route requests by path prefix (longest first; "" catches the rest); run every app's lifespan."""
+
+    def __init__(self, mounts: dict[str, ASGIApp]) -> None:
+        self._mounts = sorted(mounts.items(), key=lambda m: len(m[0]), reverse=True)
+        self._order = list(mounts.values())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        for prefix, app in self._mounts:
+            if prefix and (path == prefix or path.startswith(prefix + "/")):
+                await app({**scope, "root_path": scope.get("root_path", "") + prefix}, receive, send)
+                return
+            if not prefix:
+                await app(scope, receive, send)
+                return
+        raise RuntimeError(f"no app is mounted for {path}")
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started: list[_Lifespan] = []
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            for app in self._order:
+                lifespan = _Lifespan(app, scope)
+                await lifespan.startup()
+                started.append(lifespan)
+        except Exception as exc:
+            for lifespan in reversed(started):
+                await lifespan.shutdown()
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        assert message["type"] == "lifespan.shutdown"
+        error = None
+        for lifespan in reversed(started):
+            try:
+                await lifespan.shutdown()
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            await send({"type": "lifespan.shutdown.failed", "message": str(error)})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})

@@ -1,0 +1,75 @@
+"""Fixtures for exchange tests: a real ledger (`timebank serve`) to talk to, and a database with the exchange schema.
+
+``ledger_url`` is one ledger process for the whole session, in a database of its own (the ledger and the exchange
+may run apart): tests share it, so each test opens its own accounts with keys no other test uses (``unique``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from services.exchange.app import create_app as create_exchange_app
+from services.exchange.ledger_client import LedgerClient
+from shared.db import create_pool, migrate
+from shared.note import Signer, write_signer_key
+from shared.processes import PostgresServer, server_tempdir
+from tests.exchange.support import Exchange, exchange_settings
+from tests.ledger.conftest import ORIGIN, TOKENS
+from tests.ledger.processes import serve
+
+EXCHANGE_MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "exchange" / "migrations"
+
+
+@pytest.fixture(scope="session")
+def ledger_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """Base URL of a running ledger, shared by the session's exchange tests."""
+    workdir = server_tempdir("timebank-test-ledger-")
+    database = f"exchange_ledger_{secrets.token_hex(4)}"
+    postgres_server.create_database(database)
+    try:
+        write_signer_key(workdir / "network.key", Signer.generate(ORIGIN))
+        with serve(workdir, postgres_server.dsn(database), workdir / "network.key") as url:
+            yield url
+    finally:
+        postgres_server.drop_database(database)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+async def ledger_client(ledger_url: str) -> AsyncIterator[LedgerClient]:
+    """A started client with the ledger's service token."""
+    async with LedgerClient(ledger_url, TOKENS["service"]) as client:
+        yield client
+
+
+@pytest.fixture
+async def exchange_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a fresh database with the exchange's migrations applied."""
+    pool = await create_pool(database_url, min_size=1, max_size=6)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn, "exchange", EXCHANGE_MIGRATIONS)
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A prefix no other test uses, for idempotency keys on the shared ledger."""
+    return secrets.token_hex(6)
+
+
+@pytest.fixture
+async def exchange(ledger_url: str, database_url: str) -> AsyncIterator[Exchange]:
+    """The exchange app on a fresh database, talking to the session's real ledger over HTTP."""
+    app = create_exchange_app(exchange_settings(), database_url=database_url, ledger_url=ledger_url)
+    async with AsyncTestClient(app=app) as client:
+        yield Exchange(app, client, database_url)
