@@ -9,12 +9,12 @@ from __future__ import annotations
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from services.exchange import store
 from services.exchange.app import create_app as create_exchange_app
 from services.exchange.ledger_client import LedgerClient
 from shared.db import create_pool, migrate
@@ -23,8 +23,6 @@ from shared.processes import PostgresServer, server_tempdir
 from tests.exchange.support import Exchange, exchange_settings
 from tests.ledger.conftest import ORIGIN, TOKENS
 from tests.ledger.processes import serve
-
-EXCHANGE_MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "exchange" / "migrations"
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +53,7 @@ async def exchange_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url, min_size=1, max_size=6)
     try:
         async with pool.acquire() as conn:
-            await migrate(conn, "exchange", EXCHANGE_MIGRATIONS)
+            await migrate(conn, "exchange", store.MIGRATIONS)
         yield pool
     finally:
         await pool.close()

@@ -5,6 +5,7 @@ two workers sharing one database."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -415,7 +416,7 @@ async def test_a_wrong_token_or_address_keeps_the_command_waiting_until_the_oper
 
     for base, token, status in ((ledger_url, "a-revoked-token", "401"), (ledger_url + "/v9", TOKENS["service"], "404")):
         async with LedgerClient(base, token) as misconfigured, running(exchange_pool, misconfigured, recorder):
-            await eventually(lambda status=status: _attempted(exchange_pool, settle.key, status))  # type: ignore[misc]
+            await eventually(functools.partial(_attempted, exchange_pool, settle.key, status))
     waiting = await entry(exchange_pool, settle.key)
     assert (waiting.done_at, waiting.outcome) == (None, None)
     assert recorder.calls == []
