@@ -85,12 +85,3 @@ def require_reader_of(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
         raise Unauthorized("reading an account needs its owner token or a coordinator or auditor token")
     if caller.role == "owner" and caller.account != connection.path_params.get("account_id"):
         raise Forbidden("an owner token reads only its own account")
-
-
-def require_auditor(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: the list of every balance is for coordinators, auditors and services."""
-    caller = caller_of(connection)
-    if caller.role == "anonymous":
-        raise Unauthorized("listing balances needs a coordinator, auditor or service token")
-    if caller.role == "owner":
-        raise Forbidden("listing balances needs a coordinator, auditor or service token")

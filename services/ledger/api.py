@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
@@ -14,26 +14,33 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from services.ledger import store, tlog
-from services.ledger.access import Access, require_auditor, require_reader_of, require_writer
+from services.ledger.access import Access, require_reader_of, require_writer
 from services.ledger.appender import Appended, Appender
 from services.ledger.ledger import (
     ACCOUNT_ID_PATTERN,
+    ORIGIN_PATTERN,
     TRANSFER_ID_PATTERN,
     AccountOpened,
     Ceiling,
     ChangeLimits,
     CloseAccount,
+    CrossnetRejected,
+    DecideRemote,
     Floor,
     Key,
+    LogEntry,
     MakeTransfer,
     OpenAccount,
+    Remote,
     Reverse,
     Transfer,
+    entry_decoder,
 )
 from shared.errors import NotFound
 
 _ACCOUNT_RE = re.compile(ACCOUNT_ID_PATTERN)
 _TRANSFER_RE = re.compile(TRANSFER_ID_PATTERN)
+_ORIGIN_RE = re.compile(ORIGIN_PATTERN)
 MAX_RANGE = 1000
 MAX_INDEX = 2**62
 
@@ -64,6 +71,8 @@ class TransferView(msgspec.Struct, kw_only=True):
     reverses: str | None
     at: str
     replayed: bool
+    # The other network's side of a cross-network transfer.
+    remote: Remote | None = None
 
 
 class LimitsBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -85,6 +94,7 @@ class StatementLine(msgspec.Struct, kw_only=True):
     memo_digest: str | None
     exchange_ref: str | None
     at: str
+    remote: Remote | None = None
 
 
 class Statement(msgspec.Struct, kw_only=True):
@@ -167,6 +177,7 @@ def _transfer_view(done: Appended) -> Response[TransferView]:
         reverses=entry.reverses,
         at=entry.at.isoformat(),
         replayed=done.replayed,
+        remote=entry.remote,
     )
     return Response(view, status_code=HTTP_200_OK if done.replayed else HTTP_201_CREATED)
 
@@ -252,6 +263,7 @@ class AccountController(Controller):
                     memo_digest=entry.memo_digest,
                     exchange_ref=entry.exchange_ref,
                     at=entry.at.isoformat(),
+                    remote=entry.remote,
                 )
             )
         more = len(postings) > limit
@@ -280,6 +292,84 @@ class TransferController(Controller):
         if not _TRANSFER_RE.match(transfer_id):
             raise NotFound(f"transfer {transfer_id} does not exist")
         return _transfer_view(await state.appender.submit(Reverse(key=data.key, transfer=transfer_id)))
+
+
+class DecisionView(msgspec.Struct, kw_only=True):
+    """This network's decision on a neighbour's transfer to one of its accounts."""
+
+    origin: str
+    transfer: str  # the neighbour's transfer id
+    transfer_index: int  # that transfer's index in the neighbour's log
+    payee: str
+    minutes: int
+    decision: Literal["accepted", "rejected"]
+    reason: str | None  # why it was rejected
+    id: str | None  # the local transfer (peer account -> payee) when accepted
+    index: int  # the decision's index in this network's log
+    at: str
+    replayed: bool = False
+
+
+def _decision_view(index: int, entry: LogEntry, *, replayed: bool) -> DecisionView:
+    if isinstance(entry, CrossnetRejected):
+        return DecisionView(
+            origin=entry.origin,
+            transfer=entry.transfer,
+            transfer_index=entry.index,
+            payee=entry.payee,
+            minutes=entry.minutes,
+            decision="rejected",
+            reason=entry.reason,
+            id=None,
+            index=index,
+            at=entry.at.isoformat(),
+            replayed=replayed,
+        )
+    assert isinstance(entry, Transfer)
+    remote = entry.remote
+    assert remote is not None
+    assert remote.transfer is not None
+    assert remote.index is not None
+    return DecisionView(
+        origin=remote.origin,
+        transfer=remote.transfer,
+        transfer_index=remote.index,
+        payee=entry.payee,
+        minutes=entry.minutes,
+        decision="accepted",
+        reason=None,
+        id=entry.id,
+        index=index,
+        at=entry.at.isoformat(),
+        replayed=replayed,
+    )
+
+
+class CrossnetController(Controller):
+    """Cross-network trades: this network decides the neighbours' transfers to its accounts, once each."""
+
+    path = "/crossnet"
+    tags = ("crossnet",)
+
+    @post("/decisions", operation_id="decideRemoteTransfer", guards=[require_writer], status_code=HTTP_201_CREATED)
+    async def decide(self, request: AnyRequest, data: JSONBody[DecideRemote], state: State) -> Response[DecisionView]:
+        """Accept a neighbour's transfer or record why not (both are log entries); a repeat returns the first."""
+        data = await strict_body(request, DecideRemote)
+        done = await state.appender.submit(data)
+        view = _decision_view(done.index, done.entry, replayed=done.replayed)
+        return Response(view, status_code=HTTP_200_OK if done.replayed else HTTP_201_CREATED)
+
+    @get("/decisions/{path:path}", operation_id="getRemoteDecision")
+    async def read(self, path: FromPath[str], state: State) -> DecisionView:
+        """The decision on ``<origin>/<transfer id>`` (the origin may contain slashes); public, like the log."""
+        origin, _, transfer = path.strip("/").rpartition("/")
+        if not _ORIGIN_RE.match(origin) or not _TRANSFER_RE.match(transfer):
+            raise NotFound(f"no decision on {path.strip('/')}")
+        async with state.pool.acquire() as conn:
+            found = await store.decision(conn, origin, transfer)
+        if found is None:
+            raise NotFound(f"{origin}'s transfer {transfer} has not been decided here", transfer=transfer)
+        return _decision_view(found.index, entry_decoder.decode(found.data), replayed=False)
 
 
 class LogController(Controller):
@@ -337,9 +427,11 @@ class LogController(Controller):
         async with state.pool.acquire() as conn:
             return await tlog.proof_bundle(conn, index)
 
-    @get("/balances", operation_id="getBalances", guards=[require_auditor])
+    @get("/balances", operation_id="getBalances")
     async def balances(self, state: State) -> Balances:
-        """Every account's balance at the current size, for auditors to compare with the replayed log."""
+        """Every account's balance after the first ``size`` entries of the log (the current size), read in one
+        snapshot. Public, like the log itself (which reveals every balance): an auditor compares these with the
+        balances replayed from the entries to exactly ``size``."""
         async with state.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             size = (await store.head(conn)).size
             rows = await store.all_balances(conn)

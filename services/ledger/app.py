@@ -9,8 +9,11 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
 
-from services.ledger import api, store
+from services.ledger import api, pages, store
 from services.ledger.access import Access
 from services.ledger.appender import Appender
 from services.ledger.tlog import CheckpointSigner
@@ -59,12 +62,22 @@ def create_app(settings: Settings, *, database_url: str | None = None, signer: S
             api.AccountController,
             api.TransferController,
             api.LogController,
+            api.CrossnetController,
             api.health,
             api.ready,
+            pages.audit_page,
+            create_static_files_router(path="/static", directories=[pages.STATIC], name="ledger-static"),
         ],
         lifespan=[lifespan],
-        state=State({"access": Access(settings.ledger.tokens, owner_secret(key)), "origin": key.name}),
+        state=State(
+            {
+                "access": Access(settings.ledger.tokens, owner_secret(key)),
+                "origin": key.name,
+                "verifier": key.verifier(),
+            }
+        ),
         exception_handlers=EXCEPTION_HANDLERS,
+        template_config=TemplateConfig(directory=pages.TEMPLATES, engine=JinjaTemplateEngine),
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=OpenAPIConfig(title="timebank ledger", version="0.1.0", path="/schema"),
     )

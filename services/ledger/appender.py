@@ -27,6 +27,8 @@ from services.ledger.ledger import (
     AccountOpened,
     Book,
     Command,
+    CrossnetRejected,
+    DecideRemote,
     LogEntry,
     MakeTransfer,
     OpenAccount,
@@ -301,6 +303,11 @@ class Appender:
                 )
                 write.postings.append((payer.id, size, -decided.minutes, payer.balance, decided.id, payee.id))
                 write.postings.append((payee.id, size, decided.minutes, payee.balance, decided.id, payer.id))
+                if isinstance(command, DecideRemote):
+                    write.decisions.append(_decision_row(book, command, size, None))
+            elif isinstance(decided, CrossnetRejected):
+                assert isinstance(command, DecideRemote)
+                write.decisions.append(_decision_row(book, command, size, decided.reason))
             elif isinstance(decided, AccountOpened):
                 assert isinstance(command, OpenAccount)
                 opened.append((decided, command, size))
@@ -370,6 +377,11 @@ class _Unresolved(DomainError):
     def __init__(self, index: int) -> None:
         super().__init__("replay not resolved")
         self.index = index
+
+
+def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | None) -> tuple[object, ...]:
+    record = book.decisions[(command.origin, command.transfer)]
+    return (command.origin, command.transfer, index, record.fingerprint, reason)
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:

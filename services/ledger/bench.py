@@ -15,7 +15,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,21 @@ import uvloop
 
 from services.ledger import store, tlog
 from services.ledger.appender import Appender
-from services.ledger.ledger import MakeTransfer, OpenAccount, Transfer, entry_encoder, transfer_id
+from services.ledger.ledger import (
+    AccountOpened,
+    Book,
+    Command,
+    LogEntry,
+    MakeTransfer,
+    OpenAccount,
+    Replay,
+    Reverse,
+    Transfer,
+    decide,
+    entry_encoder,
+    fingerprint,
+    transfer_id,
+)
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
 from shared.db import create_pool, migrate
@@ -151,9 +166,11 @@ async def _wait_ready(base: str, proc: asyncio.subprocess.Process) -> None:
     raise RuntimeError("the ledger server did not become ready")
 
 
-async def _over_http(url: str, workdir: Path, accounts: list[str], transfers: int) -> list[Result]:
+@asynccontextmanager
+async def serve_node(url: str, workdir: Path) -> AsyncIterator[str]:
+    """Run `timebank serve --only ledger` on the database (key in workdir/network.key) for the block; yield its URL."""
     port = free_port()
-    config = workdir / "bench.toml"
+    config = workdir / f"bench-{port}.toml"
     config.write_text(
         f'origin = "{ORIGIN}"\nkey_file = "{workdir / "network.key"}"\n'
         f'[database]\nurl = "{url}"\nmax_pool = 8\n[http]\nport = {port}\n'
@@ -175,6 +192,14 @@ async def _over_http(url: str, workdir: Path, accounts: list[str], transfers: in
     base = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(base, proc)
+        yield base
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def _over_http(url: str, workdir: Path, accounts: list[str], transfers: int) -> list[Result]:
+    async with serve_node(url, workdir) as base:
         headers = {"Authorization": f"Bearer {SERVICE_TOKEN}", "Content-Type": "application/json"}
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(base, connector=connector, headers=headers) as http:
@@ -193,37 +218,73 @@ async def _over_http(url: str, workdir: Path, accounts: list[str], transfers: in
                 await _drive("HTTP, 1 submitter", max(transfers // 10, 200), 1, submit("h1")),
                 await _drive("HTTP, 64 submitters", transfers, 64, submit("h64")),
             ]
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
-async def _grow_log(url: str, signer: Signer, size: int) -> None:
-    """Build a log of ``size`` transfer entries directly (entries, tiles, head, checkpoint), for the proof phase."""
+def bulk_entries(size: int, accounts: int = ACCOUNTS) -> Iterator[tuple[int, LogEntry, Command, Book]]:
+    """A valid ledger of ``size`` entries, decided by the ledger's own domain: ``accounts`` opens, then transfers
+    among them (every 50th reverses the one 25 before). Yields (index, entry, command, book after the entry)."""
+    book = Book(default_floor=-(10**9))
+    at = datetime.now(UTC)
+    opened: list[str] = []
+    made: list[str] = []
+    for index in range(size):
+        command: Command
+        if index < min(accounts, size):
+            command = OpenAccount(key=f"bench-account-{index}", floor=-(10**9))
+        elif index % 50 == 0 and len(made) > 25:
+            command = Reverse(key=f"bench-fix-{index}", transfer=made[-25])
+        else:
+            n = index * 7919
+            payer, payee = opened[n % len(opened)], opened[(n // len(opened) + 1 + n) % len(opened)]
+            if payer == payee:
+                payee = opened[(opened.index(payer) + 1) % len(opened)]
+            command = MakeTransfer(key=f"bench-{index}", payer=payer, payee=payee, minutes=1 + index % 120)
+        entry = decide(book, command, at=at, index=index)
+        assert not isinstance(entry, Replay)
+        if isinstance(entry, AccountOpened):
+            opened.append(entry.account)
+        elif isinstance(entry, Transfer) and entry.reverses is None:
+            made.append(entry.id)
+        yield index, entry, command, book
+
+
+async def grow_log(url: str, signer: Signer, size: int, accounts: int = ACCOUNTS) -> None:
+    """Write a valid ledger of ``size`` entries (see ``bulk_entries``) straight into the ledger's tables, as the
+    appender would have left them: entries, accounts, transfers, postings, tiles, head and a signed checkpoint."""
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn, "ledger", store.MIGRATIONS)
         edge = RightEdge()
-        at = datetime.now(UTC)
-        rows = []
-        for i in range(size):
-            data = entry_encoder.encode(
-                Transfer(
-                    at=at,
-                    id=transfer_id(f"grow-{i}"),
-                    payer="acct_" + "a" * 20,
-                    payee="acct_" + "b" * 20,
-                    minutes=60,
-                )
-            )
+        rows: list[tuple[int, bytes]] = []
+        opened: list[tuple[object, ...]] = []
+        transfers: list[tuple[object, ...]] = []
+        postings: list[tuple[object, ...]] = []
+        for index, entry, command, book in bulk_entries(size, accounts):
+            data = entry_encoder.encode(entry)
             edge.append(merkle.leaf_hash(data))
-            rows.append((i, data))
+            rows.append((index, data))
+            if isinstance(entry, AccountOpened):
+                assert isinstance(command, OpenAccount)
+                opened.append(
+                    (entry.account, entry.kind, entry.floor, entry.ceiling, False, None, index, command.key,
+                     fingerprint(command))
+                )  # fmt: skip
+            elif isinstance(entry, Transfer):
+                fp = fingerprint(command)
+                transfers.append((entry.id, index, fp, entry.payer, entry.payee, entry.minutes, entry.reverses))
+                payer, payee = book.accounts[entry.payer], book.accounts[entry.payee]
+                postings.append((payer.id, index, -entry.minutes, payer.balance, entry.id, payee.id))
+                postings.append((payee.id, index, entry.minutes, payee.balance, entry.id, payer.id))
         async with conn.transaction():
-            await conn.copy_records_to_table("entries", schema_name="ledger", records=rows, columns=["idx", "data"])
-            tiles = edge.take_dirty()
-            await conn.copy_records_to_table(
-                "tiles", schema_name="ledger", records=tiles, columns=["level", "idx", "hashes"]
-            )
+            for table, records, columns in (
+                ("entries", rows, ["idx", "data"]),
+                ("accounts", opened, ["id", "kind", "floor", "ceiling", "closed", "peer", "opened_idx", "open_key",
+                                      "open_fingerprint"]),
+                ("transfers", transfers, ["id", "idx", "fingerprint", "payer", "payee", "minutes", "reverses"]),
+                ("postings", postings, ["account", "idx", "delta", "balance", "transfer", "counterparty"]),
+                ("tiles", edge.take_dirty(), ["level", "idx", "hashes"]),
+            ):  # fmt: skip
+                await conn.copy_records_to_table(table, schema_name="ledger", records=records, columns=columns)
             root = edge.root()
             await conn.execute("UPDATE ledger.head SET size = $1, root = $2", size, root)
             await conn.execute(
@@ -283,7 +344,7 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         results, accounts, mean_batch = await _in_process(url, signer, args.transfers)
         results += await _over_http(url, root, accounts, args.transfers)
         print(f"building a {args.proof_size:,}-entry log for the proof benchmark ...", flush=True)
-        await _grow_log(proof_url, signer, args.proof_size)
+        await grow_log(proof_url, signer, args.proof_size)
         results.append(await _proofs(proof_url, args.proof_size))
 
         print()

@@ -35,7 +35,13 @@ TransferId = Annotated[str, msgspec.Meta(pattern=TRANSFER_ID_PATTERN)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Origin = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,200}$")]
+ORIGIN_PATTERN = r"^[A-Za-z0-9._/-]{1,200}$"
+Origin = Annotated[str, msgspec.Meta(pattern=ORIGIN_PATTERN)]
+# An index in a (neighbour's) log.
+LogIndex = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+
+# Why a network refused a neighbour's payment to one of its accounts (recorded in its log).
+RejectionReason = Literal["unknown_payee", "not_a_member", "account_closed", "trust_limit", "ceiling"]
 
 
 # ---- Log entries (stored, hashed, federated: frozen, tagged, never forbid unknown fields) ----
@@ -64,6 +70,20 @@ class AccountClosedEntry(Entry, frozen=True, kw_only=True, tag="ledger.account.c
     account: str
 
 
+class Remote(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The other network's side of a cross-network transfer.
+
+    Outgoing (payee is a peer account): the neighbour's ``origin`` and the ``account`` to be paid there.
+    Incoming (payer is a peer account): the neighbour's ``origin``, its ``transfer`` id and that entry's ``index``
+    in the neighbour's log.
+    """
+
+    origin: str
+    account: str | None = None
+    transfer: str | None = None
+    index: int | None = None
+
+
 class Transfer(Entry, frozen=True, kw_only=True, tag="ledger.transfer.v1"):
     id: str
     payer: str
@@ -73,9 +93,22 @@ class Transfer(Entry, frozen=True, kw_only=True, tag="ledger.transfer.v1"):
     memo_digest: str | None = None
     exchange_ref: str | None = None
     reverses: str | None = None
+    remote: Remote | None = None
 
 
-LogEntry = AccountOpened | LimitsChanged | AccountClosedEntry | Transfer
+class CrossnetRejected(Entry, frozen=True, kw_only=True, tag="ledger.crossnet.rejected.v1"):
+    """This network refused the neighbour ``origin``'s transfer ``transfer`` (at ``index`` in its log)."""
+
+    origin: str
+    transfer: str
+    index: int
+    payee: str
+    minutes: int
+    # A RejectionReason; read as any string, since a newer neighbour may give reasons this version does not know.
+    reason: str
+
+
+LogEntry = AccountOpened | LimitsChanged | AccountClosedEntry | Transfer | CrossnetRejected
 
 entry_encoder = msgspec.json.Encoder()
 entry_decoder = msgspec.json.Decoder(LogEntry)
@@ -109,6 +142,8 @@ class MakeTransfer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     minutes: Minutes
     memo_digest: Digest | None = None
     exchange_ref: Ref | None = None
+    # Required when the payee is a peer clearing account: the account to be paid in that network.
+    remote_payee: AccountId | None = None
 
 
 class Reverse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -116,7 +151,18 @@ class Reverse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     transfer: TransferId
 
 
-Command = OpenAccount | ChangeLimits | CloseAccount | MakeTransfer | Reverse
+class DecideRemote(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Decide a neighbour's transfer to a local account, as read from the neighbour's log."""
+
+    origin: Origin
+    transfer: TransferId
+    index: LogIndex
+    payee: AccountId
+    minutes: Minutes
+    memo_digest: Digest | None = None
+
+
+Command = OpenAccount | ChangeLimits | CloseAccount | MakeTransfer | Reverse | DecideRemote
 
 
 def new_account_id() -> str:
@@ -128,8 +174,21 @@ def transfer_id(key: str) -> str:
     return "tr_" + hashlib.sha256(b"timebank/transfer-id\x00" + key.encode()).hexdigest()[:32]
 
 
+def crossnet_transfer_id(origin: str, transfer: str) -> str:
+    """The id of the local transfer that accepts ``origin``'s transfer ``transfer``.
+
+    Keys cannot contain NUL, so no idempotency key can ever derive the same id.
+    """
+    return transfer_id(f"crossnet\x00{origin}\x00{transfer}")
+
+
 def fingerprint(command: Command) -> bytes:
     """What a replayed key must match: the whole command, canonically encoded."""
+    if isinstance(command, MakeTransfer) and command.remote_payee is None:
+        # remote_payee came later: left out while unset, fingerprints stored before it existed still match.
+        fields = msgspec.structs.asdict(command)
+        del fields["remote_payee"]
+        return hashlib.sha256(msgspec.json.encode(fields)).digest()[:16]
     return hashlib.sha256(msgspec.json.encode(command)).digest()[:16]
 
 
@@ -144,6 +203,8 @@ class Account:
     ceiling: int | None
     balance: int = 0
     closed: bool = False
+    # A peer clearing account's neighbour origin.
+    peer: str | None = None
 
 
 @dataclass(slots=True)
@@ -155,6 +216,14 @@ class TransferRecord:
     payee: str
     minutes: int
     reversed_by: str | None = None
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    """A neighbour's transfer this network has decided (accepted or rejected), and where."""
+
+    index: int
+    fingerprint: bytes
 
 
 @dataclass(slots=True)
@@ -174,6 +243,8 @@ class Book:
     opens: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
     # Open peer clearing accounts by the neighbour's origin: one per neighbour.
     peers: dict[str, str] = field(default_factory=dict)
+    # Decided neighbour transfers by (origin, neighbour's transfer id).
+    decisions: dict[tuple[str, str], DecisionRecord] = field(default_factory=dict)
     default_floor: int = -600
 
     def account(self, account_id: str) -> Account:
@@ -204,6 +275,7 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
             minutes=command.minutes,
             memo_digest=command.memo_digest,
             exchange_ref=command.exchange_ref,
+            remote=_outgoing_remote(book, command),
         )
         _check_transfer(book, entry)
         book.transfers[tid] = TransferRecord(tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes)
@@ -220,6 +292,14 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
                 f"transfer {original.id} was already reversed by {original.reversed_by}",
                 reversed_by=original.reversed_by,
             )
+        if book.account(original.payer).kind == "peer":
+            # The neighbour decided it (or it undid our own payment the neighbour refused): taking it back
+            # here would leave the two networks' clearing accounts disagreeing.
+            raise Invalid(
+                f"transfer {original.id} came from a peer clearing account and cannot be reversed; "
+                "pay the minutes back with a new cross-network transfer",
+                transfer=original.id,
+            )
         entry = Transfer(
             at=at,
             id=tid,
@@ -231,6 +311,11 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
         _check_transfer(book, entry)
         original.reversed_by = tid
         book.transfers[tid] = TransferRecord(tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes)
+    elif isinstance(command, DecideRemote):
+        decided = _decide_remote(book, command, at, index)
+        if isinstance(decided, Replay):
+            return decided
+        entry = decided
     elif isinstance(command, OpenAccount):
         known = book.opens.get(command.key)
         if known is not None:
@@ -275,15 +360,97 @@ def apply(book: Book, entry: LogEntry) -> None:
         book.accounts[entry.payer].balance -= entry.minutes
         book.accounts[entry.payee].balance += entry.minutes
     elif isinstance(entry, AccountOpened):
-        book.accounts[entry.account] = Account(entry.account, entry.kind, entry.floor, entry.ceiling)
+        book.accounts[entry.account] = Account(entry.account, entry.kind, entry.floor, entry.ceiling, peer=entry.peer)
         if entry.peer is not None:
             book.peers[entry.peer] = entry.account
     elif isinstance(entry, LimitsChanged):
         account = book.accounts[entry.account]
         account.floor, account.ceiling = entry.floor, entry.ceiling
-    else:
+    elif isinstance(entry, AccountClosedEntry):
         book.accounts[entry.account].closed = True
         book.peers = {origin: a for origin, a in book.peers.items() if a != entry.account}
+    # A CrossnetRejected entry moves nothing.
+
+
+def _outgoing_remote(book: Book, command: MakeTransfer) -> Remote | None:
+    """The remote part of a transfer to a peer clearing account; None for a transfer inside the network."""
+    payer, payee = book.account(command.payer), book.account(command.payee)
+    if payer.kind == "peer":
+        raise Invalid(
+            f"account {payer.id} is a peer clearing account: it pays only by a cross-network decision",
+            account=payer.id,
+        )
+    if payee.kind != "peer":
+        if command.remote_payee is not None:
+            raise Invalid("only a transfer to a peer clearing account names a remote payee", account=payee.id)
+        return None
+    if command.remote_payee is None:
+        raise Invalid(
+            f"account {payee.id} is a peer clearing account: name the remote payee in its network",
+            account=payee.id,
+        )
+    assert payee.peer is not None
+    return Remote(origin=payee.peer, account=command.remote_payee)
+
+
+def _decide_remote(book: Book, command: DecideRemote, at: datetime, index: int) -> LogEntry | Replay:
+    """Accept a neighbour's transfer (peer account -> payee) or record why not; a decision is made once."""
+    key = (command.origin, command.transfer)
+    given = fingerprint(command)
+    known = book.decisions.get(key)
+    if known is not None:
+        if known.fingerprint != given:
+            raise Conflict(
+                f"{command.origin}'s transfer {command.transfer} was already decided, for a different request",
+                origin=command.origin,
+                transfer=command.transfer,
+                index=known.index,
+            )
+        return Replay(known.index)
+    peer_id = book.peers.get(command.origin)
+    if peer_id is None:
+        raise NotFound(f"{command.origin} has no open peer clearing account here", origin=command.origin)
+    entry: LogEntry
+    reason = _rejection(book, book.accounts[peer_id], command)
+    if reason is None:
+        tid = crossnet_transfer_id(command.origin, command.transfer)
+        entry = Transfer(
+            at=at,
+            id=tid,
+            payer=peer_id,
+            payee=command.payee,
+            minutes=command.minutes,
+            memo_digest=command.memo_digest,
+            remote=Remote(origin=command.origin, transfer=command.transfer, index=command.index),
+        )
+        book.transfers[tid] = TransferRecord(tid, index, given, peer_id, command.payee, command.minutes)
+    else:
+        entry = CrossnetRejected(
+            at=at,
+            origin=command.origin,
+            transfer=command.transfer,
+            index=command.index,
+            payee=command.payee,
+            minutes=command.minutes,
+            reason=reason,
+        )
+    book.decisions[key] = DecisionRecord(index, given)
+    return entry
+
+
+def _rejection(book: Book, peer: Account, command: DecideRemote) -> RejectionReason | None:
+    payee = book.accounts.get(command.payee)
+    if payee is None:
+        return "unknown_payee"
+    if payee.kind != "member":
+        return "not_a_member"
+    if payee.closed:
+        return "account_closed"
+    if peer.balance - command.minutes < peer.floor:
+        return "trust_limit"
+    if payee.ceiling is not None and payee.balance + command.minutes > payee.ceiling:
+        return "ceiling"
+    return None
 
 
 def _replay(stored: bytes, given: bytes, index: int, key: str) -> Replay:

@@ -21,7 +21,7 @@ SELECT size, root FROM ledger.head
 SELECT DISTINCT ON (level) level, hashes FROM ledger.tiles ORDER BY level, idx DESC
 
 -- name: accounts_by_id
-SELECT a.id, a.kind, a.floor, a.ceiling, coalesce(p.balance, 0) AS balance, a.closed
+SELECT a.id, a.kind, a.floor, a.ceiling, coalesce(p.balance, 0) AS balance, a.closed, a.peer
 FROM unnest($1::text[]) AS k (id)
 JOIN ledger.accounts a ON a.id = k.id
 LEFT JOIN LATERAL (
@@ -30,6 +30,16 @@ LEFT JOIN LATERAL (
 
 -- name: peers_by_origin
 SELECT peer, id FROM ledger.accounts WHERE peer = ANY($1::text[]) AND NOT closed
+
+-- name: decisions_by_key
+-- The cross-network decisions already made on these (origin, neighbour transfer id) pairs.
+SELECT c.origin, c.transfer, c.idx, c.fingerprint
+FROM unnest($1::text[], $2::text[]) AS k (origin, transfer)
+JOIN ledger.crossnet c ON c.origin = k.origin AND c.transfer = k.transfer
+
+-- name: decision
+SELECT c.idx, e.data FROM ledger.crossnet c JOIN ledger.entries e ON e.idx = c.idx
+WHERE c.origin = $1 AND c.transfer = $2
 
 -- name: opens_by_key
 SELECT a.open_key, a.id, a.open_fingerprint, a.opened_idx
@@ -76,6 +86,10 @@ tiles AS (
 ),
 checkpoint AS (
     INSERT INTO ledger.checkpoints (size, note) VALUES ($32, $34)
+),
+new_decisions AS (
+    INSERT INTO ledger.crossnet (origin, transfer, idx, fingerprint, reason)
+    SELECT * FROM unnest($35::text[], $36::text[], $37::bigint[], $38::bytea[], $39::text[])
 )
 UPDATE ledger.head SET size = $32, root = $33
 

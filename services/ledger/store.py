@@ -15,6 +15,8 @@ from services.ledger.ledger import (
     ChangeLimits,
     CloseAccount,
     Command,
+    DecideRemote,
+    DecisionRecord,
     MakeTransfer,
     OpenAccount,
     Reverse,
@@ -43,6 +45,13 @@ class AccountRow(msgspec.Struct, frozen=True, kw_only=True):
     opened_index: int
 
 
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    """A decided neighbour transfer: where the decision sits in the log, and its stored bytes."""
+
+    index: int
+    data: bytes
+
+
 class Posting(msgspec.Struct, frozen=True, kw_only=True):
     index: int
     delta: int
@@ -62,6 +71,8 @@ class BatchWrite:
     changed_accounts: list[tuple[Any, ...]] = field(default_factory=list)
     transfers: list[tuple[Any, ...]] = field(default_factory=list)
     postings: list[tuple[Any, ...]] = field(default_factory=list)
+    # Cross-network decisions: (origin, neighbour's transfer id, index, fingerprint, rejection reason or None).
+    decisions: list[tuple[Any, ...]] = field(default_factory=list)
     tiles: list[tuple[int, int, bytes]] = field(default_factory=list)
 
 
@@ -80,30 +91,41 @@ async def right_edge_tiles(conn: Connection) -> dict[int, bytes]:
     return {r["level"]: bytes(r["hashes"]) for r in await conn.fetch(Q["right_edge_tiles"])}
 
 
-def _referenced(commands: list[Command], *, with_keys: bool) -> tuple[set[str], set[str], list[OpenAccount], set[str]]:
-    """(transfer ids named, account ids named, account opens, ids of transfers to reverse) of a batch.
+@dataclass(slots=True)
+class _Referenced:
+    """What a batch's commands name, so that a book can be filled with exactly that."""
+
+    transfer_ids: set[str] = field(default_factory=set)
+    account_ids: set[str] = field(default_factory=set)
+    opens: list[OpenAccount] = field(default_factory=list)
+    reversed_ids: set[str] = field(default_factory=set)
+    decisions: list[DecideRemote] = field(default_factory=list)
+
+
+def _referenced(commands: list[Command], *, with_keys: bool) -> _Referenced:
+    """The transfers, accounts, opens, reversals and cross-network decisions a batch names.
 
     The ids derived from idempotency keys are computed only ``with_keys`` (the hot path leaves them to the index).
     """
-    transfer_ids: set[str] = set()
-    account_ids: set[str] = set()
-    opens: list[OpenAccount] = []
-    reversed_ids: set[str] = set()
+    refs = _Referenced()
     for command in commands:
         if isinstance(command, MakeTransfer):
             if with_keys:
-                transfer_ids.add(transfer_id(command.key))
-            account_ids.update((command.payer, command.payee))
+                refs.transfer_ids.add(transfer_id(command.key))
+            refs.account_ids.update((command.payer, command.payee))
         elif isinstance(command, Reverse):
             if with_keys:
-                transfer_ids.add(transfer_id(command.key))
-            transfer_ids.add(command.transfer)
-            reversed_ids.add(command.transfer)
+                refs.transfer_ids.add(transfer_id(command.key))
+            refs.transfer_ids.add(command.transfer)
+            refs.reversed_ids.add(command.transfer)
         elif isinstance(command, OpenAccount):
-            opens.append(command)
+            refs.opens.append(command)
         elif isinstance(command, ChangeLimits | CloseAccount):
-            account_ids.add(command.account)
-    return transfer_ids, account_ids, opens, reversed_ids
+            refs.account_ids.add(command.account)
+        else:
+            refs.decisions.append(command)
+            refs.account_ids.add(command.payee)
+    return refs
 
 
 def _transfer_record(r: asyncpg.Record) -> TransferRecord:
@@ -112,30 +134,41 @@ def _transfer_record(r: asyncpg.Record) -> TransferRecord:
     )
 
 
-async def _fill(conn: Connection, book: Book, account_ids: set[str], opens: list[OpenAccount]) -> None:
+async def _fill(conn: Connection, book: Book, refs: _Referenced) -> None:
+    account_ids = set(refs.account_ids)
+    if refs.opens:
+        for r in await conn.fetch(Q["opens_by_key"], [o.key for o in refs.opens]):
+            book.opens[r["open_key"]] = (r["id"], bytes(r["open_fingerprint"]), r["opened_idx"])
+    origins = {o.peer for o in refs.opens if o.peer is not None} | {d.origin for d in refs.decisions}
+    if origins:
+        peers = {r["peer"]: r["id"] for r in await conn.fetch(Q["peers_by_origin"], list(origins))}
+        book.peers.update(peers)
+        account_ids.update(peers.values())
+    if refs.decisions:
+        rows = await conn.fetch(
+            Q["decisions_by_key"], [d.origin for d in refs.decisions], [d.transfer for d in refs.decisions]
+        )
+        for r in rows:
+            book.decisions[(r["origin"], r["transfer"])] = DecisionRecord(r["idx"], bytes(r["fingerprint"]))
     missing = [a for a in account_ids if a not in book.accounts]
     if missing:
         for r in await conn.fetch(Q["accounts_by_id"], missing):
-            book.accounts[r["id"]] = Account(r["id"], r["kind"], r["floor"], r["ceiling"], r["balance"], r["closed"])
-    if opens:
-        for r in await conn.fetch(Q["opens_by_key"], [o.key for o in opens]):
-            book.opens[r["open_key"]] = (r["id"], bytes(r["open_fingerprint"]), r["opened_idx"])
-        peers = [o.peer for o in opens if o.peer is not None]
-        if peers:
-            book.peers.update({r["peer"]: r["id"] for r in await conn.fetch(Q["peers_by_origin"], peers)})
+            book.accounts[r["id"]] = Account(
+                r["id"], r["kind"], r["floor"], r["ceiling"], r["balance"], r["closed"], r["peer"]
+            )
 
 
 async def load_locked(conn: Connection, commands: list[Command], default_floor: int) -> tuple[Head, Book]:
     """Under the writer lock: the tree head and everything the commands can touch, read fresh."""
-    transfer_ids, account_ids, opens, _ = _referenced(commands, with_keys=True)
-    rows = await conn.fetch(Q["head_and_transfers"], list(transfer_ids))
+    refs = _referenced(commands, with_keys=True)
+    rows = await conn.fetch(Q["head_and_transfers"], list(refs.transfer_ids))
     head = Head(rows[0]["size"], bytes(rows[0]["root"]))
     book = Book(default_floor=default_floor)
     for r in rows:
         if r["id"] is not None:
             book.transfers[r["id"]] = _transfer_record(r)
-            account_ids.update((r["payer"], r["payee"]))
-    await _fill(conn, book, account_ids, opens)
+            refs.account_ids.update((r["payer"], r["payee"]))
+    await _fill(conn, book, refs)
     return head, book
 
 
@@ -143,17 +176,18 @@ async def fill_book(conn: Connection, book: Book, commands: list[Command]) -> No
     """Without the lock: add to a cached book what it lacks for these commands (usually nothing).
 
     Transfers are looked up only when a batch reverses one the cache does not hold; whether a new key was used
-    before is left to the unique index (and to ``find_transfers`` for refused commands).
+    before is left to the unique index (and to ``find_transfers`` for refused commands). Cross-network decisions
+    and peer accounts are always read: the cache does not hold them.
     """
-    _, account_ids, opens, reversed_ids = _referenced(commands, with_keys=False)
-    unknown = [tid for tid in reversed_ids if tid not in book.transfers]
+    refs = _referenced(commands, with_keys=False)
+    unknown = [tid for tid in refs.reversed_ids if tid not in book.transfers]
     if unknown:
         for record in (await find_transfers(conn, unknown)).values():
             book.transfers[record.id] = record
-    for tid in reversed_ids:
+    for tid in refs.reversed_ids:
         if tid in book.transfers:
-            account_ids.update((book.transfers[tid].payer, book.transfers[tid].payee))
-    await _fill(conn, book, account_ids, opens)
+            refs.account_ids.update((book.transfers[tid].payer, book.transfers[tid].payee))
+    await _fill(conn, book, refs)
 
 
 async def find_transfers(conn: Connection, ids: list[str]) -> dict[str, TransferRecord]:
@@ -176,6 +210,7 @@ async def write_batch(conn: Connection, w: BatchWrite, size: int, root: bytes, c
         size,
         root,
         checkpoint,
+        *cols(w.decisions, 5),
     )
 
 
@@ -224,6 +259,12 @@ async def account(conn: Connection, account_id: str) -> AccountRow | None:
         peer=r["peer"],
         opened_index=r["opened_idx"],
     )
+
+
+async def decision(conn: Connection, origin: str, transfer: str) -> Decision | None:
+    """This network's decision on ``origin``'s transfer ``transfer``, if it has made one."""
+    r = await conn.fetchrow(Q["decision"], origin, transfer)
+    return None if r is None else Decision(index=r["idx"], data=bytes(r["data"]))
 
 
 async def balance_at_size(conn: Connection, account_id: str, size: int) -> int:

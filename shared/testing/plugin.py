@@ -1,22 +1,42 @@
-"""Pytest fixtures that run private PostgreSQL and NATS servers for the test session.
+"""Pytest fixtures that run private PostgreSQL and NATS servers, and a real browser, for the test session.
 
-The fixtures are synchronous (they only manage processes), so they work with
-any event loop scope.
+The server fixtures are synchronous (they only manage processes), so they work with
+any event loop scope. ``browser`` is async (Playwright's async API) on the session loop.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 
 from shared.processes import MissingBinaryError, NatsServer, PostgresServer, server_tempdir
 
-__all__ = ["NatsFactory", "database_url", "nats_factory", "nats_server", "postgres_server", "server_tmp_path"]
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+__all__ = [
+    "NatsFactory",
+    "browser",
+    "chromium_executable",
+    "database_url",
+    "nats_factory",
+    "nats_server",
+    "postgres_server",
+    "server_tmp_path",
+]
+
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking")
+_APT_WAIT_SECONDS = 1800
 
 _database_numbers = itertools.count(1)
 
@@ -122,3 +142,65 @@ def server_tmp_path() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _find_chromium() -> str | None:
+    found = shutil.which("chromium")
+    if found is None and Path("/usr/bin/chromium").is_file():
+        found = "/usr/bin/chromium"
+    return found
+
+
+def _apt_get(*args: str, deadline: float) -> None:
+    """Run apt-get as root; while another apt or dpkg holds its lock, wait for it rather than fail."""
+    command = ["apt-get", "-o", "DPkg::Lock::Timeout=60", *args]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    while True:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if result.returncode == 0:
+            return
+        output = result.stdout + result.stderr
+        locked = "Could not get lock" in output or "Unable to lock" in output
+        if locked and time.monotonic() < deadline:
+            time.sleep(5)
+            continue
+        pytest.fail(
+            f"chromium is missing and `{' '.join(command)}` failed (exit {result.returncode}):\n{output[-3000:]}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """Path of Debian's chromium; missing, it is installed with apt-get (as root). Browser tests never skip."""
+    found = _find_chromium()
+    if found is not None:
+        return found
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.fail(
+            "the browser tests need Debian's chromium, which is not installed; install it as root with "
+            "`apt-get update && apt-get install -y chromium`",
+            pytrace=False,
+        )
+    deadline = time.monotonic() + _APT_WAIT_SECONDS
+    _apt_get("update", deadline=deadline)
+    _apt_get("install", "-y", "chromium", deadline=deadline)
+    found = _find_chromium()
+    if found is None:
+        pytest.fail("apt-get installed chromium, but no `chromium` executable is on the PATH", pytrace=False)
+    return found
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser(chromium_executable: str) -> AsyncIterator[Browser]:
+    """Debian's chromium, headless, driven by Playwright (its own browser downloads are not used)."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.fail("the browser tests need Playwright: pip install -e '.[test]'", pytrace=False)
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium_executable, args=list(CHROMIUM_ARGS))
+        try:
+            yield launched
+        finally:
+            await launched.close()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -18,13 +19,16 @@ from shared.processes import free_port
 from tests.ledger.conftest import ORIGIN, ledger_settings
 
 
-def write_config(workdir: Path, database_url: str, key_file: Path, port: int) -> Path:
-    config = {
+def write_config(
+    workdir: Path, database_url: str, key_file: Path, port: int, extra: dict[str, Any] | None = None
+) -> Path:
+    config: dict[str, Any] = {
         "origin": ORIGIN,
         "key_file": str(key_file),
         "database": {"url": database_url},
         "http": {"port": port},
         "ledger": {"tokens": msgspec.to_builtins(ledger_settings().ledger.tokens)},
+        **(extra or {}),
     }
     path = workdir / f"node-{port}.toml"
     path.write_bytes(msgspec.toml.encode(config))
@@ -32,13 +36,16 @@ def write_config(workdir: Path, database_url: str, key_file: Path, port: int) ->
 
 
 @contextmanager
-def serve(workdir: Path, database_url: str, key_file: Path) -> Iterator[str]:
-    """Run `timebank serve` on the database until the block ends; yields its base URL once it is ready."""
+def serve(
+    workdir: Path, database_url: str, key_file: Path, *, only: str = "ledger", extra: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """Run `timebank serve --only <only>` on the database until the block ends; yields its base URL once it is
+    ready. ``extra`` adds configuration sections (e.g. ``exchange`` for the exchange's ledger address and token)."""
     port = free_port()
-    config = write_config(workdir, database_url, key_file, port)
+    config = write_config(workdir, database_url, key_file, port, extra)
     log = (workdir / f"serve-{port}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "--config", str(config), "serve", "--only", "ledger"],
+        [sys.executable, "-m", "shared.cli", "--config", str(config), "serve", "--only", only],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -48,14 +55,14 @@ def serve(workdir: Path, database_url: str, key_file: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"the ledger server exited: {(workdir / f'serve-{port}.log').read_text()}")
+                pytest.fail(f"the {only} server exited: {(workdir / f'serve-{port}.log').read_text()}")
             try:
                 if httpx.get(base + "/ready", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("the ledger server did not become ready")
+                pytest.fail(f"the {only} server did not become ready")
             time.sleep(0.1)
         yield base
     finally:

@@ -674,13 +674,11 @@ async def test_staff_tokens_read_any_account(ledger: Ledger, role: str) -> None:
         assert r.status_code == 200, r.text
 
 
-async def test_listing_all_balances_is_for_staff_only(ledger: Ledger) -> None:
+async def test_listing_all_balances_needs_no_token(ledger: Ledger) -> None:
     alice = await ledger.open_account("alice")
     bob = await ledger.open_account("bob")
     assert (await ledger.transfer("t", str(alice["id"]), str(bob["id"]), 5)).status_code == 201
-    assert_problem(await ledger.client.get("/log/balances"), 401)
-    assert_problem(await ledger.client.get("/log/balances", headers=owner(alice)), 403)
-    r = await ledger.client.get("/log/balances", headers=auth("auditor"))
+    r = await ledger.client.get("/log/balances")
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["size"] == len(await entries(ledger.client))

@@ -28,6 +28,8 @@ def ledger_server(postgres_server: PostgresServer, tmp_path_factory: pytest.Temp
         a = httpx.post(base + "/accounts", json={"key": "a"}, headers=headers).json()["id"]
         b = httpx.post(base + "/accounts", json={"key": "b"}, headers=headers).json()["id"]
         httpx.post(base + "/transfers", json={"key": "t", "payer": a, "payee": b, "minutes": 5}, headers=headers)
+        # A neighbour with a short origin that generated cross-network decisions can hit.
+        httpx.post(base + "/accounts", json={"key": "p", "kind": "peer", "peer": "0", "floor": -60}, headers=headers)
         yield base
 
 

@@ -15,7 +15,7 @@ from shared.db import load_queries, migrate
 
 QUERIES = load_queries(Path(store.__file__).with_name("queries.sql"))
 STORE_SOURCE = Path(store.__file__).read_text()
-LEDGER_TABLES = {"head", "entries", "accounts", "transfers", "postings", "tiles", "checkpoints"}
+LEDGER_TABLES = {"head", "entries", "accounts", "transfers", "postings", "tiles", "checkpoints", "crossnet"}
 
 
 @pytest.fixture
