@@ -71,6 +71,31 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _rebuild_exchange(url: str) -> int:
+    import asyncpg
+
+    from services.exchange import projections
+
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            return await projections.rebuild(conn)
+    except (asyncpg.InvalidSchemaNameError, asyncpg.UndefinedTableError):
+        raise SystemExit("timebank: the database has no exchange schema yet; run `timebank migrate`") from None
+    finally:
+        await conn.close()
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Replay the service's events into emptied read models, in one transaction (readers wait, never see gaps)."""
+    settings = _settings(args)
+    if not settings.database.url:
+        raise SystemExit("timebank: set database.url (or TIMEBANK_DATABASE__URL) to rebuild")
+    streams = asyncio.run(_rebuild_exchange(settings.database.url))
+    print(f"rebuilt the {args.service}'s read models: replayed {streams} streams")
+    return 0
+
+
 def _serve(settings: Settings, database_url: str, only: str | None = None) -> None:
     """Serve the node: the exchange at / and the ledger at /ledger, or just one of them (``only``)."""
     import uvicorn
@@ -194,7 +219,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from services.ledger.bench import run
 
         return run(args)
+    if args.what == "audit":
+        from services.audit.bench import run as run_audit_bench
+
+        return run_audit_bench(args)
+    if args.what == "exchange":
+        from services.exchange.bench import run as run_exchange_bench
+
+        return run_exchange_bench(args)
     raise SystemExit(f"timebank: no benchmark called {args.what}")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from services.audit.command import run_audit
+
+    return run_audit(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from services.audit.command import run_export
+
+    return run_export(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,16 +256,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    rebuild = sub.add_parser("rebuild", help="replay a service's events into fresh read models")
+    rebuild.add_argument("service", choices=["exchange"])
+    rebuild.set_defaults(func=cmd_rebuild)
     keygen = sub.add_parser("keygen", help="write a new network signing key (mode 0600)")
     keygen.add_argument("--name", help="key name: the log origin (default: settings origin)")
     keygen.add_argument("--out", help="file to write (default: settings key_file or <data_dir>/network.key)")
     keygen.set_defaults(func=cmd_keygen)
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=["ledger"])
+    bench.add_argument("what", choices=["ledger", "audit", "exchange"])
     bench.add_argument("--transfers", type=int, default=20000, help="transfers per measured phase")
     bench.add_argument("--proof-size", type=int, default=1_000_000, help="log size for the proof benchmark")
     bench.add_argument("--database-url", help="use this database instead of a private PostgreSQL")
+    bench.add_argument("--audit-size", type=int, default=1_000_000, help="log size for the audit benchmark")
+    bench.add_argument("--members", type=int, default=10_000, help="members loaded for the exchange benchmark")
+    bench.add_argument("--listings", type=int, default=100_000, help="listings loaded for the exchange benchmark")
+    bench.add_argument("--searches", type=int, default=5000, help="searches in the exchange benchmark")
+    bench.add_argument("--exchanges", type=int, default=3000, help="exchanges completed in the exchange benchmark")
+    bench.add_argument("--clients", type=int, default=32, help="concurrent clients making exchanges")
     bench.set_defaults(func=cmd_bench)
+    audit = sub.add_parser("audit", help="verify a node's public log (or an exported one) from the outside")
+    export = sub.add_parser("export", help="copy a node's public log into a directory that `audit` reads offline")
+    from services.audit.command import add_audit_arguments, add_export_arguments
+
+    add_audit_arguments(audit)
+    audit.set_defaults(func=cmd_audit)
+    add_export_arguments(export)
+    export.set_defaults(func=cmd_export)
     return parser
 
 

@@ -27,8 +27,14 @@ def load_queries(path: Path) -> dict[str, str]:
     return queries
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection as it is (asyncpg has already rolled back any open transaction)."""
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20, reset: bool = True) -> asyncpg.Pool:
+    """A pool; ``reset=False`` for a service that never changes session state (SET, LISTEN, advisory locks held
+    past a call, cursors) saves the reset query asyncpg otherwise sends on every release."""
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=None if reset else _keep_session)
     assert pool is not None
     return pool
 

@@ -114,6 +114,19 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     )
 
 
+def undecodable_body_handler(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Problem]:
+    """A JSON body that is not UTF-8: Litestar's body decoding lets the UnicodeDecodeError out (a 500 otherwise)."""
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + "http-400",
+            title="Malformed JSON body",
+            status=400,
+            detail=f"the request body is not valid UTF-8 (byte {exc.start})",
+            instance=request.url.path,
+        )
+    )
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     request.logger.exception("unhandled error on %s", request.url.path, exc_info=exc)
     return problem_response(
@@ -129,5 +142,6 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: domain_error_handler,
     HTTPException: http_error_handler,
+    UnicodeDecodeError: undecodable_body_handler,
     Exception: unexpected_error_handler,
 }

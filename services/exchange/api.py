@@ -221,7 +221,7 @@ def coordinator(me: Principal | None) -> Actor:
     return actor
 
 
-def _details(body: Application, password_hash: str) -> ev.MemberDetails:
+def member_details(body: Application, password_hash: str) -> ev.MemberDetails:
     return ev.MemberDetails(
         name=body.name.strip(),
         email=body.email.strip(),
@@ -240,7 +240,7 @@ class MemberController(Controller):
     async def apply(self, request: AnyRequest, data: JSONBody[Application], state: State) -> Created:
         body = await strict_body(request, Application)
         commands: Commands = state.commands
-        member = await commands.apply(_details(body, await auth.hash_password(body.password)))
+        member = await commands.apply(member_details(body, await auth.hash_password(body.password)))
         return Created(id=member, status="pending")
 
     @post("/invitations", operation_id="invite", status_code=HTTP_201_CREATED)
@@ -253,18 +253,13 @@ class MemberController(Controller):
     @post("/invitations/join", operation_id="joinByInvitation", status_code=HTTP_201_CREATED)
     async def join(self, request: AnyRequest, data: JSONBody[JoinBody], state: State) -> Created:
         body = await strict_body(request, JoinBody)
-        member = await state.commands.join(body.token, _details(body, await auth.hash_password(body.password)))
+        member = await state.commands.join(body.token, member_details(body, await auth.hash_password(body.password)))
         return Created(id=member, status="approved")
 
     @post("/sessions", operation_id="signIn", status_code=HTTP_201_CREATED)
     async def sign_in(self, request: AnyRequest, data: JSONBody[SignIn], state: State) -> Response[SessionView]:
         body = await strict_body(request, SignIn)
-        gate: auth.Gate = state.gate
-        address = request.client.host if request.client else "unknown"
-        async with state.pool.acquire() as conn:
-            token, principal, expires = await gate.sign_in(
-                conn, email=body.email, password=body.password, address=address, kind=body.kind, label=body.label
-            )
+        token, principal, expires = await sign_in(request, state, body)
         view = SessionView(
             member=principal.member,
             role=principal.role,
@@ -289,7 +284,7 @@ class MemberController(Controller):
     @get("/me", operation_id="getMe")
     async def me_view(self, state: State, me: Me) -> store.MemberView:
         actor = signed_in(me)
-        return await _member_view(state, actor.member)
+        return await member_view(state, actor.member)
 
     @patch("/me", operation_id="updateProfile")
     async def update(self, request: AnyRequest, data: JSONBody[ProfileBody], state: State, me: Me) -> store.MemberView:
@@ -297,7 +292,7 @@ class MemberController(Controller):
         body = await strict_body(request, ProfileBody)
         changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
         await state.commands.update_profile(actor, changes)
-        return await _member_view(state, actor.member)
+        return await member_view(state, actor.member)
 
     @get("/members", operation_id="listMembers")
     async def members(
@@ -316,7 +311,7 @@ class MemberController(Controller):
     @get("/members/{member_id:str}", operation_id="getMember")
     async def member(self, member_id: FromPath[str], state: State, me: Me) -> store.PublicMember | store.MemberView:
         actor = signed_in(me)
-        view = await _member_view(state, member_id)
+        view = await member_view(state, member_id)
         if actor.member == member_id or actor.role in ("coordinator", "auditor"):
             return view
         if view.status != "approved":
@@ -326,12 +321,12 @@ class MemberController(Controller):
     @post("/members/{member_id:str}/approval", operation_id="approveMember", status_code=HTTP_200_OK)
     async def approve(self, member_id: FromPath[str], state: State, me: Me) -> store.MemberView:
         await state.commands.approve(coordinator(me), member_id)
-        return await _member_view(state, member_id)
+        return await member_view(state, member_id)
 
     @post("/members/{member_id:str}/rejection", operation_id="rejectMember", status_code=HTTP_200_OK)
     async def reject(self, member_id: FromPath[str], state: State, me: Me) -> store.MemberView:
         await state.commands.reject(coordinator(me), member_id)
-        return await _member_view(state, member_id)
+        return await member_view(state, member_id)
 
     @put("/members/{member_id:str}/role", operation_id="changeRole")
     async def role(
@@ -340,12 +335,12 @@ class MemberController(Controller):
         actor = coordinator(me)
         body = await strict_body(request, RoleBody)
         await state.commands.change_role(actor, member_id, body.role)
-        return await _member_view(state, member_id)
+        return await member_view(state, member_id)
 
     @post("/members/{member_id:str}/erasure", operation_id="eraseMember", status_code=HTTP_200_OK)
     async def erase(self, member_id: FromPath[str], state: State, me: Me) -> store.MemberView:
         await state.commands.erase(signed_in(me), member_id)
-        return await _member_view(state, member_id)
+        return await member_view(state, member_id)
 
 
 class ListingController(Controller):
@@ -354,18 +349,8 @@ class ListingController(Controller):
 
     @post("/", operation_id="createListing", status_code=HTTP_201_CREATED)
     async def create(self, request: AnyRequest, data: JSONBody[ListingBody], state: State, me: Me) -> store.ListingView:
-        actor = signed_in(me)
         body = await strict_body(request, ListingBody)
-        text = ev.ListingText(
-            title=body.title.strip(),
-            description=body.description,
-            area=body.area.strip(),
-            availability=body.availability,
-        )
-        listing = await state.commands.publish(
-            actor, kind=body.kind, category=body.category, text=text, shared=body.shared, expires=body.expires
-        )
-        return await _listing_view(state, listing)
+        return await listing_view(state, await publish_listing(state, signed_in(me), body))
 
     @get("/", operation_id="searchListings")
     async def search(
@@ -380,16 +365,13 @@ class ListingController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     ) -> store.ListingPage:
         """Active listings, ours and our neighbours'. Ranked by relevance when ``q`` is given, else newest first."""
-        if "\x00" in q or (area and "\x00" in area):
-            raise Invalid("search text cannot contain NUL characters")
-        async with state.pool.acquire() as conn:
-            return await store.search(
-                conn, q=q, category=category, kind=kind, area=area, order=order, cursor=cursor, limit=limit
-            )
+        return await search_listings(
+            state, q=q, category=category, kind=kind, area=area, order=order, cursor=cursor, limit=limit
+        )
 
     @get("/{listing_id:str}", operation_id="getListing")
     async def read(self, listing_id: FromPath[str], state: State) -> store.ListingView:
-        return await _listing_view(state, listing_id)
+        return await listing_view(state, listing_id)
 
     @patch("/{listing_id:str}", operation_id="editListing")
     async def edit(
@@ -397,11 +379,8 @@ class ListingController(Controller):
     ) -> store.ListingView:
         actor = signed_in(me)
         body = await strict_body(request, ListingPatch)
-        text = {k: getattr(body, k) for k in ("title", "description", "area", "availability") if getattr(body, k)}
-        await state.commands.edit_listing(
-            actor, listing_id, category=body.category, text=text, shared=body.shared, expires=body.expires
-        )
-        return await _listing_view(state, listing_id)
+        await edit_listing(state, actor, listing_id, body)
+        return await listing_view(state, listing_id)
 
     @post("/{listing_id:str}/{action:str}", operation_id="changeListingStatus", status_code=HTTP_200_OK)
     async def status(self, listing_id: FromPath[str], action: FromPath[str], state: State, me: Me) -> store.ListingView:
@@ -409,7 +388,7 @@ class ListingController(Controller):
         if action not in ("pause", "resume", "withdraw"):
             raise NotFound(f"no such action {action!r}: pause, resume or withdraw")
         await state.commands.listing_status(signed_in(me), listing_id, action)
-        return await _listing_view(state, listing_id)
+        return await listing_view(state, listing_id, withdrawn=action == "withdraw")
 
     @get("/mine", operation_id="myListings")
     async def mine(self, state: State, me: Me) -> list[store.ListingView]:
@@ -436,7 +415,7 @@ class ExchangeController(Controller):
             note=body.note,
             category=body.category,
         )
-        return await _exchange_view(state, exchange, actor)
+        return await exchange_view(state, exchange, actor)
 
     @get("/", operation_id="myExchanges")
     async def mine(
@@ -458,7 +437,7 @@ class ExchangeController(Controller):
 
     @get("/{exchange_id:str}", operation_id="getExchange")
     async def read(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
-        return await _exchange_view(state, exchange_id, signed_in(me))
+        return await exchange_view(state, exchange_id, signed_in(me))
 
     @post("/{exchange_id:str}/accept", operation_id="acceptExchange", status_code=HTTP_200_OK)
     async def accept(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
@@ -508,18 +487,11 @@ class PaymentController(Controller):
         """Send hours to a member, donate to the community pot, or (coordinators) grant from it."""
         actor = signed_in(me)
         body = await strict_body(request, PaymentBody)
-        if body.kind == "donation" and body.to is not None:
-            raise Invalid("a donation goes to the community pot: leave out 'to'")
-        if body.kind != "donation" and body.to is None:
-            raise Invalid("say who receives the hours in 'to'")
-        payment = await state.commands.pay(
-            actor, kind=body.kind, payee=body.to or ev.POT, minutes=body.minutes, memo=body.memo
-        )
-        return await _payment_view(state, payment, actor)
+        return await payment_view(state, await make_payment(state, actor, body), actor)
 
     @get("/{payment_id:str}", operation_id="getPayment")
     async def read(self, payment_id: FromPath[str], state: State, me: Me) -> store.PaymentView:
-        return await _payment_view(state, payment_id, signed_in(me))
+        return await payment_view(state, payment_id, signed_in(me))
 
 
 class AccountController(Controller):
@@ -530,48 +502,17 @@ class AccountController(Controller):
 
     @get("/balance", operation_id="myBalance")
     async def balance(self, state: State, me: Me) -> Balance:
-        account = await _account_of(state, signed_in(me))
-        client: LedgerClient = state.ledger
-        try:
-            view = await client.account(account)
-        except LedgerError as exc:
-            raise Conflict(f"the ledger cannot be reached right now: {exc}") from None
-        return Balance(account=account, balance=view.balance, floor=view.floor, ceiling=view.ceiling)
+        return await read_balance(state, await account_of(state, signed_in(me)))
 
     @get("/statement", operation_id="myStatement")
     async def statement(
         self,
         state: State,
         me: Me,
-        before: Annotated[int | None, QueryParameter(ge=0, required=False)] = None,
+        before: Annotated[int | None, QueryParameter(ge=0, le=2**62, required=False)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     ) -> Statement:
-        account = await _account_of(state, signed_in(me))
-        client: LedgerClient = state.ledger
-        try:
-            page = await client.statement(account, before=before, limit=limit)
-        except LedgerError as exc:
-            raise Conflict(f"the ledger cannot be reached right now: {exc}") from None
-        refs = [line.exchange_ref for line in page.lines if line.exchange_ref]
-        async with state.pool.acquire() as conn:
-            memos = await store.memos(conn, refs)
-        return Statement(
-            account=account,
-            entries=[
-                StatementEntry(
-                    index=line.index,
-                    at=line.at,
-                    delta=line.delta,
-                    balance=line.balance,
-                    transfer=line.transfer,
-                    counterparty=line.counterparty,
-                    exchange_ref=line.exchange_ref,
-                    memo=memos.get(line.exchange_ref or ""),
-                )
-                for line in page.lines
-            ],
-            next_before=page.next_before,
-        )
+        return await read_statement(state, await account_of(state, signed_in(me)), before=before, limit=limit)
 
     @get("/actions", operation_id="myActions")
     async def actions(self, state: State, me: Me) -> Actions:
@@ -606,6 +547,12 @@ class CoordinatorController(Controller):
         return ImpactRow(weeks=weeks, rows=rows)
 
 
+async def refuse_control_characters(request: AnyRequest) -> None:
+    """No id has control characters in it, and PostgreSQL cannot even compare a NUL: refuse such paths up front."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in request.scope["path"]):
+        raise NotFound("there is nothing at a path with control characters in it")
+
+
 @get("/health", operation_id="health", tags=["ops"])
 async def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -617,6 +564,109 @@ async def ready(state: State) -> dict[str, Any]:
     async with state.pool.acquire() as conn:
         pending = await conn.fetchval("SELECT count(*) FROM exchange.outbox WHERE done_at IS NULL")
     return {"status": "ready", "outbox_pending": pending}
+
+
+# ---- Shared with the web pages (services/exchange/pages.py): one place for what both front ends do ----
+
+
+async def sign_in(request: AnyRequest, state: State, body: SignIn) -> tuple[str, Principal, datetime]:
+    """Check the password (rate limited) and open a session (kind=cookie) or an API token."""
+    gate: auth.Gate = state.gate
+    address = request.client.host if request.client else "unknown"
+    async with state.pool.acquire() as conn:
+        return await gate.sign_in(
+            conn, email=body.email, password=body.password, address=address, kind=body.kind, label=body.label
+        )
+
+
+async def search_listings(
+    state: State,
+    *,
+    q: str,
+    category: str | None,
+    kind: str | None,
+    area: str | None,
+    order: str,
+    cursor: str | None,
+    limit: int,
+) -> store.ListingPage:
+    if "\x00" in q or (area and "\x00" in area):
+        raise Invalid("search text cannot contain NUL characters")
+    async with state.pool.acquire() as conn:
+        return await store.search(
+            conn, q=q, category=category, kind=kind, area=area, order=order, cursor=cursor, limit=limit
+        )
+
+
+async def publish_listing(state: State, actor: Actor, body: ListingBody) -> str:
+    text = ev.ListingText(
+        title=body.title.strip(),
+        description=body.description,
+        area=body.area.strip(),
+        availability=body.availability,
+    )
+    commands: Commands = state.commands
+    return await commands.publish(
+        actor, kind=body.kind, category=body.category, text=text, shared=body.shared, expires=body.expires
+    )
+
+
+async def edit_listing(state: State, actor: Actor, listing_id: str, body: ListingPatch) -> None:
+    # An empty area or availability clears it (title and description cannot be empty).
+    fields = ("title", "description", "area", "availability")
+    text = {k: getattr(body, k) for k in fields if getattr(body, k) is not None}
+    commands: Commands = state.commands
+    await commands.edit_listing(
+        actor, listing_id, category=body.category, text=text, shared=body.shared, expires=body.expires
+    )
+
+
+async def make_payment(state: State, actor: Actor, body: PaymentBody) -> str:
+    """Send hours to a member, donate to the pot, or grant from it; returns the payment id."""
+    if body.kind == "donation" and body.to is not None:
+        raise Invalid("a donation goes to the community pot: leave out 'to'")
+    if body.kind != "donation" and body.to is None:
+        raise Invalid("say who receives the hours in 'to'")
+    commands: Commands = state.commands
+    return await commands.pay(actor, kind=body.kind, payee=body.to or ev.POT, minutes=body.minutes, memo=body.memo)
+
+
+async def read_balance(state: State, account: str) -> Balance:
+    client: LedgerClient = state.ledger
+    try:
+        view = await client.account(account)
+    except LedgerError as exc:
+        raise Conflict(f"the ledger cannot be reached right now: {exc}") from None
+    return Balance(account=account, balance=view.balance, floor=view.floor, ceiling=view.ceiling)
+
+
+async def read_statement(state: State, account: str, *, before: int | None, limit: int) -> Statement:
+    """The account's ledger lines, newest first, with the member's own memos where the exchange holds them."""
+    client: LedgerClient = state.ledger
+    try:
+        page = await client.statement(account, before=before, limit=limit)
+    except LedgerError as exc:
+        raise Conflict(f"the ledger cannot be reached right now: {exc}") from None
+    refs = [line.exchange_ref for line in page.lines if line.exchange_ref]
+    async with state.pool.acquire() as conn:
+        memos = await store.memos(conn, refs, [line.transfer for line in page.lines])
+    return Statement(
+        account=account,
+        entries=[
+            StatementEntry(
+                index=line.index,
+                at=line.at,
+                delta=line.delta,
+                balance=line.balance,
+                transfer=line.transfer,
+                counterparty=line.counterparty,
+                exchange_ref=line.exchange_ref,
+                memo=memos.get(line.transfer) or memos.get(line.exchange_ref or ""),
+            )
+            for line in page.lines
+        ],
+        next_before=page.next_before,
+    )
 
 
 def needs_action(member: str, exchanges: list[store.ExchangeView]) -> Actions:
@@ -656,7 +706,7 @@ def expired_cookie() -> Cookie:
     return Cookie(key=auth.SESSION_COOKIE, value="", max_age=0, path="/", httponly=True, samesite="lax")
 
 
-async def _member_view(state: State, member_id: str) -> store.MemberView:
+async def member_view(state: State, member_id: str) -> store.MemberView:
     async with state.pool.acquire() as conn:
         view = await store.member(conn, member_id)
     if view is None:
@@ -664,15 +714,16 @@ async def _member_view(state: State, member_id: str) -> store.MemberView:
     return view
 
 
-async def _listing_view(state: State, listing_id: str) -> store.ListingView:
+async def listing_view(state: State, listing_id: str, *, withdrawn: bool = False) -> store.ListingView:
+    """The listing as members see it; a withdrawn one is gone (``withdrawn``: show it, to whoever withdrew it)."""
     async with state.pool.acquire() as conn:
         view = await store.listing(conn, listing_id)
-    if view is None or view.status == "withdrawn":
+    if view is None or (view.status == "withdrawn" and not withdrawn):
         raise NotFound(f"listing {listing_id} does not exist")
     return view
 
 
-async def _exchange_view(state: State, exchange_id: str, actor: Actor) -> store.ExchangeView:
+async def exchange_view(state: State, exchange_id: str, actor: Actor) -> store.ExchangeView:
     async with state.pool.acquire() as conn:
         found = await store.exchanges(conn, [exchange_id])
     if not found or (
@@ -685,10 +736,10 @@ async def _exchange_view(state: State, exchange_id: str, actor: Actor) -> store.
 async def _act(state: State, me: Principal | None, exchange_id: str, action: str, **args: Any) -> store.ExchangeView:
     actor = signed_in(me)
     await state.commands.act(actor, exchange_id, action, **args)
-    return await _exchange_view(state, exchange_id, actor)
+    return await exchange_view(state, exchange_id, actor)
 
 
-async def _payment_view(state: State, payment_id: str, actor: Actor) -> store.PaymentView:
+async def payment_view(state: State, payment_id: str, actor: Actor) -> store.PaymentView:
     async with state.pool.acquire() as conn:
         view = await store.payment(conn, payment_id)
     if view is None or (
@@ -698,7 +749,7 @@ async def _payment_view(state: State, payment_id: str, actor: Actor) -> store.Pa
     return view
 
 
-async def _account_of(state: State, actor: Actor) -> str:
+async def account_of(state: State, actor: Actor) -> str:
     async with state.pool.acquire() as conn:
         view = await store.member(conn, actor.member)
     if view is None or view.account is None:

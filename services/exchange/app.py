@@ -9,9 +9,12 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from services.exchange import api, store
+from services.exchange import api, forms, pages, store
 from services.exchange.auth import Gate
 from services.exchange.ledger_client import LedgerClient
 from services.exchange.outbox import OutboxWorker
@@ -29,6 +32,8 @@ ROUTES: list[ControllerRouterHandler] = [
     api.CoordinatorController,
     api.health,
     api.ready,
+    pages.ROUTER,
+    create_static_files_router(path="/static", directories=[forms.STATIC], name="exchange-static"),
 ]
 
 
@@ -47,14 +52,17 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(url, min_size=settings.database.min_pool, max_size=settings.database.max_pool)
+        # The exchange keeps no session state on its connections, so releasing one needs no reset round trip.
+        pool = await create_pool(
+            url, min_size=settings.database.min_pool, max_size=settings.database.max_pool, reset=False
+        )
         client = LedgerClient(ledger, token)
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, "exchange", store.MIGRATIONS)
             await client.start()
             commands = Commands(pool, listing_days=ex.listing_days, invitation_days=ex.invitation_days)
-            worker = OutboxWorker(pool, client, commands.on_outcome)
+            worker = OutboxWorker(pool, client, commands.on_outcome, lanes=4)
             commands.wake = worker.wake
             worker.start()
             app.state.pool = pool
@@ -83,9 +91,14 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
                     window_seconds=ex.login_window_seconds,
                 ),
                 "secure_cookies": ex.secure_cookies,
+                "origin": settings.origin,
             }
         ),
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=api.refuse_control_characters,
+        template_config=TemplateConfig(
+            directory=forms.TEMPLATES, engine=JinjaTemplateEngine, engine_callback=forms.configure
+        ),
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=OpenAPIConfig(title="timebank exchange", version="0.1.0", path="/schema"),
     )

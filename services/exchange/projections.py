@@ -146,11 +146,18 @@ async def _exchange(conn: Connection, vault: Vault, exchange_id: str, history: l
     assert ex.updated is not None
     note: ev.Note | None = None
     memo: ev.Memo | None = None
+    # Each provider's latest memo: the one on their lines (and in their lines' ledger transfers).
+    memos: dict[str, str] = {}
     for event in history:
         if isinstance(event, ev.ExchangeProposed) and event.note is not None:
             note = await vault.open(event.note, ev.Note)
         elif isinstance(event, ev.TimeRecorded):
             memo = await vault.open(event.memo, ev.Memo)
+            memos.pop(event.by, None)
+            if memo is not None:
+                memos[event.by] = memo.text
+    answers = {m: ("accepted" if m in ex.accepted else "declined" if m in ex.declined else None) for m in ex.parties}
+    answers[ex.proposer] = "proposer"
     await conn.execute(
         Q["upsert_exchange"],
         ex.id,
@@ -162,19 +169,9 @@ async def _exchange(conn: Connection, vault: Vault, exchange_id: str, history: l
         memo.text if memo else None,
         ex.created,
         ex.updated,
-    )
-    answers = {m: ("accepted" if m in ex.accepted else "declined" if m in ex.declined else None) for m in ex.parties}
-    answers[ex.proposer] = "proposer"
-    await conn.execute(
-        Q["upsert_parties"],
-        ex.id,
         ex.parties,
         ["provider"] * len(ex.providers) + ["receiver"] * len(ex.receivers),
         [answers[m] for m in ex.parties],
-    )
-    await conn.execute(
-        Q["upsert_lines"],
-        ex.id,
         [line.n for line in ex.lines],
         [line.provider for line in ex.lines],
         [line.receiver for line in ex.lines],
@@ -183,6 +180,7 @@ async def _exchange(conn: Connection, vault: Vault, exchange_id: str, history: l
         [line.transfer for line in ex.lines],
         [line.index for line in ex.lines],
         [line.settled_at for line in ex.lines],
+        [None if line.state in ("open", "declined") else memos.get(line.provider) for line in ex.lines],
     )
 
 

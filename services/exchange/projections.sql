@@ -25,25 +25,25 @@ ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status, expires = EXCLUDED.expires, updated_at = EXCLUDED.updated_at
 
 -- name: upsert_exchange
-INSERT INTO exchange.exchanges (id, proposer, listing, category, status, note, memo, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (id) DO UPDATE SET
-    status = EXCLUDED.status, note = EXCLUDED.note, memo = EXCLUDED.memo, updated_at = EXCLUDED.updated_at
-
--- name: upsert_parties
-INSERT INTO exchange.exchange_parties (exchange, member, side, answer)
-SELECT $1, m, s, a FROM unnest($2::text[], $3::text[], $4::text[]) AS t(m, s, a)
-ON CONFLICT (exchange, member) DO UPDATE SET answer = EXCLUDED.answer
-
--- name: upsert_lines
+-- The exchange, its parties and its lines in one statement: one round trip for every command on an exchange.
+WITH exchange AS (
+    INSERT INTO exchange.exchanges (id, proposer, listing, category, status, note, memo, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (id) DO UPDATE SET
+        status = EXCLUDED.status, note = EXCLUDED.note, memo = EXCLUDED.memo, updated_at = EXCLUDED.updated_at
+), parties AS (
+    INSERT INTO exchange.exchange_parties (exchange, member, side, answer)
+    SELECT $1, m, s, a FROM unnest($10::text[], $11::text[], $12::text[]) AS t(m, s, a)
+    ON CONFLICT (exchange, member) DO UPDATE SET answer = EXCLUDED.answer
+)
 INSERT INTO exchange.exchange_lines
-    (exchange, n, provider, receiver, state, minutes, transfer, ledger_index, settled_at)
-SELECT $1, n, p, r, s, m, t, i, a
-FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::bigint[],
-            $9::timestamptz[]) AS u(n, p, r, s, m, t, i, a)
+    (exchange, n, provider, receiver, state, minutes, transfer, ledger_index, settled_at, memo)
+SELECT $1, n, p, r, s, m, t, i, a, o
+FROM unnest($13::int[], $14::text[], $15::text[], $16::text[], $17::int[], $18::text[], $19::bigint[],
+            $20::timestamptz[], $21::text[]) AS u(n, p, r, s, m, t, i, a, o)
 ON CONFLICT (exchange, n) DO UPDATE SET
     state = EXCLUDED.state, minutes = EXCLUDED.minutes, transfer = EXCLUDED.transfer,
-    ledger_index = EXCLUDED.ledger_index, settled_at = EXCLUDED.settled_at
+    ledger_index = EXCLUDED.ledger_index, settled_at = EXCLUDED.settled_at, memo = EXCLUDED.memo
 
 -- name: upsert_payment
 INSERT INTO exchange.payments

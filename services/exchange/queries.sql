@@ -7,6 +7,15 @@ SELECT id, status, role, password_hash FROM exchange.members WHERE lower(email) 
 SELECT id, status, role, account, name, email, skills, area, bio, joined_at, approved_at
 FROM exchange.members WHERE id = $1
 
+-- name: member_names
+SELECT id, name, account FROM exchange.members WHERE id = ANY($1::text[]) OR account = ANY($2::text[])
+
+-- name: listing_titles
+SELECT id, title FROM exchange.listings WHERE id = ANY($1::text[])
+
+-- name: invitation_by_token
+SELECT id, role, expires, used_by FROM exchange.invitations WHERE token_sha256 = $1
+
 -- name: members_by_status
 SELECT id, status, role, account, name, email, skills, area, bio, joined_at, approved_at
 FROM exchange.members WHERE status = $1 ORDER BY joined_at, id LIMIT $2
@@ -37,31 +46,46 @@ ORDER BY l.created_at DESC, l.id DESC
 LIMIT $7
 
 -- name: search_ranked
+-- Ranked among the newest 1,000 matches: ranking reads every listing it ranks, so a common word (found in a third of
+-- 100,000 listings) would otherwise cost a scan of them all for every page. Newest order reaches every match.
 SELECT * FROM (
     SELECT l.id, l.member, l.network, l.kind, l.category, l.title, l.description, l.area, l.availability,
            l.shared, l.status, l.expires, l.created_at, l.updated_at, m.name AS member_name,
            ts_rank(l.search, websearch_to_tsquery('english', $1)) AS rank
-    FROM exchange.listings l LEFT JOIN exchange.members m ON m.id = l.member
-    WHERE l.status = 'active' AND l.expires > now()
-      AND l.search @@ websearch_to_tsquery('english', $1)
-      AND ($2::text IS NULL OR l.category = $2)
-      AND ($3::text IS NULL OR l.kind = $3)
-      AND ($4::text IS NULL OR lower(l.area) = lower($4))
+    FROM (
+        SELECT * FROM exchange.listings
+        WHERE status = 'active' AND expires > now()
+          AND search @@ websearch_to_tsquery('english', $1)
+          AND ($2::text IS NULL OR category = $2)
+          AND ($3::text IS NULL OR kind = $3)
+          AND ($4::text IS NULL OR lower(area) = lower($4))
+        ORDER BY created_at DESC, id DESC
+        LIMIT 1000
+    ) l
+    LEFT JOIN exchange.members m ON m.id = l.member
 ) ranked
 WHERE $5::real IS NULL OR (rank, id) < ($5, $6)
 ORDER BY rank DESC, id DESC
 LIMIT $7
 
--- name: exchange
-SELECT id, proposer, listing, category, status, note, memo, created_at, updated_at
-FROM exchange.exchanges WHERE id = $1
-
--- name: exchange_parties
-SELECT exchange, member, side, answer FROM exchange.exchange_parties WHERE exchange = ANY($1::text[])
-
--- name: exchange_lines
-SELECT exchange, n, provider, receiver, state, minutes, transfer, ledger_index, settled_at
-FROM exchange.exchange_lines WHERE exchange = ANY($1::text[]) ORDER BY exchange, n
+-- name: exchanges
+-- Exchanges with their parties and lines (as parallel arrays, lines in order), in one round trip.
+SELECT e.id, e.proposer, e.listing, e.category, e.status, e.note, e.memo, e.created_at, e.updated_at,
+       p.members, p.sides, p.answers,
+       l.ns, l.providers, l.receivers, l.states, l.minutes, l.transfers, l.ledger_indexes, l.settled_ats
+FROM exchange.exchanges e
+CROSS JOIN LATERAL (
+    SELECT array_agg(member) AS members, array_agg(side) AS sides, array_agg(answer) AS answers
+    FROM exchange.exchange_parties WHERE exchange = e.id
+) p
+CROSS JOIN LATERAL (
+    SELECT array_agg(n ORDER BY n) AS ns, array_agg(provider ORDER BY n) AS providers,
+           array_agg(receiver ORDER BY n) AS receivers, array_agg(state ORDER BY n) AS states,
+           array_agg(minutes ORDER BY n) AS minutes, array_agg(transfer ORDER BY n) AS transfers,
+           array_agg(ledger_index ORDER BY n) AS ledger_indexes, array_agg(settled_at ORDER BY n) AS settled_ats
+    FROM exchange.exchange_lines WHERE exchange = e.id
+) l
+WHERE e.id = ANY($1::text[])
 
 -- name: member_exchanges
 SELECT e.id, e.proposer, e.listing, e.category, e.status, e.note, e.memo, e.created_at, e.updated_at
@@ -83,22 +107,28 @@ SELECT id, kind, payer, payee, minutes, made_by, status, memo, transfer, ledger_
 FROM exchange.payments WHERE payer = $1 OR payee = $1 ORDER BY created_at DESC, id DESC LIMIT $2
 
 -- name: memos_for_refs
-SELECT id AS ref, memo FROM exchange.exchanges WHERE id = ANY($1::text[]) AND memo IS NOT NULL
+-- A statement's memos: a payment's by its id ($1), an exchange line's by its ledger transfer ($2), since the lines
+-- of one exchange may carry different memos (several providers, each with their own).
+SELECT id AS ref, memo FROM exchange.payments WHERE id = ANY($1::text[]) AND memo IS NOT NULL
 UNION ALL
-SELECT id, memo FROM exchange.payments WHERE id = ANY($1::text[]) AND memo IS NOT NULL
+SELECT transfer, memo FROM exchange.exchange_lines WHERE transfer = ANY($2::text[]) AND memo IS NOT NULL
 
 -- name: pot_account
 SELECT account FROM exchange.pot
 
 -- name: impact
--- Per ISO week and category, from the lines the ledger settled.
+-- Per ISO week and category, from the lines the ledger settled. An exchange counts as completed once all its lines
+-- are settled (or ruled at zero), in the week its last line settled.
 SELECT date_trunc('week', l.settled_at) AS week, e.category,
        sum(l.minutes)::bigint AS minutes,
-       count(DISTINCT e.id) AS exchanges,
+       count(DISTINCT e.id) FILTER (WHERE e.status = 'completed' AND l.settled_at = last.settled_at) AS exchanges,
        (SELECT count(DISTINCT m) FROM unnest(array_agg(l.provider) || array_agg(l.receiver)) AS m) AS active_members,
        count(DISTINCT l.receiver) AS members_helped
 FROM exchange.exchange_lines l
 JOIN exchange.exchanges e ON e.id = l.exchange
+CROSS JOIN LATERAL (
+    SELECT max(x.settled_at) AS settled_at FROM exchange.exchange_lines x WHERE x.exchange = l.exchange
+) last
 WHERE l.state = 'settled' AND l.settled_at >= $1 AND l.settled_at < $2
 GROUP BY 1, 2
 ORDER BY 1 DESC, 2

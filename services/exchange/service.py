@@ -216,6 +216,7 @@ class Commands:
             new = domain.erase(member, actor, now())
             if not new:
                 return
+            details = await _details(u.vault, history)
             await u.save(member_id, history, new)
             listings = await u.conn.fetch(
                 "SELECT id FROM exchange.listings WHERE member = $1 AND status <> 'withdrawn'", member_id
@@ -236,6 +237,9 @@ class Commands:
             ]
             await u.vault.shred([member_id, *others])
             await u.conn.execute("DELETE FROM exchange.sessions WHERE member = $1", member_id)
+            if details is not None:  # the sign-in limiter keeps failed attempts by email address
+                email_key = f"email:{details.email.strip().lower()}"
+                await u.conn.execute("DELETE FROM exchange.login_failures WHERE key = $1", email_key)
             # What was sealed under the shredded keys reads as nothing from now on: project it so.
             for stream in [member_id, *others, *all_listings]:
                 _, full = await load(u.conn, stream)

@@ -128,6 +128,32 @@ async def member(conn: Connection, member_id: str) -> MemberView | None:
     return None if row is None else _struct(MemberView, row)
 
 
+async def names(conn: Connection, members: list[str], accounts: list[str] | None = None) -> dict[str, str]:
+    """Members' display names, keyed by member id and by ledger account ("" once erased)."""
+    found: dict[str, str] = {}
+    for r in await conn.fetch(Q["member_names"], members, accounts or []):
+        found[r["id"]] = r["name"]
+        if r["account"]:
+            found[r["account"]] = r["name"]
+    return found
+
+
+async def titles(conn: Connection, listings: list[str]) -> dict[str, str]:
+    return {r["id"]: r["title"] for r in await conn.fetch(Q["listing_titles"], listings)}
+
+
+class InvitationView(msgspec.Struct, kw_only=True):
+    id: str
+    role: str
+    expires: datetime
+    used_by: str | None
+
+
+async def invitation(conn: Connection, token_sha256: str) -> InvitationView | None:
+    row = await conn.fetchrow(Q["invitation_by_token"], token_sha256)
+    return None if row is None else _struct(InvitationView, row)
+
+
 async def members_by_status(conn: Connection, status: str, limit: int) -> list[MemberView]:
     return [_struct(MemberView, r) for r in await conn.fetch(Q["members_by_status"], status, limit)]
 
@@ -172,12 +198,20 @@ async def search(
     q = q.strip()
     ranked = bool(q) and order == "relevance"
     after = _decode_cursor(cursor, "relevance" if ranked else "newest")
-    if ranked:
-        rank = after.rank if after else None
-        rows = await conn.fetch(Q["search_ranked"], q, category, kind, area, rank, after.id if after else "", limit + 1)
-    else:
-        at = after.at if after else None
-        rows = await conn.fetch(Q["search_newest"], q, category, kind, area, at, after.id if after else "", limit + 1)
+    async with conn.transaction(readonly=True):
+        # The best way to a page depends on how common the words are (the text index for rare ones, the
+        # newest-first index for common ones), which a cached generic plan cannot know: plan every search.
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        if ranked:
+            rank = after.rank if after else None
+            rows = await conn.fetch(
+                Q["search_ranked"], q, category, kind, area, rank, after.id if after else "", limit + 1
+            )
+        else:
+            at = after.at if after else None
+            rows = await conn.fetch(
+                Q["search_newest"], q, category, kind, area, at, after.id if after else "", limit + 1
+            )
     items = [_listing(r) for r in rows[:limit]]
     following = None
     if len(rows) > limit:
@@ -198,6 +232,8 @@ def _decode_cursor(cursor: str | None, order: str) -> _Cursor | None:
         mark = _cursor_decoder.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, msgspec.DecodeError):
         raise Invalid("this cursor is not valid; start again from the first page") from None
+    if "\x00" in mark.id:
+        raise Invalid("this cursor is not valid; start again from the first page")
     if mark.order != order:
         raise Invalid("this cursor belongs to a search with another order")
     return mark
@@ -207,19 +243,30 @@ async def exchanges(conn: Connection, ids: list[str]) -> list[ExchangeView]:
     """Exchanges with their parties and lines, in the order given."""
     if not ids:
         return []
-    rows = {r["id"]: r for r in [await conn.fetchrow(Q["exchange"], i) for i in ids] if r is not None}
-    parties: dict[str, list[Party]] = {}
-    for r in await conn.fetch(Q["exchange_parties"], ids):
-        parties.setdefault(r["exchange"], []).append(Party(member=r["member"], side=r["side"], answer=r["answer"]))
-    lines: dict[str, list[Line]] = {}
-    for r in await conn.fetch(Q["exchange_lines"], ids):
-        data = dict(r)
-        lines.setdefault(data.pop("exchange"), []).append(msgspec.convert(data, Line))
-    return [
-        msgspec.convert({**dict(rows[i]), "parties": parties.get(i, []), "lines": lines.get(i, [])}, ExchangeView)
-        for i in ids
-        if i in rows
-    ]
+    rows = {r["id"]: r for r in await conn.fetch(Q["exchanges"], ids)}
+    return [_exchange(rows[i]) for i in ids if i in rows]
+
+
+def _exchange(row: Any) -> ExchangeView:
+    parties = zip(row["members"] or [], row["sides"] or [], row["answers"] or [], strict=True)
+    columns = ("ns", "providers", "receivers", "states", "minutes", "transfers", "ledger_indexes", "settled_ats")
+    lines = zip(*(row[c] or [] for c in columns), strict=True)
+    return ExchangeView(
+        id=row["id"],
+        status=row["status"],
+        proposer=row["proposer"],
+        listing=row["listing"],
+        category=row["category"],
+        note=row["note"],
+        memo=row["memo"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        parties=[Party(member=m, side=s, answer=a) for m, s, a in parties],
+        lines=[
+            Line(n=n, provider=p, receiver=r, state=s, minutes=m, transfer=t, ledger_index=i, settled_at=at)
+            for n, p, r, s, m, t, i, at in lines
+        ],
+    )
 
 
 async def member_exchanges(conn: Connection, member_id: str, *, open_only: bool, limit: int) -> list[ExchangeView]:
@@ -241,8 +288,9 @@ async def member_payments(conn: Connection, member_id: str, limit: int) -> list[
     return [_struct(PaymentView, r) for r in await conn.fetch(Q["member_payments"], member_id, limit)]
 
 
-async def memos(conn: Connection, refs: list[str]) -> dict[str, str]:
-    return {r["ref"]: r["memo"] for r in await conn.fetch(Q["memos_for_refs"], refs)}
+async def memos(conn: Connection, refs: list[str], transfers: list[str]) -> dict[str, str]:
+    """Memos still readable: payments' keyed by payment id (``refs``), exchange lines' by ledger transfer id."""
+    return {r["ref"]: r["memo"] for r in await conn.fetch(Q["memos_for_refs"], refs, transfers)}
 
 
 async def pot_account(conn: Connection) -> str | None:

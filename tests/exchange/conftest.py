@@ -6,12 +6,15 @@ may run apart): tests share it, so each test opens its own accounts with keys no
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
+import httpx
 import pytest
+import uvicorn
 from litestar.testing import AsyncTestClient
 
 from services.exchange import store
@@ -19,7 +22,7 @@ from services.exchange.app import create_app as create_exchange_app
 from services.exchange.ledger_client import LedgerClient
 from shared.db import create_pool, migrate
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer, server_tempdir
+from shared.processes import PostgresServer, free_port, server_tempdir
 from tests.exchange.support import Exchange, exchange_settings
 from tests.ledger.conftest import ORIGIN, TOKENS
 from tests.ledger.processes import serve
@@ -71,3 +74,27 @@ async def exchange(ledger_url: str, database_url: str) -> AsyncIterator[Exchange
     app = create_exchange_app(exchange_settings(), database_url=database_url, ledger_url=ledger_url)
     async with AsyncTestClient(app=app) as client:
         yield Exchange(app, client, database_url)
+
+
+@pytest.fixture
+async def served_exchange(ledger_url: str, database_url: str) -> AsyncIterator[Exchange]:
+    """The exchange app served over real HTTP by uvicorn (in this process, on a free port), e.g. for a browser.
+
+    Its ``client`` is an httpx client on the server's address (``client.base_url``).
+    """
+    app = create_exchange_app(exchange_settings(), database_url=database_url, ledger_url=ledger_url)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws="none")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()
+                pytest.fail("the exchange server stopped while starting")
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield Exchange(app, client, database_url)
+    finally:
+        server.should_exit = True
+        await serving

@@ -1,0 +1,182 @@
+"""The ``timebank audit`` and ``timebank export`` commands: arguments, exit status, where output goes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.audit.report import Report
+    from services.audit.signatures import Trust
+    from services.audit.source import Source
+    from services.audit.verify import Options
+    from shared.note import Verifier
+
+# Exit statuses: every check passed / a check failed / the audit could not run at all.
+PASSED, FAILED, CANNOT_AUDIT = 0, 1, 2
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", nargs="?", help="the node's base URL (http://...) or a `timebank export` directory")
+    parser.add_argument(
+        "--vkey", required=True, help="the network's verifier key (C2SP vkey text, or a file that holds it)"
+    )
+    parser.add_argument(
+        "--witness", action="append", default=[], metavar="VKEY", help="a witness's cosignature verifier key (repeat)"
+    )
+    parser.add_argument(
+        "--witnesses-required", type=int, metavar="N", help="cosignatures required (default: every --witness)"
+    )
+    parser.add_argument(
+        "--checkpoint-only",
+        action="store_true",
+        help="check only the checkpoint: signature, cosignatures, consistency proofs to checkpoints seen before",
+    )
+    parser.add_argument(
+        "--entry", type=int, action="append", default=[], metavar="INDEX", help="check that this entry is included"
+    )
+    parser.add_argument(
+        "--proof", type=Path, action="append", default=[], metavar="FILE", help="check a saved .tlog-proof bundle"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the JSON report to PATH ('-': stdout, summary to stderr)")
+    parser.add_argument(
+        "--state", type=Path, help="checkpoints seen before (default: $XDG_STATE_HOME/timebank/audit-state.json)"
+    )
+    parser.add_argument("--no-state", action="store_true", help="neither read nor remember checkpoints")
+    parser.add_argument("--cache", type=Path, help="keep downloaded entries here (default: under $XDG_CACHE_HOME)")
+    parser.add_argument("--no-cache", action="store_true", help="download into a temporary directory")
+    parser.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="processes for hashing (default: up to 2)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="the node's base URL")
+    parser.add_argument("directory", type=Path, help="where to write the log (created if missing; resumable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _key_text(value: str) -> str:
+    path = Path(value)
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    return value.strip()
+
+
+def _default_cache(verifier: Verifier) -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", verifier.name)
+    return Path(base) / "timebank" / "audit" / f"{name}-{verifier.key_id:08x}"
+
+
+class _Usage(Exception):
+    pass
+
+
+def _trust(args: argparse.Namespace) -> Trust:
+    from services.audit.signatures import Trust
+    from shared.note import CosignatureVerifier, NoteError, Verifier
+
+    try:
+        verifier = Verifier.from_text(_key_text(args.vkey))
+        witnesses = [CosignatureVerifier.from_text(_key_text(w)) for w in args.witness]
+    except (NoteError, OSError) as exc:
+        raise _Usage(f"bad key: {exc}") from None
+    quorum = len(witnesses) if args.witnesses_required is None else args.witnesses_required
+    if not 0 <= quorum <= len(witnesses):
+        raise _Usage(f"--witnesses-required {quorum} needs that many --witness keys (given: {len(witnesses)})")
+    return Trust(verifier, witnesses, quorum)
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """Run ``timebank audit``; the exit status is 0 only when every check passed."""
+    from services.audit.inclusion import proof_files
+    from services.audit.report import summary, to_json
+    from services.audit.source import DirectorySource, HttpSource, SourceError
+    from services.audit.state import AuditState, StateError, default_state_path, load_state, save_state
+    from services.audit.verify import Mode, Options
+
+    try:
+        trust = _trust(args)
+        mode: Mode = "entry" if args.entry or args.proof else "checkpoint" if args.checkpoint_only else "full"
+        if args.source is None and mode != "entry":
+            raise _Usage("give the node's URL or an export directory (only --proof works without one)")
+        if args.entry and args.source is None:
+            raise _Usage("--entry needs the node's URL or an export directory")
+        proofs = proof_files(args.proof)
+        state_path = None if args.no_state else (args.state or default_state_path())
+        state = AuditState() if state_path is None else load_state(state_path)
+    except (_Usage, StateError, OSError) as exc:
+        print(f"timebank audit: {exc}", file=sys.stderr)
+        return CANNOT_AUDIT
+    options = Options(
+        trust=trust, mode=mode, state=None if state_path is None else state, entries=args.entry, proofs=proofs
+    )
+    options.jobs = max(1, args.jobs)
+    temporary = None
+    source: Source | None = None
+    try:
+        if args.source is not None:
+            if re.match(r"https?://", args.source):
+                if args.no_cache:
+                    temporary = Path(tempfile.mkdtemp(prefix="timebank-audit-"))
+                cache = temporary or args.cache or _default_cache(trust.verifier)
+                source = HttpSource(args.source, cache)
+            else:
+                source = DirectorySource(Path(args.source))
+        report = asyncio.run(_audit(source, options, args.quiet, state_path))
+    except SourceError as exc:
+        print(f"timebank audit: cannot read the log: {exc}", file=sys.stderr)
+        return CANNOT_AUDIT
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    if state_path is not None:
+        save_state(state_path, state)
+    text = summary(report)
+    if args.json == "-":
+        sys.stdout.buffer.write(to_json(report))
+        sys.stderr.write(text)
+    else:
+        sys.stdout.write(text)
+        if args.json:
+            Path(args.json).write_bytes(to_json(report))
+    return PASSED if report.ok else FAILED
+
+
+async def _audit(source: Source | None, options: Options, quiet: bool, state_path: Path | None) -> Report:
+    from services.audit.progress import reporter
+    from services.audit.verify import audit
+
+    try:
+        return await audit(source, options, reporter(quiet), state_file=state_path)
+    finally:
+        if source is not None:
+            await source.close()
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Run ``timebank export``."""
+    from services.audit.export import export
+    from services.audit.progress import reporter
+    from services.audit.source import SourceError
+
+    try:
+        done = asyncio.run(export(args.url, args.directory, reporter(args.quiet)))
+    except SourceError as exc:
+        print(f"timebank export: {exc}", file=sys.stderr)
+        return CANNOT_AUDIT
+    print(f"exported {done.size:,} entries of {args.url} to {args.directory}")
+    if done.balances_size is None:
+        print("  the node serves no balances: the export has no balances.json", file=sys.stderr)
+    if done.missing_tiles:
+        print(f"  the node did not serve {done.missing_tiles} hash tile(s)", file=sys.stderr)
+    return PASSED

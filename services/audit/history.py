@@ -1,0 +1,122 @@
+"""``log.consistency``: the log against every checkpoint this auditor saw before (kept in the state file)."""
+
+from __future__ import annotations
+
+import base64
+
+from services.audit import tree
+from services.audit.report import Checks, b64
+from services.audit.signatures import SignedCheckpoint
+from services.audit.source import Source, SourceError
+from services.audit.state import SeenCheckpoint
+from shared import merkle
+
+CHECK = "log.consistency"
+FIRST_SEEN = "no checkpoint of this log was seen before; this one is now remembered"
+
+
+async def check_consistency(
+    checks: Checks,
+    seen: list[SeenCheckpoint] | None,
+    source: Source | None,
+    signed: SignedCheckpoint,
+    tile_set: dict[tuple[int, int], bytes] | None = None,
+) -> None:
+    """Check the signed checkpoint against each one seen before (``seen`` is None without a state file).
+
+    ``tile_set`` is the tree recomputed from the entries, given only when they make exactly the signed tree: the
+    old roots are then recomputed from it. Otherwise each old checkpoint is linked to the new one by an RFC 9162
+    consistency proof from the source.
+    """
+    if seen is None:
+        checks.skip(CHECK, "no state file (--no-state)")
+    elif not seen:
+        checks.passed(CHECK, FIRST_SEEN)
+    elif tile_set is not None:
+        _recomputed(checks, seen, source, signed, tile_set)
+    else:
+        await _by_proofs(checks, seen, source, signed)
+
+
+def _recomputed(
+    checks: Checks,
+    seen: list[SeenCheckpoint],
+    source: Source | None,
+    signed: SignedCheckpoint,
+    tile_set: dict[tuple[int, int], bytes],
+) -> None:
+    size = signed.checkpoint.size
+    matched = [0]
+    for old in seen:
+        if old.size > size:
+            _too_small(checks, source, old, size)
+            continue
+        root = tree.root_at(tile_set, old.size)
+        if b64(root) == old.root:
+            matched.append(old.size)
+            continue
+        # The log still agrees with the biggest older checkpoint that matched: the rewrite is after it.
+        since = max(s for s in matched if s <= old.size)
+        checks.fail(
+            CHECK,
+            f"the first {old.size:,} entries hash to {b64(root)}, but the checkpoint of that size seen on "
+            f"{old.seen_at} from {old.source} has root {old.root}: the log was rewritten, somewhere in entries "
+            f"{since:,} to {old.size - 1:,}",
+            index=since,
+        )
+    checks.passed(CHECK, f"consistent with {len(seen)} checkpoint(s) seen before (recomputed from the entries)")
+
+
+def _too_small(checks: Checks, source: Source | None, old: SeenCheckpoint, size: int) -> None:
+    if source is not None and not source.holds_tiles:
+        message = (
+            f"the log shrank: its checkpoint has {size:,} entries, but one of {old.size:,} was seen on {old.seen_at}"
+        )
+    else:
+        message = (
+            f"this copy of the log ({size:,} entries) is older than the checkpoint of {old.size:,} entries seen on "
+            f"{old.seen_at}; its consistency with it cannot be shown from the copy (audit with --no-state to "
+            "check an old copy on its own)"
+        )
+    checks.fail(CHECK, message)
+
+
+async def _by_proofs(
+    checks: Checks, seen: list[SeenCheckpoint], source: Source | None, signed: SignedCheckpoint
+) -> None:
+    new = signed.checkpoint
+    proved = 0
+    unprovable = 0
+    for old in seen:
+        if old.size == new.size:
+            if old.root != b64(new.root_hash):
+                checks.fail(
+                    CHECK,
+                    f"a different checkpoint of the same size {old.size:,} was seen on {old.seen_at} "
+                    f"from {old.source} (root {old.root}): the log was rewritten",
+                )
+            proved += 1
+            continue
+        if old.size == 0:
+            proved += 1  # the empty tree is a prefix of every tree
+            continue
+        if old.size > new.size:
+            _too_small(checks, source, old, new.size)
+            continue
+        if source is None:
+            unprovable += 1
+            continue
+        try:
+            proof = await source.consistency_proof(old.size, new.size)
+            merkle.verify_consistency(old.size, new.size, base64.b64decode(old.root), new.root_hash, proof)
+            proved += 1
+        except (merkle.ProofError, SourceError, ValueError) as exc:
+            checks.fail(
+                CHECK,
+                f"no valid consistency proof from the checkpoint of size {old.size:,} seen on {old.seen_at} "
+                f"(root {old.root}) to this one: {exc}",
+            )
+    if unprovable and not proved and not checks.failed(CHECK):
+        checks.skip(CHECK, f"{unprovable} checkpoint(s) seen before can only be linked with the log itself")
+    else:
+        checks.passed(CHECK, f"consistent with {proved} checkpoint(s) seen before (by consistency proofs)")

@@ -1,0 +1,316 @@
+"""Replaying the ledger from its entries, checking the invariants the ledger promises as each entry is met.
+
+The replay is the auditor's own reading of the log: it imports the entry types (the log's schema) from the ledger
+and nothing else, keeps only what the checks need, and reports through ``Checks`` with the entry's index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from services.audit.report import Checks
+from services.ledger.ledger import (
+    MAX_MINUTES,
+    AccountClosedEntry,
+    AccountOpened,
+    LimitsChanged,
+    LogEntry,
+    Transfer,
+    entry_decoder,
+)
+
+_array_decoder = msgspec.json.Decoder(list[LogEntry])
+_raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+# Compared with instead of a missing ceiling, so that the hot path makes one comparison.
+NO_CEILING = 1 << 80
+
+
+class Account:
+    """An account as the log describes it so far."""
+
+    __slots__ = ("balance", "ceiling", "closed", "floor", "id", "kind", "opened", "peer", "top")
+
+    def __init__(self, entry: AccountOpened, index: int) -> None:
+        self.id = entry.account
+        self.kind = entry.kind
+        self.peer = entry.peer
+        self.opened = index
+        self.balance = 0
+        self.closed = False
+        self.set_limits(entry.floor, entry.ceiling)
+
+    def set_limits(self, floor: int, ceiling: int | None) -> None:
+        self.floor = floor
+        self.ceiling = ceiling
+        self.top = NO_CEILING if ceiling is None else ceiling
+
+
+def decode_bundle(data: bytes, first: int, checks: Checks) -> tuple[list[LogEntry | None], list[msgspec.Raw] | None]:
+    """Decode every entry of an entry bundle (entry ``first`` is its first); None where one does not decode.
+
+    The bundle is turned into one JSON array in place (each 2-byte length prefix becomes a separator) and decoded
+    in one call. That is only the same as decoding each entry alone if every entry is exactly one JSON value, so
+    the array is first split into raw values whose lengths must be the entries' lengths; those raw values (the
+    exact entry bytes) are returned too, for hashing. Otherwise, or if any entry fails, each entry is decoded
+    alone so that failures name their index, and no raw values are returned.
+    """
+    buf = bytearray(data)
+    buf.append(0x5D)  # ]
+    lengths: list[int] = []
+    add = lengths.append
+    p = 0
+    end = len(data)
+    while p + 2 <= end:
+        n = (data[p] << 8) | data[p + 1]
+        buf[p] = 0x2C  # ,
+        buf[p + 1] = 0x20
+        add(n)
+        p += 2 + n
+    if lengths and p == end:
+        buf[0] = 0x5B  # [
+        try:
+            raws = _raw_decoder.decode(buf)
+            if list(map(len, raws)) == lengths:
+                decoded: list[LogEntry | None] = list(_array_decoder.decode(buf))
+                return decoded, raws
+        except msgspec.DecodeError:
+            pass
+    out: list[LogEntry | None] = []
+    p = 0
+    for i, n in enumerate(lengths):
+        start = p + 2
+        p = start + n
+        try:
+            out.append(entry_decoder.decode(data[start:p]))
+        except msgspec.DecodeError as exc:
+            checks.fail("ledger.well_formed", f"entry does not decode as a ledger entry: {exc}", index=first + i)
+            out.append(None)
+    return out, None
+
+
+class Replay:
+    """The ledger state rebuilt from entries, and the invariants checked on the way."""
+
+    def __init__(self, checks: Checks) -> None:
+        self.checks = checks
+        # Open accounts only: a closed one moves to ``closed``, so the hot path never asks whether one is closed.
+        self.accounts: dict[str, Account] = {}
+        self.closed: dict[str, Account] = {}
+        # Every transfer, in log order, as parallel columns: appending to lists is the cheapest thing the hot path
+        # can do per transfer; the ids are only indexed (in one C-level pass) when the replay finishes.
+        self.ids: list[str] = []
+        self.indexes: list[int] = []
+        self.payers: list[Account] = []
+        self.payees: list[Account] = []
+        self.amounts: list[int] = []
+        # Reversals met on the way, checked against the index of every transfer when the replay finishes.
+        self.reversals: list[tuple[int, Transfer, Account, Account]] = []
+        self.size = 0
+        self.has_peers = False
+        # Entries the balance replay does not interpret (cross-network decisions, newer types), and transfers that
+        # touch a peer clearing account: what a cross-network pairing check reads.
+        self.other: list[tuple[int, Any]] = []
+        self.crossnet: list[tuple[int, Transfer]] = []
+
+    @property
+    def transfer_count(self) -> int:
+        return len(self.ids)
+
+    @property
+    def reversal_count(self) -> int:
+        return len(self.reversals)
+
+    @property
+    def account_count(self) -> int:
+        return len(self.accounts) + len(self.closed)
+
+    def account(self, account_id: str) -> Account | None:
+        return self.accounts.get(account_id) or self.closed.get(account_id)
+
+    def all_accounts(self) -> list[Account]:
+        return [*self.accounts.values(), *self.closed.values()]
+
+    def balances(self) -> dict[str, int]:
+        return {a.id: a.balance for a in self.all_accounts()}
+
+    def replay(self, entries: list[LogEntry | None]) -> None:
+        """Apply entries ``self.size`` .. in order (the hot loop: one pass, no allocation but the record)."""
+        get = self.accounts.get
+        add_id, add_index = self.ids.append, self.indexes.append
+        add_payer, add_payee, add_amount = self.payers.append, self.payees.append, self.amounts.append
+        has_peers = self.has_peers
+        index = self.size
+        for index, entry in enumerate(entries, self.size):
+            if type(entry) is Transfer:
+                minutes = entry.minutes
+                payer = get(entry.payer)
+                payee = get(entry.payee)
+                if payer is None or payee is None or payer is payee or not 0 < minutes <= MAX_MINUTES:
+                    found = self._malformed(index, entry)
+                    if found is None:
+                        continue
+                    payer, payee = found
+                balance = payer.balance - minutes
+                if balance < payer.floor:
+                    self._below_floor(index, entry, payer, balance)
+                payer.balance = balance
+                balance = payee.balance + minutes
+                if balance > payee.top:
+                    self._above_ceiling(index, entry, payee, balance)
+                payee.balance = balance
+                add_id(entry.id)
+                add_index(index)
+                add_payer(payer)
+                add_payee(payee)
+                add_amount(minutes)
+                if entry.reverses is not None:
+                    self.reversals.append((index, entry, payer, payee))
+                if has_peers and (payer.peer is not None or payee.peer is not None):
+                    self.crossnet.append((index, entry))
+            elif type(entry) is AccountOpened:
+                self._open(index, entry)
+                has_peers = self.has_peers
+            elif type(entry) is LimitsChanged:
+                account = self._open_account(index, entry.account, "changes the limits of")
+                if account is not None:
+                    self._check_limits(index, entry.account, entry.floor, entry.ceiling)
+                    account.set_limits(entry.floor, entry.ceiling)
+            elif type(entry) is AccountClosedEntry:
+                account = self._open_account(index, entry.account, "closes")
+                if account is not None:
+                    if account.balance != 0:
+                        self.checks.fail(
+                            "ledger.well_formed",
+                            f"closes {account.id} while it holds {account.balance} minutes",
+                            index=index,
+                            account=account.id,
+                        )
+                    account.closed = True
+                    self.closed[account.id] = self.accounts.pop(account.id)
+            elif entry is not None:
+                self.other.append((index, entry))
+        self.size = index + 1 if entries else self.size
+
+    def _below_floor(self, index: int, entry: Transfer, payer: Account, balance: int) -> None:
+        self.checks.fail(
+            "ledger.limits",
+            f"transfer {entry.id} took {payer.id} to {balance} minutes, below its floor of {payer.floor}",
+            index=index,
+            account=payer.id,
+        )
+
+    def _above_ceiling(self, index: int, entry: Transfer, payee: Account, balance: int) -> None:
+        self.checks.fail(
+            "ledger.limits",
+            f"transfer {entry.id} took {payee.id} to {balance} minutes, above its ceiling of {payee.ceiling}",
+            index=index,
+            account=payee.id,
+        )
+
+    def _malformed(self, index: int, entry: Transfer) -> tuple[Account, Account] | None:
+        """Report what is wrong with a transfer off the hot path; (payer, payee) if it can still be applied."""
+        fail = self.checks.fail
+        payer = self.account(entry.payer)
+        payee = self.account(entry.payee)
+        for role, name, account in (("payer", entry.payer, payer), ("payee", entry.payee, payee)):
+            if account is None:
+                fail("ledger.well_formed", f"transfer {entry.id} names {role} {name}, never opened", index=index)
+            elif account.closed:
+                fail("ledger.well_formed", f"transfer {entry.id} names {role} {name}, already closed", index=index)
+        if payer is not None and payer is payee:
+            fail("ledger.well_formed", f"transfer {entry.id} pays {payer.id} to itself", index=index)
+        if not 0 < entry.minutes <= MAX_MINUTES:
+            fail(
+                "ledger.well_formed",
+                f"transfer {entry.id} moves {entry.minutes} minutes, outside 1..{MAX_MINUTES}",
+                index=index,
+            )
+        # Whatever is wrong with it, the transfer is in the log: apply it when its accounts exist.
+        return None if payer is None or payee is None else (payer, payee)
+
+    def finish(self) -> None:
+        """The checks that need every transfer: ids used once, reversals that undo one earlier transfer, once."""
+        fail = self.checks.fail
+        ids, indexes = self.ids, self.indexes
+        first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))  # id -> first position
+        if len(first) != len(ids):
+            seen: set[str] = set()
+            for position, tid in enumerate(ids):
+                if tid in seen:
+                    fail(
+                        "ledger.unique_ids",
+                        f"transfer id {tid} was already used by entry {indexes[first[tid]]}",
+                        index=indexes[position],
+                    )
+                seen.add(tid)
+        reversed_by: dict[str, int] = {}
+        for index, entry, payer, payee in self.reversals:
+            target = entry.reverses
+            assert target is not None
+            at = first.get(target)
+            if at is None or indexes[at] >= index:
+                fail("ledger.reversals", f"transfer {entry.id} reverses {target}, not an earlier transfer", index=index)
+                continue
+            original = indexes[at]
+            earlier = reversed_by.setdefault(target, index)
+            if earlier != index:
+                fail(
+                    "ledger.reversals",
+                    f"transfer {entry.id} reverses {target} (entry {original}) a second time; entry {earlier} did",
+                    index=index,
+                )
+            was_payer, was_payee, minutes = self.payers[at], self.payees[at], self.amounts[at]
+            if was_payer is not payee or was_payee is not payer or minutes != entry.minutes:
+                fail(
+                    "ledger.reversals",
+                    f"transfer {entry.id} does not undo {target} (entry {original}): it must pay {minutes} minutes "
+                    f"from {was_payee.id} back to {was_payer.id}",
+                    index=index,
+                )
+
+    def _open(self, index: int, entry: AccountOpened) -> None:
+        existing = self.account(entry.account)
+        if existing is not None:
+            self.checks.fail(
+                "ledger.unique_ids",
+                f"account {entry.account} was already opened by entry {existing.opened}",
+                index=index,
+                account=entry.account,
+            )
+            return
+        self._check_limits(index, entry.account, entry.floor, entry.ceiling)
+        if (entry.kind == "peer") != (entry.peer is not None):
+            self.checks.fail(
+                "ledger.well_formed",
+                "a peer account must name its peer network, and only a peer account may",
+                index=index,
+                account=entry.account,
+            )
+        self.accounts[entry.account] = Account(entry, index)
+        if entry.peer is not None:
+            self.has_peers = True
+
+    def _open_account(self, index: int, account_id: str, what: str) -> Account | None:
+        """The open account, or None (with the failure recorded) if it was never opened or is closed."""
+        account = self.accounts.get(account_id)
+        if account is None:
+            closed = account_id in self.closed
+            self.checks.fail(
+                "ledger.well_formed",
+                f"{what} {account_id}, {'already closed' if closed else 'never opened'}",
+                index=index,
+            )
+        return account
+
+    def _check_limits(self, index: int, account: str, floor: int, ceiling: int | None) -> None:
+        if floor > 0 or (ceiling is not None and ceiling < 0):
+            self.checks.fail(
+                "ledger.well_formed",
+                f"limits floor {floor}, ceiling {ceiling}: the floor must be <= 0 and the ceiling >= 0",
+                index=index,
+                account=account,
+            )

@@ -1,0 +1,165 @@
+"""Entry bundles to hash tiles: leaf hashes straight from C2SP tlog-tiles entry bundles, then every tile above.
+
+The auditor rebuilds the whole tree as tiles (keyed by level and index, exactly as C2SP tlog-tiles stores them),
+so the root at any size, any proof, and any comparison with the tiles a log serves all come from shared/tiles.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import msgspec
+
+from shared import merkle, tiles
+
+TILE_BYTES = tiles.TILE_WIDTH * merkle.HASH_SIZE
+
+_sha256 = hashlib.sha256
+
+
+class BundleError(ValueError):
+    """An entry bundle is missing, truncated, or holds another number of entries than its path says."""
+
+
+def bundle_count(size: int) -> int:
+    """Number of entry bundles (full and partial) of a log of ``size`` entries."""
+    return -(-size // tiles.TILE_WIDTH)
+
+
+def bundle_width(size: int, index: int) -> int:
+    """Entries in bundle ``index`` of a log of ``size`` entries (256 unless it is the last, partial one)."""
+    return min(tiles.TILE_WIDTH, size - index * tiles.TILE_WIDTH)
+
+
+def read_bundle(root: Path, index: int, width: int) -> bytes:
+    """The bytes of entry bundle ``index`` with ``width`` entries under directory ``root``.
+
+    A partial bundle may also be read as the prefix of the full bundle with the same index (C2SP tlog-tiles
+    allows either), so a cache that already holds the full bundle serves a smaller checkpoint too.
+    """
+    path = root / tiles.entries_path(index, width)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        if width == tiles.TILE_WIDTH:
+            raise BundleError(f"{tiles.entries_path(index, width)} is missing") from None
+    full = root / tiles.entries_path(index)
+    try:
+        data = full.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{tiles.entries_path(index, width)} is missing") from None
+    p = 0
+    for _ in range(width):
+        if p + 2 > len(data):
+            break
+        p += 2 + ((data[p] << 8) | data[p + 1])
+    return data[:p]
+
+
+def split_bundle(data: bytes) -> list[bytes]:
+    """The entries of a bundle (each: big-endian uint16 length, then its bytes), in order.
+
+    Raises BundleError if the last entry runs past the end of the bundle.
+    """
+    out: list[bytes] = []
+    add = out.append
+    p = 0
+    end = len(data)
+    while p + 2 <= end:
+        q = p + 2 + ((data[p] << 8) | data[p + 1])
+        add(data[p + 2 : q])
+        p = q
+    if p != end:
+        raise BundleError(f"bundle is truncated in entry {len(out) - (p > end)}")
+    return out
+
+
+def leaf_hashes(entries: Iterable[bytes] | Iterable[msgspec.Raw]) -> list[bytes]:
+    """The RFC 9162 leaf hash, SHA-256(0x00 || entry), of each entry."""
+    sha = _sha256
+    prefix = b"\x00"
+    return [sha(prefix + entry).digest() for entry in entries]
+
+
+def hash_bundle(
+    data: bytes, index: int, width: int, entries: Sequence[bytes] | Sequence[msgspec.Raw] | None = None
+) -> tuple[bytes, bytes | None, str | None]:
+    """(concatenated leaf hashes, tile root when the tile is full, error or None) of entry bundle ``index``.
+
+    ``entries`` may give the bundle already split (so the entries are not split twice).
+    """
+    if entries is None:
+        try:
+            entries = split_bundle(data)
+        except BundleError as exc:
+            return b"", None, f"{tiles.entries_path(index, width)}: {exc}"
+    leaves = leaf_hashes(entries)
+    error = None
+    if len(leaves) != width:
+        error = f"{tiles.entries_path(index, width)} holds {len(leaves)} entries, not {width}"
+    return b"".join(leaves), merkle.root(leaves) if len(leaves) == tiles.TILE_WIDTH else None, error
+
+
+def hash_bundles(root: str, first: int, stop: int, size: int) -> list[tuple[bytes, bytes | None, str | None]]:
+    """``hash_bundle`` for bundles [first, stop) of a log of ``size`` entries stored under ``root``.
+
+    Runs in the auditor's process or in a worker process (it takes and returns only plain values).
+    """
+    base = Path(root)
+    out: list[tuple[bytes, bytes | None, str | None]] = []
+    for index in range(first, stop):
+        width = bundle_width(size, index)
+        try:
+            data = read_bundle(base, index, width)
+        except BundleError as exc:
+            out.append((b"", None, str(exc)))
+            continue
+        out.append(hash_bundle(data, index, width))
+    return out
+
+
+def _perfect_root(tile: bytes) -> bytes:
+    return merkle.root([tile[i : i + merkle.HASH_SIZE] for i in range(0, len(tile), merkle.HASH_SIZE)])
+
+
+def build_tiles(level0: Iterable[tuple[bytes, bytes | None]]) -> dict[tuple[int, int], bytes]:
+    """Every hash tile of the tree whose level-0 tiles (leaf hashes, root if full) are given in order.
+
+    All level-0 tiles but the last must be full; the result holds the same tiles, full and partial, as a log of
+    that size serves (keyed by level and tile index).
+    """
+    out: dict[tuple[int, int], bytes] = {}
+    roots: list[bytes] = []
+    for index, (data, full_root) in enumerate(level0):
+        out[(0, index)] = data
+        if len(data) == TILE_BYTES:
+            roots.append(full_root if full_root is not None else _perfect_root(data))
+    level = 1
+    while roots:
+        below, roots = roots, []
+        for index, start in enumerate(range(0, len(below), tiles.TILE_WIDTH)):
+            chunk = below[start : start + tiles.TILE_WIDTH]
+            out[(level, index)] = b"".join(chunk)
+            if len(chunk) == tiles.TILE_WIDTH:
+                roots.append(merkle.root(chunk))
+        level += 1
+    return out
+
+
+def root_at(tile_set: dict[tuple[int, int], bytes], size: int) -> bytes:
+    """The root of the first ``size`` leaves, from tiles of a tree at least that big."""
+    if size == 0:
+        return merkle.EMPTY_ROOT
+    return tiles.range_hash_from_tiles(0, size, tile_set)
+
+
+def first_difference(ours: bytes, theirs: bytes) -> int | None:
+    """Position of the first 32-byte hash that differs between two tiles (or where one ends); None if equal."""
+    if ours == theirs:
+        return None
+    for i in range(0, max(len(ours), len(theirs)), merkle.HASH_SIZE):
+        if ours[i : i + merkle.HASH_SIZE] != theirs[i : i + merkle.HASH_SIZE]:
+            return i // merkle.HASH_SIZE
+    return None
