@@ -48,25 +48,29 @@ LIMIT $7
 -- name: search_ranked
 -- Ranked among the newest 1,000 matches: ranking reads every listing it ranks, so a common word (found in a third of
 -- 100,000 listings) would otherwise cost a scan of them all for every page. Newest order reaches every match.
-SELECT * FROM (
-    SELECT l.id, l.member, l.network, l.kind, l.category, l.title, l.description, l.area, l.availability,
-           l.shared, l.status, l.expires, l.created_at, l.updated_at, m.name AS member_name,
-           ts_rank(l.search, websearch_to_tsquery('english', $1)) AS rank
-    FROM (
-        SELECT * FROM exchange.listings
-        WHERE status = 'active' AND expires > now()
-          AND search @@ websearch_to_tsquery('english', $1)
-          AND ($2::text IS NULL OR category = $2)
-          AND ($3::text IS NULL OR kind = $3)
-          AND ($4::text IS NULL OR lower(area) = lower($4))
-        ORDER BY created_at DESC, id DESC
-        LIMIT 1000
-    ) l
-    LEFT JOIN exchange.members m ON m.id = l.member
-) ranked
-WHERE $5::real IS NULL OR (rank, id) < ($5, $6)
-ORDER BY rank DESC, id DESC
-LIMIT $7
+-- Members' names are joined to the page only, not to every listing ranked.
+SELECT l.id, l.member, l.network, l.kind, l.category, l.title, l.description, l.area, l.availability,
+       l.shared, l.status, l.expires, l.created_at, l.updated_at, m.name AS member_name, l.rank
+FROM (
+    SELECT * FROM (
+        SELECT w.*, ts_rank(w.search, websearch_to_tsquery('english', $1)) AS rank
+        FROM (
+            SELECT * FROM exchange.listings
+            WHERE status = 'active' AND expires > now()
+              AND search @@ websearch_to_tsquery('english', $1)
+              AND ($2::text IS NULL OR category = $2)
+              AND ($3::text IS NULL OR kind = $3)
+              AND ($4::text IS NULL OR lower(area) = lower($4))
+            ORDER BY created_at DESC, id DESC
+            LIMIT 1000
+        ) w
+    ) ranked
+    WHERE $5::real IS NULL OR (rank, id) < ($5, $6)
+    ORDER BY rank DESC, id DESC
+    LIMIT $7
+) l
+LEFT JOIN exchange.members m ON m.id = l.member
+ORDER BY l.rank DESC, l.id DESC
 
 -- name: exchanges
 -- Exchanges with their parties and lines (as parallel arrays, lines in order), in one round trip.
