@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import multiprocessing
 import os
 import resource
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import asyncpg
@@ -82,6 +85,32 @@ def _bare(entries: list[bytes]) -> tuple[Timed, Timed]:
     return plain, leaf
 
 
+def _hash_half(directory: str, size: int, half: int, start: Barrier, results: Queue[float]) -> None:
+    """In a worker process: hash half of the entries once both halves are loaded; report the seconds taken."""
+    entries = _entries(Path(directory), size)[half::2]
+    sha = hashlib.sha256
+    start.wait()
+    t0 = time.perf_counter()
+    for entry in entries:
+        sha(entry).digest()
+    results.put(time.perf_counter() - t0)
+
+
+def _bare_in_two(directory: Path, size: int) -> float:
+    """Seconds for two processes to hash half of the entries each, at the same time: how much a second process
+    can add on this machine right now (the figure to read the 2-process audit against)."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    results: Queue[float] = context.Queue()
+    workers = [context.Process(target=_hash_half, args=(str(directory), size, half, start, results)) for half in (0, 1)]
+    for worker in workers:
+        worker.start()
+    seconds = max(results.get(), results.get())
+    for worker in workers:
+        worker.join()
+    return seconds
+
+
 async def _audit(source: Source, trust: Trust, jobs: int, progress: Reporter, runs: int = 1) -> tuple[Report, Timed]:
     """The best of ``runs`` full audits (without a state file), and what it cost."""
     best: tuple[Report, Timed] | None = None
@@ -142,6 +171,7 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
             assert len(entries) == size
             plain, leaf = _bare(entries)
             del entries
+            two_at_once = _bare_in_two(directory, size)
 
             local = DirectorySource(directory)
             one, one_cost = await _audit(local, trust, 1, progress, runs=3)
@@ -167,6 +197,7 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         runs = f"(before/after the audits: {plain.wall:.2f}/{plain_after.wall:.2f} s)"
         print(_line("bare hashing, sha256(entry): the ceiling", size, ceiling, runs))
         print(_line("bare hashing, leaf hash sha256(0x00 || entry)", size, min(leaf, leaf_after, key=lambda t: t.wall)))
+        print(_line("bare hashing, sha256(entry), 2 processes at once", size, two_at_once, "(what a 2nd CPU adds now)"))
         print(_line("audit of the export, 1 process (no download)", size, one_cost))
         print(_line("audit of the export, 2 processes (no download)", size, two_cost))
         print(_line("export over HTTP (download only, with hash tiles)", size, exported))

@@ -6,6 +6,7 @@ and nothing else, keeps only what the checks need, and reports through ``Checks`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -22,7 +23,6 @@ from services.ledger.ledger import (
 )
 
 _array_decoder = msgspec.json.Decoder(list[LogEntry])
-_raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 # Compared with instead of a missing ceiling, so that the hot path makes one comparison.
@@ -49,47 +49,32 @@ class Account:
         self.top = NO_CEILING if ceiling is None else ceiling
 
 
-def decode_bundle(data: bytes, first: int, checks: Checks) -> tuple[list[LogEntry | None], list[msgspec.Raw] | None]:
-    """Decode every entry of an entry bundle (entry ``first`` is its first); None where one does not decode.
+def decode_entries(
+    array: bytes | bytearray | None, data: Callable[[], bytes], first: int, checks: Checks
+) -> list[LogEntry | None]:
+    """Decode a bundle's entries (entry ``first`` is its first); None where one does not decode.
 
-    The bundle is turned into one JSON array in place (each 2-byte length prefix becomes a separator) and decoded
-    in one call. That is only the same as decoding each entry alone if every entry is exactly one JSON value, so
-    the array is first split into raw values whose lengths must be the entries' lengths; those raw values (the
-    exact entry bytes) are returned too, for hashing. Otherwise, or if any entry fails, each entry is decoded
-    alone so that failures name their index, and no raw values are returned.
+    ``array`` is the bundle as one JSON array (see ``tree.prepare_bundle``), decoded in one call. Without one, or if
+    any entry fails, each entry of the bundle's ``data`` is decoded alone so that failures name their index.
     """
-    buf = bytearray(data)
-    buf.append(0x5D)  # ]
-    lengths: list[int] = []
-    add = lengths.append
-    p = 0
-    end = len(data)
-    while p + 2 <= end:
-        n = (data[p] << 8) | data[p + 1]
-        buf[p] = 0x2C  # ,
-        buf[p + 1] = 0x20
-        add(n)
-        p += 2 + n
-    if lengths and p == end:
-        buf[0] = 0x5B  # [
+    if array is not None:
         try:
-            raws = _raw_decoder.decode(buf)
-            if list(map(len, raws)) == lengths:
-                decoded: list[LogEntry | None] = list(_array_decoder.decode(buf))
-                return decoded, raws
+            return list(_array_decoder.decode(array))
         except msgspec.DecodeError:
             pass
+    raw = data()
     out: list[LogEntry | None] = []
     p = 0
-    for i, n in enumerate(lengths):
+    end = len(raw)
+    while p + 2 <= end:
         start = p + 2
-        p = start + n
+        p = start + ((raw[p] << 8) | raw[p + 1])
         try:
-            out.append(entry_decoder.decode(data[start:p]))
+            out.append(entry_decoder.decode(raw[start:p]))
         except msgspec.DecodeError as exc:
-            checks.fail("ledger.well_formed", f"entry does not decode as a ledger entry: {exc}", index=first + i)
+            checks.fail("ledger.well_formed", f"entry does not decode as a ledger entry: {exc}", index=first + len(out))
             out.append(None)
-    return out, None
+    return out
 
 
 class Replay:
@@ -236,17 +221,21 @@ class Replay:
         """The checks that need every transfer: ids used once, reversals that undo one earlier transfer, once."""
         fail = self.checks.fail
         ids, indexes = self.ids, self.indexes
-        first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))  # id -> first position
-        if len(first) != len(ids):
-            seen: set[str] = set()
+        # Where each id is first used: for every id only if some id repeats, otherwise (the usual case, and a
+        # set is cheaper than a dict of a million ids) only for the transfers that reversals name.
+        first: dict[str, int] = {}
+        if len(set(ids)) != len(ids):
             for position, tid in enumerate(ids):
-                if tid in seen:
+                earlier = first.setdefault(tid, position)
+                if earlier != position:
                     fail(
                         "ledger.unique_ids",
-                        f"transfer id {tid} was already used by entry {indexes[first[tid]]}",
+                        f"transfer id {tid} was already used by entry {indexes[earlier]}",
                         index=indexes[position],
                     )
-                seen.add(tid)
+        else:
+            targets = {entry.reverses for _, entry, _, _ in self.reversals}
+            first = {tid: position for position, tid in enumerate(ids) if tid in targets}
         reversed_by: dict[str, int] = {}
         for index, entry, payer, payee in self.reversals:
             target = entry.reverses

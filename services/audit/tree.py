@@ -1,4 +1,5 @@
-"""Entry bundles to hash tiles: leaf hashes straight from C2SP tlog-tiles entry bundles, then every tile above.
+"""Entry bundles, made ready for the replay and hashed into tiles: leaf hashes from C2SP tlog-tiles entry bundles,
+then every tile above.
 
 The auditor rebuilds the whole tree as tiles (keyed by level and index, exactly as C2SP tlog-tiles stores them),
 so the root at any size, any proof, and any comparison with the tiles a log serves all come from shared/tiles.py.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -102,21 +105,133 @@ def hash_bundle(
     return b"".join(leaves), merkle.root(leaves) if len(leaves) == tiles.TILE_WIDTH else None, error
 
 
-def hash_bundles(root: str, first: int, stop: int, size: int) -> list[tuple[bytes, bytes | None, str | None]]:
-    """``hash_bundle`` for bundles [first, stop) of a log of ``size`` entries stored under ``root``.
+class Prepared(NamedTuple):
+    """An entry bundle made ready for the replay."""
 
-    Runs in the auditor's process or in a worker process (it takes and returns only plain values).
+    array: bytes | bytearray | None  # the entries as one JSON array (see prepare_bundle), when it can be trusted
+    tile: bytes  # concatenated leaf hashes
+    root: bytes | None  # root of the tile, when it is full
+    error: str | None
+
+
+_raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def frame_bundle(data: bytes) -> tuple[bytearray, list[int]] | None:
+    """The bundle as one JSON array, each 2-byte length prefix turned into a separator, and the entry lengths.
+
+    None when the bundle is empty or its last entry runs past its end.
     """
+    buf = bytearray(data)
+    buf.append(0x5D)  # ]
+    lengths: list[int] = []
+    add = lengths.append
+    p = 0
+    end = len(data)
+    while p + 2 <= end:
+        n = (data[p] << 8) | data[p + 1]
+        buf[p] = 0x2C  # ,
+        buf[p + 1] = 0x20
+        add(n)
+        p += 2 + n
+    if not lengths or p != end:
+        return None
+    buf[0] = 0x5B  # [
+    return buf, lengths
+
+
+def prepare_bundle(data: bytes, index: int, width: int) -> Prepared:
+    """Frame, split and hash one entry bundle (``index``, ``width`` entries) for the replay.
+
+    Decoding the framed array in one call is the same as decoding each entry alone only if every entry is exactly
+    one JSON value: the array is split into raw values first, and it is handed on only if their lengths are the
+    entries' lengths. Those raw values are the exact entry bytes, so they are also what gets hashed.
+    """
+    framed = frame_bundle(data)
+    raws = None
+    if framed is not None:
+        try:
+            found = _raw_decoder.decode(framed[0])
+            if list(map(len, found)) == framed[1]:
+                raws = found
+        except msgspec.DecodeError:
+            pass
+    tile, root, error = hash_bundle(data, index, width, raws)
+    array = framed[0] if framed is not None and raws is not None else None
+    return Prepared(array, tile, root, error)
+
+
+def prepare_bundles(root: str, first: int, stop: int, size: int) -> list[Prepared]:
+    """``prepare_bundle`` for bundles [first, stop) of a log of ``size`` entries stored under ``root``."""
     base = Path(root)
-    out: list[tuple[bytes, bytes | None, str | None]] = []
+    out: list[Prepared] = []
     for index in range(first, stop):
         width = bundle_width(size, index)
         try:
             data = read_bundle(base, index, width)
         except BundleError as exc:
-            out.append((b"", None, str(exc)))
+            out.append(Prepared(None, b"", None, str(exc)))
             continue
-        out.append(hash_bundle(data, index, width))
+        out.append(prepare_bundle(data, index, width))
+    return out
+
+
+def prepare_bundles_to(
+    spill: str, root: str, first: int, stop: int, size: int
+) -> list[tuple[int, int, bytes | None, str | None]]:
+    """``prepare_bundles`` in a worker process, its arrays and tiles written to the file ``spill``.
+
+    A worker's result passes through a pipe that the parent reads only when it holds the GIL, which its replay
+    rarely lets go of: a big result would keep the worker waiting, while a file is read back in one call. Returns,
+    per bundle, the sizes of its array (-1: none) and tile in the file, its tile root and its error.
+    """
+    prepared = prepare_bundles(root, first, stop, size)
+    parts: list[bytes | bytearray] = []
+    out: list[tuple[int, int, bytes | None, str | None]] = []
+    for p in prepared:
+        if p.array is not None:
+            parts.append(p.array)
+        parts.append(p.tile)
+        out.append((-1 if p.array is None else len(p.array), len(p.tile), p.root, p.error))
+    with open(spill, "wb") as f:
+        f.writelines(parts)
+    return out
+
+
+def prepare_chunks(
+    directory: str, size: int, chunks: list[tuple[int, int]], spill: str, claims: Any, out: Connection
+) -> None:
+    """A worker process: prepare the first chunk of bundles nobody has claimed, until the claims meet.
+
+    ``claims`` (a shared array with its lock) holds the next chunk to take from the front and the last one left
+    at the back (the auditor's own process takes chunks from the back while it would otherwise wait). Each chunk
+    goes to the file ``spill/<first bundle>`` and is reported on ``out``; ``None`` says the worker is done.
+    """
+    while True:
+        with claims.get_lock():
+            position = claims[0]
+            if position > claims[1]:
+                break
+            claims[0] = position + 1
+        lo, hi = chunks[position]
+        out.send((position, prepare_bundles_to(f"{spill}/{lo}", directory, lo, hi, size)))
+    out.send(None)
+    out.close()
+
+
+def unspill(sizes: list[tuple[int, int, bytes | None, str | None]], spill: Path) -> list[Prepared]:
+    """The bundles that ``prepare_bundles_to`` wrote to ``spill`` (the file is removed)."""
+    data = spill.read_bytes()
+    spill.unlink()
+    out = []
+    p = 0
+    for array_size, tile_size, root, error in sizes:
+        array = None
+        if array_size >= 0:
+            array = data[p : p + array_size]
+            p += array_size
+        out.append(Prepared(array, data[p : p + tile_size], root, error))
+        p += tile_size
     return out
 
 

@@ -8,11 +8,7 @@ entry audit fetches only the checkpoint and proofs.
 from __future__ import annotations
 
 import asyncio
-import gc
-import multiprocessing
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,17 +18,15 @@ from services.audit import tree
 from services.audit.history import check_consistency
 from services.audit.inclusion import check_inclusions
 from services.audit.progress import Reporter, silent_task
-from services.audit.replay import Replay, decode_bundle
+from services.audit.replay import Replay
 from services.audit.report import CheckpointInfo, Checks, Report, Timings, b64
+from services.audit.scan import Hashed, scan
 from services.audit.signatures import SignedCheckpoint, Trust, check_checkpoint, check_witnesses
 from services.audit.source import ServedBalances, Source
 from services.audit.state import AuditState, SeenCheckpoint
 from shared import merkle, tiles
 
 Mode = Literal["full", "checkpoint", "entry"]
-
-# Below this many entry bundles the worker processes cost more to start than they save.
-PARALLEL_MIN_BUNDLES = 64
 
 
 @dataclass
@@ -157,7 +151,7 @@ async def _full(run: _Run, source: Source, progress: Reporter) -> None:
         run.timings.download = round(time.perf_counter() - t0, 3)
         t1 = time.perf_counter()
         snapshot_at = served.size if served is not None and served.size <= size else None
-        hashed, replay, snapshot = _verify_entries(directory, size, snapshot_at, checks, progress, run.options.jobs)
+        hashed, replay, snapshot = scan(directory, size, snapshot_at, checks, progress, run.options.jobs)
     run.entries = replay.size
     tile_set = await _check_root(run, source, signed, hashed)
     run.timings.verify = round(time.perf_counter() - t1, 3)
@@ -170,82 +164,6 @@ async def _full(run: _Run, source: Source, progress: Reporter) -> None:
 def _note_size(note: bytes) -> int:
     parts = note.split(b"\n", 2)
     return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else -1
-
-
-Hashed = list[tuple[bytes, bytes | None, str | None]]
-
-
-def _verify_entries(
-    directory: Path, size: int, snapshot_at: int | None, checks: Checks, progress: Reporter, jobs: int
-) -> tuple[Hashed, Replay, dict[str, int] | None]:
-    """Hash every bundle while decoding and replaying them here.
-
-    With ``jobs`` > 1 the hashing goes to worker processes in chunks; when the replay is done first, this process
-    takes back the chunks no worker has started, so neither side waits long for the other.
-    """
-    count = tree.bundle_count(size)
-    replay = Replay(checks)
-    snapshot: dict[str, int] | None = {} if snapshot_at == 0 else None
-    chunks: list[tuple[int, int]] = []
-    futures: list[Future[Hashed]] = []
-    pool = None
-    workers = max(0, jobs - 1)
-    if workers and count >= PARALLEL_MIN_BUNDLES:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        step = max(8, -(-count // (workers * 32)))
-        chunks = [(lo, min(lo + step, count)) for lo in range(0, count, step)]
-        try:
-            futures = [pool.submit(tree.hash_bundles, str(directory), lo, hi, size) for lo, hi in chunks]
-        except BrokenProcessPool:
-            futures = []
-    hashed: Hashed = []
-    task = progress.task("verify", size)
-    gc_was_enabled = gc.isenabled()
-    # Millions of small objects are made and kept here and none of them forms a cycle: the cyclic collector
-    # would only walk them again and again.
-    gc.disable()
-    try:
-        for index in range(count):
-            width = tree.bundle_width(size, index)
-            first = index * tiles.TILE_WIDTH
-            try:
-                data = tree.read_bundle(directory, index, width)
-            except tree.BundleError as exc:
-                if pool is None:
-                    hashed.append((b"", None, str(exc)))
-                task.advance(width)
-                continue
-            entries, raws = decode_bundle(data, first, checks)
-            if pool is None:
-                hashed.append(tree.hash_bundle(data, index, width, raws))
-            if snapshot_at is not None and first < snapshot_at <= first + len(entries):
-                cut = snapshot_at - first
-                replay.size = first
-                replay.replay(entries[:cut])
-                snapshot = replay.balances()
-                entries = entries[cut:]
-                first = snapshot_at
-            replay.size = first
-            replay.replay(entries)
-            task.advance(width)
-        replay.finish()
-        task.done()
-        for position, (lo, hi) in enumerate(chunks):
-            future = futures[position] if position < len(futures) else None
-            try:
-                if future is not None and not future.cancel():
-                    hashed.extend(future.result())
-                    continue
-            except BrokenProcessPool:
-                pass  # a worker could not start (or died): this process hashes the chunk itself
-            hashed.extend(tree.hash_bundles(str(directory), lo, hi, size))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    replay.size = min(replay.size, size)
-    return hashed, replay, snapshot
 
 
 async def _check_root(

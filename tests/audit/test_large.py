@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from services.audit.verify import PARALLEL_MIN_BUNDLES
+from services.audit.scan import PARALLEL_MIN_BUNDLES, Chunks
+from services.audit.tree import prepare_bundles
 from services.ledger.bench import bulk_entries
 from services.ledger.ledger import entry_encoder
 from shared import tiles
@@ -56,3 +58,21 @@ def test_large_log_with_a_changed_entry_is_caught_at_its_index_with_and_without_
     done = audit(capsys, tmp_path, str(log), "--vkey", signer.verifier().to_text(), "--jobs", jobs, "--no-state")
     assert done.status == 1
     assert done.indexes("log.entries") == [index]
+
+
+def test_chunks_prepared_by_a_worker_process_equal_those_prepared_here(large: tuple[Path, Signer]) -> None:
+    directory, _ = large
+    chunks = Chunks(directory, SIZE, workers=1)
+    try:
+        deadline = time.monotonic() + 60
+        while chunks.claims[0] == 0:  # let the worker take a chunk before this process may take them all
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.01)
+        prepared = [chunks.get(position) for position in range(len(chunks.chunks))]
+    finally:
+        chunks.close()
+    assert chunks.by_workers, "no chunk was prepared by the worker"
+    for position in chunks.by_workers:
+        lo, hi = chunks.chunks[position]
+        here = prepare_bundles(str(directory), lo, hi, SIZE)
+        assert [tuple(p) for p in prepared[position]] == [tuple(p) for p in here]

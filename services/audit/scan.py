@@ -1,0 +1,184 @@
+"""Reading every entry bundle of a log once.
+
+Bundles are prepared (framed, split and hashed into tiles) in worker processes, and decoded and replayed here.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import tempfile
+from functools import partial
+from multiprocessing import connection
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from services.audit import tree
+from services.audit.progress import Reporter
+from services.audit.replay import Replay, decode_entries
+from services.audit.report import Checks
+from services.ledger.ledger import LogEntry
+from shared import tiles
+
+# Bundles per chunk of work handed to a worker process: enough (about 25 ms of work) that waiting for the GIL to
+# pass a chunk on costs little, few enough that the last chunks can be shared out.
+CHUNK_BUNDLES = 64
+# Below this many entry bundles the worker processes cost more to start than they save.
+PARALLEL_MIN_BUNDLES = 4 * CHUNK_BUNDLES
+
+
+Hashed = list[tuple[bytes, bytes | None, str | None]]
+
+
+Spilled = list[tuple[int, int, bytes | None, str | None]]
+
+
+class Chunks:
+    """Bundles prepared in order, chunk by chunk, by worker processes or by this process.
+
+    The replay takes the chunks in order. Workers take chunks from the front; while the replay waits for one, this
+    process takes the last chunk left at the back, so that both sides finish at about the same time. Each worker
+    reports on a pipe of its own that this process reads only when it needs to (a ``ProcessPoolExecutor`` would
+    hand work out through a thread that a busy replay starves of the GIL).
+    """
+
+    def __init__(self, directory: Path, size: int, workers: int) -> None:
+        self.directory = str(directory)
+        self.size = size
+        count = tree.bundle_count(size)
+        self.chunks = [(lo, min(lo + CHUNK_BUNDLES, count)) for lo in range(0, count, CHUNK_BUNDLES)]
+        self.done: dict[int, list[tree.Prepared]] = {}
+        self.by_workers: set[int] = set()
+        self.spill: tempfile.TemporaryDirectory[str] | None = None
+        self.claims: Any = None
+        self.processes: list[BaseProcess] = []
+        self.pipes: list[Connection] = []
+        if workers and count >= PARALLEL_MIN_BUNDLES:
+            context = multiprocessing.get_context("spawn")
+            self.spill = tempfile.TemporaryDirectory(prefix="timebank-audit-")
+            self.claims = context.Array("q", [0, len(self.chunks) - 1])
+            for _ in range(workers):
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=tree.prepare_chunks,
+                    args=(self.directory, size, self.chunks, self.spill.name, self.claims, writer),
+                    daemon=True,
+                )
+                process.start()
+                writer.close()
+                self.processes.append(process)
+                self.pipes.append(reader)
+
+    def _here(self, position: int) -> None:
+        lo, hi = self.chunks[position]
+        self.done[position] = tree.prepare_bundles(self.directory, lo, hi, self.size)
+
+    def _claim(self, position: int | None) -> int | None:
+        """Claim chunk ``position`` if no worker has it yet, or (None) the last chunk left at the back."""
+        with self.claims.get_lock():
+            front, back = self.claims[0], self.claims[1]
+            if position is not None:
+                if position < front:
+                    return None
+                self.claims[0] = position + 1
+                return position
+            if back < front:
+                return None
+            self.claims[1] = back - 1
+            return int(back)
+
+    def _receive(self, timeout: float | None) -> None:
+        """Take in what the workers have reported (waiting up to ``timeout`` for something); drop dead workers."""
+        for pipe in connection.wait(self.pipes, timeout):
+            assert isinstance(pipe, Connection)
+            try:
+                message = pipe.recv()
+            except EOFError:
+                message = None  # the worker died; whatever it had claimed is prepared here
+            if message is None:
+                self.pipes.remove(pipe)
+                continue
+            position, spilled = message
+            assert self.spill is not None
+            path = Path(f"{self.spill.name}/{self.chunks[position][0]}")
+            self.done[position] = tree.unspill(spilled, path)
+            self.by_workers.add(position)
+
+    def get(self, position: int) -> list[tree.Prepared]:
+        """Chunk ``position``, prepared."""
+        while position not in self.done:
+            if not self.pipes:
+                self._here(position)  # no workers (left)
+            elif self._claim(position) is not None:
+                self._here(position)
+            else:
+                self._receive(0)
+                if position in self.done:
+                    break
+                last = self._claim(None)
+                if last is not None:
+                    self._here(last)
+                else:
+                    self._receive(None)
+        return self.done.pop(position)
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.join()
+        for pipe in self.pipes:
+            pipe.close()
+        if self.spill is not None:
+            self.spill.cleanup()
+
+
+def scan(
+    directory: Path, size: int, snapshot_at: int | None, checks: Checks, progress: Reporter, jobs: int
+) -> tuple[Hashed, Replay, dict[str, int] | None]:
+    """Prepare (frame and hash) every bundle, in worker processes if ``jobs`` > 1, and decode and replay them here."""
+    replay = Replay(checks)
+    snapshot: dict[str, int] | None = {} if snapshot_at == 0 else None
+    chunks = Chunks(directory, size, max(0, jobs - 1))
+    hashed: Hashed = []
+    task = progress.task("verify", size)
+    gc_was_enabled = gc.isenabled()
+    # Millions of small objects are made and kept here and none of them forms a cycle: the cyclic collector
+    # would only walk them again and again.
+    gc.disable()
+    try:
+        for position, (lo, _) in enumerate(chunks.chunks):
+            for index, prepared in enumerate(chunks.get(position), lo):
+                hashed.append((prepared.tile, prepared.root, prepared.error))
+                width = tree.bundle_width(size, index)
+                first = index * tiles.TILE_WIDTH
+                try:
+                    entries = _decode(directory, index, width, prepared, checks)
+                except tree.BundleError:
+                    task.advance(width)  # the bundle is missing: log.entries names it
+                    continue
+                if snapshot_at is not None and first < snapshot_at <= first + len(entries):
+                    cut = snapshot_at - first
+                    replay.size = first
+                    replay.replay(entries[:cut])
+                    snapshot = replay.balances()
+                    entries = entries[cut:]
+                    first = snapshot_at
+                replay.size = first
+                replay.replay(entries)
+                task.advance(width)
+        replay.finish()
+        task.done()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        chunks.close()
+    replay.size = min(replay.size, size)
+    return hashed, replay, snapshot
+
+
+def _decode(directory: Path, index: int, width: int, prepared: tree.Prepared, checks: Checks) -> list[LogEntry | None]:
+    return decode_entries(
+        prepared.array, partial(tree.read_bundle, directory, index, width), index * tiles.TILE_WIDTH, checks
+    )
