@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import State
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
@@ -37,6 +36,7 @@ from services.ledger.ledger import (
     entry_decoder,
 )
 from shared.errors import NotFound
+from shared.web import AnyRequest, strict_body
 
 _ACCOUNT_RE = re.compile(ACCOUNT_ID_PATTERN)
 _TRANSFER_RE = re.compile(TRANSFER_ID_PATTERN)
@@ -139,18 +139,6 @@ class Balance(msgspec.Struct, kw_only=True):
 class Balances(msgspec.Struct, kw_only=True):
     size: int
     accounts: list[Balance]
-
-
-AnyRequest = Request[Any, Any, Any]
-T = TypeVar("T")
-
-
-async def strict_body(request: AnyRequest, type_: type[T]) -> T:
-    """Decode the body strictly: Litestar's own conversion is lenient (it would take "5" for 5)."""
-    try:
-        return msgspec.json.decode(await request.body(), type=type_)
-    except msgspec.ValidationError as exc:
-        raise ValidationException(f"Validation failed: {exc}") from None
 
 
 def _b64(data: bytes) -> str:
