@@ -45,6 +45,13 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--proof", type=Path, action="append", default=[], metavar="FILE", help="check a saved .tlog-proof bundle"
     )
+    parser.add_argument(
+        "--neighbour",
+        metavar="SOURCE",
+        help="a neighbouring network's node URL or export directory: audit its log too, and pair the cross-network "
+        "transfers between the two",
+    )
+    parser.add_argument("--neighbour-vkey", metavar="VKEY", help="the neighbouring network's verifier key")
     parser.add_argument("--json", metavar="PATH", help="write the JSON report to PATH ('-': stdout, summary to stderr)")
     parser.add_argument(
         "--state", type=Path, help="checkpoints seen before (default: $XDG_STATE_HOME/timebank/audit-state.json)"
@@ -71,22 +78,34 @@ def _key_text(value: str) -> str:
     return value.strip()
 
 
+def _cache_name(verifier: Verifier) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', verifier.name)}-{verifier.key_id:08x}"
+
+
 def _default_cache(verifier: Verifier) -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", verifier.name)
-    return Path(base) / "timebank" / "audit" / f"{name}-{verifier.key_id:08x}"
+    return Path(base) / "timebank" / "audit" / _cache_name(verifier)
 
 
 class _Usage(Exception):
     pass
 
 
-def _trust(args: argparse.Namespace) -> Trust:
-    from services.audit.signatures import Trust
-    from shared.note import CosignatureVerifier, NoteError, Verifier
+def _verifier(value: str) -> Verifier:
+    from shared.note import NoteError, Verifier
 
     try:
-        verifier = Verifier.from_text(_key_text(args.vkey))
+        return Verifier.from_text(_key_text(value))
+    except (NoteError, OSError) as exc:
+        raise _Usage(f"bad key: {exc}") from None
+
+
+def _trust(args: argparse.Namespace) -> Trust:
+    from services.audit.signatures import Trust
+    from shared.note import CosignatureVerifier, NoteError
+
+    verifier = _verifier(args.vkey)
+    try:
         witnesses = [CosignatureVerifier.from_text(_key_text(w)) for w in args.witness]
     except (NoteError, OSError) as exc:
         raise _Usage(f"bad key: {exc}") from None
@@ -100,9 +119,10 @@ def run_audit(args: argparse.Namespace) -> int:
     """Run ``timebank audit``; the exit status is 0 only when every check passed."""
     from services.audit.inclusion import proof_files
     from services.audit.report import summary, to_json
+    from services.audit.signatures import Trust
     from services.audit.source import DirectorySource, HttpSource, SourceError
     from services.audit.state import AuditState, StateError, default_state_path, load_state, save_state
-    from services.audit.verify import Mode, Options
+    from services.audit.verify import Mode, Neighbour, Options
 
     try:
         trust = _trust(args)
@@ -111,6 +131,11 @@ def run_audit(args: argparse.Namespace) -> int:
             raise _Usage("give the node's URL or an export directory (only --proof works without one)")
         if args.entry and args.source is None:
             raise _Usage("--entry needs the node's URL or an export directory")
+        if (args.neighbour is None) != (args.neighbour_vkey is None):
+            raise _Usage("--neighbour and --neighbour-vkey go together")
+        if args.neighbour is not None and mode != "full":
+            raise _Usage("--neighbour pairs two full audits: it does not go with --checkpoint-only, --entry or --proof")
+        neighbour_trust = None if args.neighbour_vkey is None else Trust(_verifier(args.neighbour_vkey))
         proofs = proof_files(args.proof)
         state_path = None if args.no_state else (args.state or default_state_path())
         state = AuditState() if state_path is None else load_state(state_path)
@@ -121,23 +146,31 @@ def run_audit(args: argparse.Namespace) -> int:
         trust=trust, mode=mode, state=None if state_path is None else state, entries=args.entry, proofs=proofs
     )
     options.jobs = max(1, args.jobs)
-    temporary = None
+    temporaries: list[Path] = []
+
+    def open_source(where: str, verifier: Verifier, cache: Path | None) -> Source:
+        if not re.match(r"https?://", where):
+            return DirectorySource(Path(where))
+        if args.no_cache:
+            temporaries.append(Path(tempfile.mkdtemp(prefix="timebank-audit-")))
+            cache = temporaries[-1]
+        return HttpSource(where, cache or _default_cache(verifier))
+
     source: Source | None = None
     try:
         if args.source is not None:
-            if re.match(r"https?://", args.source):
-                if args.no_cache:
-                    temporary = Path(tempfile.mkdtemp(prefix="timebank-audit-"))
-                cache = temporary or args.cache or _default_cache(trust.verifier)
-                source = HttpSource(args.source, cache)
-            else:
-                source = DirectorySource(Path(args.source))
+            source = open_source(args.source, trust.verifier, args.cache)
+        if neighbour_trust is not None:
+            # Under --cache, the neighbour's entries go beside ours, in a folder named after its key.
+            verifier = neighbour_trust.verifier
+            cache = None if args.cache is None else args.cache.with_name(f"{args.cache.name}-{_cache_name(verifier)}")
+            options.neighbour = Neighbour(open_source(args.neighbour, verifier, cache), neighbour_trust)
         report = asyncio.run(_audit(source, options, args.quiet, state_path))
     except SourceError as exc:
         print(f"timebank audit: cannot read the log: {exc}", file=sys.stderr)
         return CANNOT_AUDIT
     finally:
-        if temporary is not None:
+        for temporary in temporaries:
             shutil.rmtree(temporary, ignore_errors=True)
     if state_path is not None:
         save_state(state_path, state)
@@ -161,6 +194,8 @@ async def _audit(source: Source | None, options: Options, quiet: bool, state_pat
     finally:
         if source is not None:
             await source.close()
+        if options.neighbour is not None:
+            await options.neighbour.source.close()
 
 
 def run_export(args: argparse.Namespace) -> int:

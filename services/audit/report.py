@@ -23,6 +23,8 @@ CHECKS: dict[str, str] = {
     "ledger.reversals": "every reversal undoes an earlier transfer, and none is reversed twice",
     "ledger.zero_sum": "balances sum to zero",
     "ledger.balances": "the balances the node serves equal the balances replayed from the entries",
+    "federation.pairing": "every cross-network transfer pairs with the neighbour's answer, and the clearing "
+    "accounts net to what is in flight",
     "entry.inclusion": "the entry is included under the signed checkpoint",
 }
 
@@ -31,11 +33,14 @@ MAX_LISTED = 20
 
 
 class Failure(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One thing found wrong, with the entry index (and account) it concerns when there is one."""
+    """One thing found wrong, with the entry index (and account) it concerns when there is one.
+
+    ``log`` names the log the index is in when the check reads two networks' logs."""
 
     message: str
     index: int | None = None
     account: str | None = None
+    log: str | None = None
 
 
 class CheckResult(msgspec.Struct, kw_only=True):
@@ -60,7 +65,10 @@ class Timings(msgspec.Struct, kw_only=True):
 
 
 class Report(msgspec.Struct, kw_only=True):
-    """The JSON report (``--json``): ``ok`` is true exactly when no check failed."""
+    """The JSON report (``--json``): ``ok`` is true exactly when no check failed, the neighbour's included.
+
+    ``neighbour`` is the audit of the second network's log, when one was given for pairing cross-network transfers.
+    """
 
     version: int = 1
     ok: bool
@@ -75,6 +83,7 @@ class Report(msgspec.Struct, kw_only=True):
     seconds: float
     timings: Timings
     checks: list[CheckResult]
+    neighbour: Report | None = None
 
 
 class Checks:
@@ -90,13 +99,21 @@ class Checks:
             self._results[check] = result
         return result
 
-    def fail(self, check: str, message: str, *, index: int | None = None, account: str | None = None) -> None:
+    def fail(
+        self,
+        check: str,
+        message: str,
+        *,
+        index: int | None = None,
+        account: str | None = None,
+        log: str | None = None,
+    ) -> None:
         result = self._get(check)
         result.status = "fail"
         result.detail = ""
         result.failure_count += 1
         if len(result.failures) < MAX_LISTED:
-            result.failures.append(Failure(message=message, index=index, account=account))
+            result.failures.append(Failure(message=message, index=index, account=account, log=log))
 
     def passed(self, check: str, detail: str) -> None:
         """Record that the check ran and what it covered; it passes unless a failure was (or is later) recorded."""
@@ -129,7 +146,20 @@ _MARK = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}
 
 def summary(report: Report) -> str:
     """A short human summary: what was checked, how many entries, what failed and where."""
-    lines = [f"timebank audit of {report.source}"]
+    lines = [f"timebank audit of {report.source}", *_check_lines(report)]
+    failed = [c.id for c in report.checks if c.status == "fail"]
+    if report.neighbour is not None:
+        lines.append(f"neighbour: audit of {report.neighbour.source}")
+        lines += _check_lines(report.neighbour)
+        failed += [f"{report.neighbour.origin}: {c.id}" for c in report.neighbour.checks if c.status == "fail"]
+    lines.append(
+        "PASS: every check passed" if report.ok else f"FAIL: {len(failed)} check(s) failed: {', '.join(failed)}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _check_lines(report: Report) -> list[str]:
+    lines = []
     if report.checkpoint is not None:
         cp = report.checkpoint
         lines.append(f"  log {cp.origin}, checkpoint size {cp.size:,}, root {cp.root}")
@@ -140,7 +170,9 @@ def summary(report: Report) -> str:
         for failure in check.failures:
             where = []
             if failure.index is not None:
-                where.append(f"entry {failure.index}")
+                where.append(
+                    f"entry {failure.index}" if failure.log is None else f"{failure.log} entry {failure.index}"
+                )
             if failure.account is not None:
                 where.append(failure.account)
             prefix = f"{', '.join(where)}: " if where else ""
@@ -148,11 +180,7 @@ def summary(report: Report) -> str:
         hidden = check.failure_count - len(check.failures)
         if hidden > 0:
             lines.append(f"         ... and {hidden:,} more")
-    failed = [c.id for c in report.checks if c.status == "fail"]
-    lines.append(
-        "PASS: every check passed" if report.ok else f"FAIL: {len(failed)} check(s) failed: {', '.join(failed)}"
-    )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 report_encoder = msgspec.json.Encoder()

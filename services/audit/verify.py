@@ -17,6 +17,7 @@ from typing import Literal
 from services.audit import tree
 from services.audit.history import check_consistency
 from services.audit.inclusion import check_inclusions
+from services.audit.pairing import CHECK, Side, check_pairing
 from services.audit.progress import Reporter, silent_task
 from services.audit.replay import Replay
 from services.audit.report import CheckpointInfo, Checks, Report, Timings, b64
@@ -29,6 +30,14 @@ from shared import merkle, tiles
 Mode = Literal["full", "checkpoint", "entry"]
 
 
+@dataclass(frozen=True)
+class Neighbour:
+    """A second network's log, audited in full too, to pair the cross-network transfers between the two."""
+
+    source: Source
+    trust: Trust
+
+
 @dataclass
 class Options:
     trust: Trust
@@ -37,6 +46,7 @@ class Options:
     entries: list[int] = field(default_factory=list)
     proofs: list[tuple[str, str]] = field(default_factory=list)  # (file name, .tlog-proof text)
     jobs: int = 1
+    neighbour: Neighbour | None = None
 
 
 @dataclass
@@ -53,6 +63,7 @@ class _Run:
     entries: int = 0
     balances_size: int | None = None
     timings: Timings = field(default_factory=Timings)
+    replay: Replay | None = None
 
     def seen(self) -> list[SeenCheckpoint] | None:
         """The checkpoints of this log seen before; None when the audit keeps no state."""
@@ -65,11 +76,17 @@ class _Run:
             return self.source.description
         return ", ".join(name for name, _ in self.options.proofs)
 
-    def report(self, state_file: Path | None) -> Report:
+    def side(self) -> Side | None:
+        """This log as the pairing of two networks reads it; None unless it was signed and replayed."""
+        if self.signed is None or self.replay is None:
+            return None
+        return Side(self.signed.checkpoint.origin, self.signed.checkpoint.size, self.replay)
+
+    def report(self, state_file: Path | None, neighbour: Report | None = None) -> Report:
         cp = self.signed.checkpoint if self.signed is not None else None
         results = self.checks.results()
         return Report(
-            ok=bool(results) and all(c.status != "fail" for c in results),
+            ok=bool(results) and all(c.status != "fail" for c in results) and (neighbour is None or neighbour.ok),
             mode=self.options.mode,
             source=self.description(),
             origin=self.options.trust.verifier.name,
@@ -85,6 +102,7 @@ class _Run:
             seconds=round(time.perf_counter() - self.started, 3),
             timings=self.timings,
             checks=results,
+            neighbour=neighbour,
         )
 
 
@@ -93,9 +111,12 @@ async def audit(
 ) -> Report:
     """Run the audit the options ask for and return its report (``ok`` only if no check failed)."""
     run = _Run(Checks(), options, source)
+    neighbour: Report | None = None
     if options.mode == "full":
         assert source is not None
         await _full(run, source, progress)
+        if options.neighbour is not None:
+            neighbour = await _pair(run, options.neighbour, progress, state_file)
     elif options.mode == "checkpoint":
         assert source is not None
         signed = check_checkpoint(await source.checkpoint(), options.trust, run.checks)
@@ -109,7 +130,23 @@ async def audit(
         )
         run.signed = run.met[-1] if run.met else None
     _remember(run)
-    return run.report(state_file)
+    return run.report(state_file, neighbour)
+
+
+async def _pair(run: _Run, neighbour: Neighbour, progress: Reporter, state_file: Path | None) -> Report:
+    """Audit the neighbour's log in full, then pair the cross-network transfers of the two logs."""
+    options = Options(trust=neighbour.trust, state=run.options.state, jobs=run.options.jobs)
+    other = _Run(Checks(), options, neighbour.source)
+    await _full(other, neighbour.source, progress)
+    _remember(other)
+    ours, theirs = run.side(), other.side()
+    if ours is None or theirs is None:
+        run.checks.skip(CHECK, "the two logs were not both read and replayed")
+    elif ours.origin == theirs.origin:
+        run.checks.fail(CHECK, f"both logs are {ours.origin}'s: give the neighbour's log to pair with")
+    else:
+        check_pairing(run.checks, ours, theirs)
+    return other.report(state_file)
 
 
 def _remember(run: _Run) -> None:
@@ -153,6 +190,7 @@ async def _full(run: _Run, source: Source, progress: Reporter) -> None:
         snapshot_at = served.size if served is not None and served.size <= size else None
         hashed, replay, snapshot = scan(directory, size, snapshot_at, checks, progress, run.options.jobs)
     run.entries = replay.size
+    run.replay = replay
     tile_set = await _check_root(run, source, signed, hashed)
     run.timings.verify = round(time.perf_counter() - t1, 3)
     # Roots recomputed from the entries say something about the signed tree only if the entries make it.

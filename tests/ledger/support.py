@@ -11,8 +11,10 @@ import httpx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from services.ledger.ledger import LogEntry, Transfer, entry_decoder
 from shared import merkle
 from shared.note import Checkpoint, Signer, open_note, parse_checkpoint
+from tests.ledger.conftest import auth
 
 Client = AsyncTestClient[Litestar]
 T = TypeVar("T")
@@ -33,7 +35,7 @@ def assert_problem(response: httpx.Response, status: int, slug: str | None = Non
     return body
 
 
-async def entries(client: Client) -> list[bytes]:
+async def entries(client: httpx.AsyncClient) -> list[bytes]:
     """Every entry of the public log, in order, as the exact stored bytes (checks indexes are gap-free)."""
     out: list[bytes] = []
     while True:
@@ -46,6 +48,47 @@ async def entries(client: Client) -> list[bytes]:
         for entry in page["entries"]:
             assert entry["index"] == len(out), "log indexes are not contiguous"
             out.append(base64.b64decode(entry["data"]))
+
+
+async def log_of(client: httpx.AsyncClient) -> list[LogEntry]:
+    return [entry_decoder.decode(data) for data in await entries(client)]
+
+
+async def relay(
+    sender: httpx.AsyncClient, receiver: httpx.AsyncClient, sender_origin: str, receiver_origin: str
+) -> list[dict[str, Any]]:
+    """The federation, by hand: the receiver decides every transfer in the sender's log that names it; the sender
+    reverses what the receiver rejected. Returns the decisions, as the sender's federation reads them back.
+
+    Everything it uses is public (the sender's log, the receiver's decisions) except the two write tokens.
+    """
+    decisions = []
+    for index, entry in enumerate(await log_of(sender)):
+        outgoing = isinstance(entry, Transfer) and entry.remote is not None and entry.remote.account is not None
+        if not (outgoing and entry.remote.origin == receiver_origin):
+            continue
+        body = {
+            "origin": sender_origin,
+            "transfer": entry.id,
+            "index": index,
+            "payee": entry.remote.account,
+            "minutes": entry.minutes,
+        }
+        if entry.memo_digest is not None:
+            body["memo_digest"] = entry.memo_digest
+        r = await receiver.post("/crossnet/decisions", json=body, headers=auth("service"))
+        assert r.status_code in (200, 201), r.text
+        seen = await receiver.get(f"/crossnet/decisions/{sender_origin}/{entry.id}")
+        assert seen.status_code == 200, seen.text
+        decision = seen.json()
+        assert decision == {**r.json(), "replayed": False}
+        if decision["decision"] == "rejected":
+            back = await sender.post(
+                f"/transfers/{entry.id}/reversal", json={"key": f"rejected-{entry.id}"}, headers=auth("service")
+            )
+            assert back.status_code in (200, 201), back.text
+        decisions.append(decision)
+    return decisions
 
 
 async def checkpoint(client: Client, signer: Signer) -> Checkpoint:

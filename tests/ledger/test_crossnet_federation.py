@@ -17,11 +17,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from services.ledger.app import create_app
-from services.ledger.ledger import AccountOpened, CrossnetRejected, LogEntry, Transfer, entry_decoder, transfer_id
+from services.ledger.ledger import AccountOpened, CrossnetRejected, LogEntry, Transfer, transfer_id
 from shared.note import Signer
 from shared.processes import PostgresServer
 from tests.ledger.conftest import ORIGIN, Ledger, auth, ledger_settings
-from tests.ledger.support import Client, assert_problem, checkpoint, entries
+from tests.ledger.support import assert_problem, entries, log_of, relay
 from tests.ledger.test_concurrency import all_balances, assert_log_verifies
 
 ORIGIN_B = "timebank.test/hillside"
@@ -39,44 +39,6 @@ async def network_b(postgres_server: PostgresServer) -> AsyncIterator[Ledger]:
             yield Ledger(app, client, signer, postgres_server.dsn(name))
     finally:
         postgres_server.drop_database(name)
-
-
-async def log_of(client: Client) -> list[LogEntry]:
-    return [entry_decoder.decode(data) for data in await entries(client)]
-
-
-async def relay(a: Ledger, b: Ledger) -> list[dict[str, Any]]:
-    """The federation, by hand: B decides every transfer in A's log that names B; A reverses what B rejected.
-
-    Everything it uses is public (A's log, B's decisions) except the two write tokens.
-    """
-    origin_a = (await checkpoint(a.client, a.signer)).origin
-    decisions = []
-    for index, entry in enumerate(await log_of(a.client)):
-        if not (isinstance(entry, Transfer) and entry.remote is not None and entry.remote.origin == ORIGIN_B):
-            continue
-        body = {
-            "origin": origin_a,
-            "transfer": entry.id,
-            "index": index,
-            "payee": entry.remote.account,
-            "minutes": entry.minutes,
-        }
-        if entry.memo_digest is not None:
-            body["memo_digest"] = entry.memo_digest
-        r = await b.client.post("/crossnet/decisions", json=body, headers=auth("service"))
-        assert r.status_code in (200, 201), r.text
-        seen = await b.client.get(f"/crossnet/decisions/{origin_a}/{entry.id}")  # what A's federation reads back
-        assert seen.status_code == 200, seen.text
-        decision = seen.json()
-        assert decision == {**r.json(), "replayed": False}
-        if decision["decision"] == "rejected":
-            back = await a.client.post(
-                f"/transfers/{entry.id}/reversal", json={"key": f"rejected-{entry.id}"}, headers=auth("service")
-            )
-            assert back.status_code in (200, 201), back.text
-        decisions.append(decision)
-    return decisions
 
 
 def peer_balance(log: list[LogEntry], neighbour: str) -> int:
@@ -120,9 +82,10 @@ async def test_a_trade_between_two_networks_settles_to_zero_on_both_logs(ledger:
 
     r = await a.transfer("lift-to-clinic", alice, a_peer, 90, remote_payee=bob, memo_digest="ef" * 32)
     assert r.status_code == 201, r.text
-    decisions = await relay(a, b)
+    decisions = await relay(a.client, b.client, ORIGIN, ORIGIN_B)
     assert [(d["decision"], d["payee"], d["minutes"]) for d in decisions] == [("accepted", bob, 90)]
-    assert await relay(a, b) == decisions  # relaying again (a redelivery) changes nothing
+    # Relaying again (a redelivery) changes nothing.
+    assert await relay(a.client, b.client, ORIGIN, ORIGIN_B) == decisions
 
     log_a, log_b = await log_of(a.client), await log_of(b.client)
     assert peer_balance(log_a, ORIGIN_B) == 90
@@ -151,13 +114,14 @@ async def test_a_rejected_trade_is_reversed_by_the_payer_and_both_logs_net_to_ze
         r = await a.transfer(key, alice, a_peer, minutes, remote_payee=payee)
         assert r.status_code == 201, r.text
     assert await a.balance(a_peer) == 135  # all three in flight
-    decisions = await relay(a, b)
+    decisions = await relay(a.client, b.client, ORIGIN, ORIGIN_B)
     assert [(d["decision"], d["reason"]) for d in decisions] == [
         ("accepted", None),
         ("rejected", "trust_limit"),
         ("rejected", "unknown_payee"),
     ]
-    await relay(a, b)  # redelivered: the reversals are replays, nothing is decided again
+    # Redelivered: the reversals are replays, nothing is decided again.
+    await relay(a.client, b.client, ORIGIN, ORIGIN_B)
 
     log_a, log_b = await log_of(a.client), await log_of(b.client)
     assert peer_balance(log_a, ORIGIN_B) == 60

@@ -1,0 +1,298 @@
+"""Auditing two federated networks together: cross-network transfers pair up across the two public logs.
+
+Two real ledgers (riverside and hillside) trade in both directions, with the federation played by hand: each
+receiver decides the sender's transfers, each sender reverses what was rejected. Both logs are exported, and the
+audit of one with ``--neighbour`` the other must pass; every way an operator could make the two logs disagree
+(a forged acceptance, an acceptance for other minutes, a dropped rejection, an accepted transfer reversed) must be
+caught, named, and located in the right log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.ledger.ledger import CrossnetRejected, Remote, Transfer, entry_decoder, entry_encoder, transfer_id
+from shared.cli import main
+from shared.note import Signer, write_signer_key
+from shared.processes import PostgresServer
+from tests.audit.support import Audit, audit, copy_export, edit_entry, read_entries, rewrite
+from tests.ledger.conftest import ORIGIN, auth
+from tests.ledger.processes import serve
+from tests.ledger.support import relay
+
+Capture = pytest.CaptureFixture[str]
+ORIGIN_B = "timebank.test/hillside"
+
+
+@dataclass
+class Network:
+    url: str
+    signer: Signer
+    export: Path
+    accounts: dict[str, str]
+
+    @property
+    def vkey(self) -> str:
+        return self.signer.verifier().to_text()
+
+
+@dataclass
+class Pair:
+    a: Network  # riverside
+    b: Network  # hillside
+    sent: dict[str, str]  # A's cross-network transfers by name: ok, too_much, typo
+
+
+async def trade(a_url: str, b_url: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Open accounts in both networks, pay across in both directions, and relay the decisions both ways."""
+    async with (
+        httpx.AsyncClient(base_url=a_url, headers=auth("coordinator"), timeout=60) as a,
+        httpx.AsyncClient(base_url=b_url, headers=auth("coordinator"), timeout=60) as b,
+    ):
+
+        async def open_account(client: httpx.AsyncClient, key: str, **fields: object) -> str:
+            r = await client.post("/accounts", json={"key": key, **fields})
+            assert r.status_code in (200, 201), r.text
+            return str(r.json()["id"])
+
+        async def pay(client: httpx.AsyncClient, key: str, payer: str, payee: str, minutes: int, to: str) -> str:
+            body = {"key": key, "payer": payer, "payee": payee, "minutes": minutes, "remote_payee": to}
+            r = await client.post("/transfers", json=body)
+            assert r.status_code == 201, r.text
+            return str(r.json()["id"])
+
+        in_a = {name: await open_account(a, name) for name in ("alice", "ann")}
+        in_a["peer"] = await open_account(a, "peer-b", kind="peer", peer=ORIGIN_B, floor=-300)
+        in_b = {name: await open_account(b, name) for name in ("bob", "bea")}
+        in_b["peer"] = await open_account(b, "peer-a", kind="peer", peer=ORIGIN, floor=-40)  # B trusts A for 40
+
+        # B pays first, so that hillside's log ends with its decisions on riverside's transfers.
+        await pay(b, "lift", in_b["bob"], in_b["peer"], 45, in_a["alice"])
+        await pay(b, "soup", in_b["bea"], in_b["peer"], 30, in_a["ann"])
+        sent = {
+            "typo": await pay(a, "typo", in_a["ann"], in_a["peer"], 15, "acct_" + "9" * 20),
+            "too_much": await pay(a, "too-much", in_a["alice"], in_a["peer"], 120, in_b["bob"]),
+            "ok": await pay(a, "ok", in_a["alice"], in_a["peer"], 60, in_b["bob"]),
+        }
+        there = await relay(a, b, ORIGIN, ORIGIN_B)
+        assert [(d["decision"], d["reason"]) for d in there] == [
+            ("rejected", "unknown_payee"),
+            ("rejected", "trust_limit"),
+            ("accepted", None),
+        ]
+        back = await relay(b, a, ORIGIN_B, ORIGIN)
+        assert [d["decision"] for d in back] == ["accepted", "accepted"]
+        return in_a, in_b, sent
+
+
+@pytest.fixture(scope="module")
+def networks(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """Two served ledgers that traded with each other, each exported with `timebank export`."""
+    work = tmp_path_factory.mktemp("pair")
+    names = {ORIGIN: "pairing_riverside", ORIGIN_B: "pairing_hillside"}
+    signers = {origin: Signer.generate(origin) for origin in names}
+    for origin, name in names.items():
+        postgres_server.drop_database(name)
+        postgres_server.create_database(name)
+        write_signer_key(work / f"{name}.key", signers[origin])
+    try:
+        with (
+            serve(work, postgres_server.dsn(names[ORIGIN]), work / f"{names[ORIGIN]}.key") as a_url,
+            serve(
+                work, postgres_server.dsn(names[ORIGIN_B]), work / f"{names[ORIGIN_B]}.key", extra={"origin": ORIGIN_B}
+            ) as b_url,
+        ):
+            in_a, in_b, sent = asyncio.run(trade(a_url, b_url))
+            exports = {url: work / f"export-{n}" for n, url in enumerate((a_url, b_url))}
+            for url, directory in exports.items():
+                assert main(["export", url, str(directory), "--quiet"]) == 0
+            yield Pair(
+                Network(a_url, signers[ORIGIN], exports[a_url], in_a),
+                Network(b_url, signers[ORIGIN_B], exports[b_url], in_b),
+                sent,
+            )
+    finally:
+        for name in names.values():
+            postgres_server.drop_database(name)
+
+
+def audit_pair(capsys: Capture, tmp: Path, a: Path | str, b: Path | str, pair: Pair, *extra: str) -> Audit:
+    done = audit(
+        capsys, tmp, str(a), "--vkey", pair.a.vkey, "--neighbour", str(b), "--neighbour-vkey", pair.b.vkey, *extra
+    )
+    return done
+
+
+def pairing_failures(done: Audit) -> list[tuple[str | None, int | None, str]]:
+    return [(f.get("log"), f.get("index"), f["message"]) for f in done.check("federation.pairing")["failures"]]
+
+
+def test_two_settled_networks_pair_up_and_net_to_zero(networks: Pair, tmp_path: Path, capsys: Capture) -> None:
+    done = audit_pair(capsys, tmp_path, networks.a.export, networks.b.export, networks)
+    assert done.status == 0, done.out
+    assert done.report["ok"] is True
+    pairing = done.check("federation.pairing")
+    assert pairing["status"] == "pass", done.out
+    # 3 riverside -> hillside (1 accepted, 2 rejected and reversed), 2 hillside -> riverside (accepted).
+    assert f"5 cross-network transfers paired; balance_{ORIGIN}(peer:{ORIGIN_B}) + " in pairing["detail"]
+    assert pairing["detail"].endswith(" = 0")
+    neighbour = done.report["neighbour"]
+    assert neighbour["ok"] is True
+    assert neighbour["origin"] == ORIGIN_B
+    assert {c["status"] for c in neighbour["checks"]} == {"pass", "skip"}
+    assert f"neighbour: audit of {networks.b.export}" in done.out
+
+
+def test_the_live_nodes_pair_up_over_http(networks: Pair, tmp_path: Path, capsys: Capture) -> None:
+    done = audit_pair(capsys, tmp_path, networks.a.url, networks.b.url, networks, "--no-cache")
+    assert done.status == 0, done.out
+    assert done.check("federation.pairing")["status"] == "pass"
+    # The same pair seen from the other side.
+    done = audit(
+        capsys, tmp_path, networks.b.url, "--vkey", networks.b.vkey,
+        "--neighbour", networks.a.url, "--neighbour-vkey", networks.a.vkey, "--no-cache",
+    )  # fmt: skip
+    assert done.status == 0, done.out
+    assert done.check("federation.pairing")["status"] == "pass"
+
+
+def test_a_neighbour_behind_leaves_transfers_in_flight_and_still_passes(
+    networks: Pair, tmp_path: Path, capsys: Capture
+) -> None:
+    # Hillside's log at its previous size, signed by its key: it had not yet decided riverside's last transfer.
+    b = copy_export(networks.b.export, tmp_path / "b")
+    entries = read_entries(b)
+    last = entry_decoder.decode(entries[-1])
+    assert isinstance(last, Transfer)
+    assert last.remote is not None
+    assert last.remote.transfer == networks.sent["ok"]
+    rewrite(b, networks.b.signer, entries[:-1])
+
+    done = audit_pair(capsys, tmp_path, networks.a.export, b, networks)
+    assert done.status == 0, done.out
+    detail = done.check("federation.pairing")["detail"]
+    assert detail.endswith(f" = 60 (1 of {ORIGIN}'s not yet decided by {ORIGIN_B})"), detail
+
+
+def test_a_forged_cross_network_acceptance_is_caught_in_the_neighbours_log(
+    networks: Pair, tmp_path: Path, capsys: Capture
+) -> None:
+    # Hillside's operator pays bob out of the clearing account for riverside, citing a transfer riverside never
+    # made, and signs the result with hillside's real key: hillside's own log still verifies.
+    b = copy_export(networks.b.export, tmp_path / "b")
+    entries = read_entries(b)
+    forged = Transfer(
+        at=datetime.now(UTC),
+        id=transfer_id("forged"),
+        payer=networks.b.accounts["peer"],
+        payee=networks.b.accounts["bob"],
+        minutes=50,
+        remote=Remote(origin=ORIGIN, transfer=transfer_id("never-made"), index=7),
+    )
+    rewrite(b, networks.b.signer, [*entries, entry_encoder.encode(forged)])
+
+    done = audit_pair(capsys, tmp_path, networks.a.export, b, networks)
+    assert done.status == 1, done.out
+    assert done.report["neighbour"]["ok"] is True, "hillside's own log is consistent; only the pairing is not"
+    assert done.failed() == {"federation.pairing"}
+    failures = pairing_failures(done)
+    assert failures[0] == (
+        ORIGIN_B,
+        len(entries),
+        f"accepts {ORIGIN}'s transfer {forged.remote.transfer} (entry 7), which {ORIGIN}'s log does not hold",
+    )
+    assert any("= -50 minutes, but the transfers still in flight account for 0" in m for _, _, m in failures)
+    assert f"{ORIGIN_B} entry {len(entries)}: accepts" in done.out
+    assert "FAIL: 1 check(s) failed: federation.pairing" in done.out
+
+
+def test_an_acceptance_for_other_minutes_is_caught(networks: Pair, tmp_path: Path, capsys: Capture) -> None:
+    b = copy_export(networks.b.export, tmp_path / "b")
+    entries = read_entries(b)
+    entries[-1] = edit_entry(entries[-1], minutes=90)  # riverside sent 60
+    rewrite(b, networks.b.signer, entries)
+
+    done = audit_pair(capsys, tmp_path, networks.a.export, b, networks)
+    assert done.status == 1, done.out
+    log, index, message = pairing_failures(done)[0]
+    assert (log, index) == (ORIGIN_B, len(entries) - 1)
+    assert message.startswith(f"accepts {ORIGIN}'s transfer {networks.sent['ok']} as entry ")
+    assert "90 minutes to" in message
+    assert ", 60 minutes to" in message
+
+
+def test_a_dropped_rejection_is_caught_through_the_senders_reversal(
+    networks: Pair, tmp_path: Path, capsys: Capture
+) -> None:
+    b = copy_export(networks.b.export, tmp_path / "b")
+    entries = read_entries(b)
+    kept = []
+    for data in entries:
+        entry = entry_decoder.decode(data)
+        if not (isinstance(entry, CrossnetRejected) and entry.transfer == networks.sent["too_much"]):
+            kept.append(data)
+    assert len(kept) == len(entries) - 1
+    rewrite(b, networks.b.signer, kept)
+
+    done = audit_pair(capsys, tmp_path, networks.a.export, b, networks)
+    assert done.status == 1, done.out
+    [(log, index, message)] = pairing_failures(done)
+    assert log == ORIGIN
+    assert message == f"reverses transfer {networks.sent['too_much']}, which {ORIGIN_B} has not rejected"
+    reversal = entry_decoder.decode(read_entries(networks.a.export)[index or 0])
+    assert isinstance(reversal, Transfer)
+    assert reversal.reverses == networks.sent["too_much"]
+
+
+def test_reversing_an_accepted_transfer_is_caught(networks: Pair, tmp_path: Path, capsys: Capture) -> None:
+    # Riverside's operator takes back the 60 minutes hillside accepted, signed with riverside's real key.
+    a = copy_export(networks.a.export, tmp_path / "a")
+    entries = read_entries(a)
+    undo = Transfer(
+        at=datetime.now(UTC),
+        id=transfer_id("take-back"),
+        payer=networks.a.accounts["peer"],
+        payee=networks.a.accounts["alice"],
+        minutes=60,
+        reverses=networks.sent["ok"],
+    )
+    rewrite(a, networks.a.signer, [*entries, entry_encoder.encode(undo)])
+
+    done = audit_pair(capsys, tmp_path, a, networks.b.export, networks)
+    assert done.status == 1, done.out
+    assert done.check("ledger.reversals")["status"] == "pass", "as a reversal alone it is well formed"
+    log, index, message = pairing_failures(done)[0]
+    assert (log, index) == (ORIGIN, len(entries))
+    assert message.startswith(f"reverses transfer {networks.sent['ok']}, which {ORIGIN_B} accepted (entry ")
+
+
+def test_auditing_a_log_against_itself_is_refused(networks: Pair, tmp_path: Path, capsys: Capture) -> None:
+    done = audit(
+        capsys, tmp_path, str(networks.a.export), "--vkey", networks.a.vkey,
+        "--neighbour", str(networks.a.export), "--neighbour-vkey", networks.a.vkey,
+    )  # fmt: skip
+    assert done.status == 1, done.out
+    assert pairing_failures(done) == [(None, None, f"both logs are {ORIGIN}'s: give the neighbour's log to pair with")]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(["--neighbour", "somewhere"], id="neighbour-without-its-key"),
+        pytest.param(["--neighbour-vkey", "somewhere"], id="key-without-the-neighbour"),
+        pytest.param(["--neighbour", "x", "--neighbour-vkey", "y", "--checkpoint-only"], id="not-a-full-audit"),
+    ],
+)
+def test_neighbour_arguments_that_do_not_go_together_are_refused(
+    networks: Pair, tmp_path: Path, capsys: Capture, extra: list[str]
+) -> None:
+    status = main(["audit", str(networks.a.export), "--vkey", networks.a.vkey, "--no-state", "--quiet", *extra])
+    assert status == 2
+    assert "--neighbour" in capsys.readouterr().err
