@@ -8,7 +8,7 @@ so the root at any size, any proof, and any comparison with the tiles a log serv
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -79,25 +79,19 @@ def split_bundle(data: bytes) -> list[bytes]:
     return out
 
 
-def leaf_hashes(entries: Iterable[bytes] | Iterable[msgspec.Raw]) -> list[bytes]:
+def leaf_hashes(entries: Iterable[bytes]) -> list[bytes]:
     """The RFC 9162 leaf hash, SHA-256(0x00 || entry), of each entry."""
     sha = _sha256
     prefix = b"\x00"
     return [sha(prefix + entry).digest() for entry in entries]
 
 
-def hash_bundle(
-    data: bytes, index: int, width: int, entries: Sequence[bytes] | Sequence[msgspec.Raw] | None = None
-) -> tuple[bytes, bytes | None, str | None]:
-    """(concatenated leaf hashes, tile root when the tile is full, error or None) of entry bundle ``index``.
-
-    ``entries`` may give the bundle already split (so the entries are not split twice).
-    """
-    if entries is None:
-        try:
-            entries = split_bundle(data)
-        except BundleError as exc:
-            return b"", None, f"{tiles.entries_path(index, width)}: {exc}"
+def hash_bundle(data: bytes, index: int, width: int) -> tuple[bytes, bytes | None, str | None]:
+    """(concatenated leaf hashes, tile root when the tile is full, error or None) of entry bundle ``index``."""
+    try:
+        entries = split_bundle(data)
+    except BundleError as exc:
+        return b"", None, f"{tiles.entries_path(index, width)}: {exc}"
     leaves = leaf_hashes(entries)
     error = None
     if len(leaves) != width:
@@ -117,48 +111,66 @@ class Prepared(NamedTuple):
 _raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def frame_bundle(data: bytes) -> tuple[bytearray, list[int]] | None:
-    """The bundle as one JSON array, each 2-byte length prefix turned into a separator, and the entry lengths.
+def frame_bundle(data: bytes) -> tuple[bytearray, list[int], list[bytes]] | None:
+    """The bundle as one JSON array, the entries' lengths and their leaf hashes, in one pass over the bundle.
 
-    None when the bundle is empty or its last entry runs past its end.
+    Each entry's 2-byte length prefix becomes a separator (``[`` or ``,`` and a space). On the way, the prefix's
+    second byte is set to 0x00 for a moment, so that it and the entry's bytes are exactly the RFC 9162 leaf hash
+    input, SHA-256(0x00 || entry), hashed in place. None when the bundle is empty or its last entry runs past its
+    end.
     """
     buf = bytearray(data)
     buf.append(0x5D)  # ]
+    view = memoryview(buf)
+    sha = _sha256
     lengths: list[int] = []
-    add = lengths.append
+    leaves: list[bytes] = []
+    add_length, add_leaf = lengths.append, leaves.append
     p = 0
     end = len(data)
-    while p + 2 <= end:
-        n = (data[p] << 8) | data[p + 1]
-        buf[p] = 0x2C  # ,
-        buf[p + 1] = 0x20
-        add(n)
-        p += 2 + n
+    try:
+        while p + 2 <= end:
+            n = (data[p] << 8) | data[p + 1]
+            q = p + 2 + n
+            if q > end:
+                return None
+            buf[p + 1] = 0x00
+            add_leaf(sha(view[p + 1 : q]).digest())
+            buf[p] = 0x2C  # ,
+            buf[p + 1] = 0x20
+            add_length(n)
+            p = q
+    finally:
+        view.release()
     if not lengths or p != end:
         return None
     buf[0] = 0x5B  # [
-    return buf, lengths
+    return buf, lengths, leaves
 
 
 def prepare_bundle(data: bytes, index: int, width: int) -> Prepared:
-    """Frame, split and hash one entry bundle (``index``, ``width`` entries) for the replay.
+    """Frame and hash one entry bundle (``index``, ``width`` entries) for the replay.
 
     Decoding the framed array in one call is the same as decoding each entry alone only if every entry is exactly
-    one JSON value: the array is split into raw values first, and it is handed on only if their lengths are the
-    entries' lengths. Those raw values are the exact entry bytes, so they are also what gets hashed.
+    one JSON value: the array is split into raw values, and it is handed on only if their lengths are the entries'
+    lengths. The leaf hashes are of the entries' exact bytes either way.
     """
     framed = frame_bundle(data)
-    raws = None
-    if framed is not None:
-        try:
-            found = _raw_decoder.decode(framed[0])
-            if list(map(len, found)) == framed[1]:
-                raws = found
-        except msgspec.DecodeError:
-            pass
-    tile, root, error = hash_bundle(data, index, width, raws)
-    array = framed[0] if framed is not None and raws is not None else None
-    return Prepared(array, tile, root, error)
+    if framed is None:
+        tile, root, error = hash_bundle(data, index, width)  # names what is wrong with the bundle
+        return Prepared(None, tile, root, error)
+    framed_array, lengths, leaves = framed
+    array: bytearray | None = framed_array
+    try:
+        if list(map(len, _raw_decoder.decode(framed_array))) != lengths:
+            array = None
+    except msgspec.DecodeError:
+        array = None
+    error = None
+    if len(leaves) != width:
+        error = f"{tiles.entries_path(index, width)} holds {len(leaves)} entries, not {width}"
+    root = merkle.root(leaves) if len(leaves) == tiles.TILE_WIDTH else None
+    return Prepared(array, b"".join(leaves), root, error)
 
 
 def prepare_bundles(root: str, first: int, stop: int, size: int) -> list[Prepared]:
