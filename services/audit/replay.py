@@ -85,15 +85,13 @@ class Replay:
         # Open accounts only: a closed one moves to ``closed``, so the hot path never asks whether one is closed.
         self.accounts: dict[str, Account] = {}
         self.closed: dict[str, Account] = {}
-        # Every transfer, in log order, as parallel columns: appending to lists is the cheapest thing the hot path
-        # can do per transfer; the ids are only indexed (in one C-level pass) when the replay finishes.
+        # Every transfer's id and index, in log order: two appends are the cheapest record the hot path can keep.
+        # The ids are only indexed (in one pass) when the replay finishes, and the few transfers that reversals
+        # name are read again then.
         self.ids: list[str] = []
         self.indexes: list[int] = []
-        self.payers: list[Account] = []
-        self.payees: list[Account] = []
-        self.amounts: list[int] = []
         # Reversals met on the way, checked against the index of every transfer when the replay finishes.
-        self.reversals: list[tuple[int, Transfer, Account, Account]] = []
+        self.reversals: list[tuple[int, Transfer]] = []
         self.size = 0
         self.has_peers = False
         # Entries the balance replay does not interpret (cross-network decisions, newer types), and transfers that
@@ -126,7 +124,6 @@ class Replay:
         """Apply entries ``self.size`` .. in order (the hot loop: one pass, no allocation but the record)."""
         get = self.accounts.get
         add_id, add_index = self.ids.append, self.indexes.append
-        add_payer, add_payee, add_amount = self.payers.append, self.payees.append, self.amounts.append
         has_peers = self.has_peers
         index = self.size
         for index, entry in enumerate(entries, self.size):
@@ -149,11 +146,8 @@ class Replay:
                 payee.balance = balance
                 add_id(entry.id)
                 add_index(index)
-                add_payer(payer)
-                add_payee(payee)
-                add_amount(minutes)
                 if entry.reverses is not None:
-                    self.reversals.append((index, entry, payer, payee))
+                    self.reversals.append((index, entry))
                 if has_peers and (payer.peer is not None or payee.peer is not None):
                     self.crossnet.append((index, entry))
             elif type(entry) is AccountOpened:
@@ -217,8 +211,10 @@ class Replay:
         # Whatever is wrong with it, the transfer is in the log: apply it when its accounts exist.
         return None if payer is None or payee is None else (payer, payee)
 
-    def finish(self) -> None:
-        """The checks that need every transfer: ids used once, reversals that undo one earlier transfer, once."""
+    def finish(self, read: Callable[[list[int]], dict[int, LogEntry | None]]) -> None:
+        """The checks that need every transfer: ids used once, reversals that undo one earlier transfer, once.
+
+        ``read`` gives the entries at some indexes again (the transfers that reversals name)."""
         fail = self.checks.fail
         ids, indexes = self.ids, self.indexes
         # Where each id is first used: for every id only if some id repeats, otherwise (the usual case, and a
@@ -234,10 +230,11 @@ class Replay:
                         index=indexes[position],
                     )
         else:
-            targets = {entry.reverses for _, entry, _, _ in self.reversals}
+            targets = {entry.reverses for _, entry in self.reversals}
             first = {tid: position for position, tid in enumerate(ids) if tid in targets}
         reversed_by: dict[str, int] = {}
-        for index, entry, payer, payee in self.reversals:
+        undone: list[tuple[int, Transfer, int]] = []
+        for index, entry in self.reversals:
             target = entry.reverses
             assert target is not None
             at = first.get(target)
@@ -252,12 +249,17 @@ class Replay:
                     f"transfer {entry.id} reverses {target} (entry {original}) a second time; entry {earlier} did",
                     index=index,
                 )
-            was_payer, was_payee, minutes = self.payers[at], self.payees[at], self.amounts[at]
-            if was_payer is not payee or was_payee is not payer or minutes != entry.minutes:
+            undone.append((index, entry, original))
+        originals = read(sorted({original for _, _, original in undone}))
+        for index, entry, original in undone:
+            was = originals.get(original)
+            if not isinstance(was, Transfer):  # it was read as a transfer a moment ago: the files changed
+                fail("ledger.reversals", f"entry {original} no longer reads as a transfer", index=index)
+            elif (was.payer, was.payee, was.minutes) != (entry.payee, entry.payer, entry.minutes):
                 fail(
                     "ledger.reversals",
-                    f"transfer {entry.id} does not undo {target} (entry {original}): it must pay {minutes} minutes "
-                    f"from {was_payee.id} back to {was_payer.id}",
+                    f"transfer {entry.id} does not undo {was.id} (entry {original}): it must pay {was.minutes} "
+                    f"minutes from {was.payee} back to {was.payer}",
                     index=index,
                 )
 

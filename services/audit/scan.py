@@ -6,6 +6,7 @@ Bundles are prepared (framed, split and hashed into tiles) in worker processes, 
 from __future__ import annotations
 
 import gc
+import itertools
 import multiprocessing
 import tempfile
 from functools import partial
@@ -15,11 +16,13 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from services.audit import tree
 from services.audit.progress import Reporter
 from services.audit.replay import Replay, decode_entries
 from services.audit.report import Checks
-from services.ledger.ledger import LogEntry
+from services.ledger.ledger import LogEntry, entry_decoder
 from shared import tiles
 
 # Bundles per chunk of work handed to a worker process: enough (about 25 ms of work) that waiting for the GIL to
@@ -168,7 +171,7 @@ def scan(
                 replay.size = first
                 replay.replay(entries)
                 task.advance(width)
-        replay.finish()
+        replay.finish(partial(_read_again, directory, size))
         task.done()
     finally:
         if gc_was_enabled:
@@ -176,6 +179,19 @@ def scan(
         chunks.close()
     replay.size = min(replay.size, size)
     return hashed, replay, snapshot
+
+
+def _read_again(directory: Path, size: int, indexes: list[int]) -> dict[int, LogEntry | None]:
+    """The entries at these (sorted) indexes, read and decoded again, one bundle at a time."""
+    out: dict[int, LogEntry | None] = {}
+    for bundle, group in itertools.groupby(indexes, lambda index: index // tiles.TILE_WIDTH):
+        entries = tree.split_bundle(tree.read_bundle(directory, bundle, tree.bundle_width(size, bundle)))
+        for index in group:
+            try:
+                out[index] = entry_decoder.decode(entries[index - bundle * tiles.TILE_WIDTH])
+            except msgspec.DecodeError:
+                out[index] = None
+    return out
 
 
 def _decode(directory: Path, index: int, width: int, prepared: tree.Prepared, checks: Checks) -> list[LogEntry | None]:
