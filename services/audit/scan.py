@@ -32,10 +32,9 @@ CHUNK_BUNDLES = 64
 PARALLEL_MIN_BUNDLES = 4 * CHUNK_BUNDLES
 
 
-Hashed = list[tuple[bytes, bytes | None, str | None]]
-
-
-Spilled = list[tuple[int, int, bytes | None, str | None]]
+# Per entry bundle: its leaf hashes (a level-0 tile), the tile's root when full, what is wrong with the bundle, and
+# whether the log's own stored level-0 tile is the same (None: not stored, or not compared).
+Hashed = list[tuple[bytes, bytes | None, str | None, bool | None]]
 
 
 class Chunks:
@@ -47,9 +46,10 @@ class Chunks:
     hand work out through a thread that a busy replay starves of the GIL).
     """
 
-    def __init__(self, directory: Path, size: int, workers: int) -> None:
+    def __init__(self, directory: Path, size: int, workers: int, compare: bool) -> None:
         self.directory = str(directory)
         self.size = size
+        self.compare = compare
         count = tree.bundle_count(size)
         self.chunks = [(lo, min(lo + CHUNK_BUNDLES, count)) for lo in range(0, count, CHUNK_BUNDLES)]
         self.done: dict[int, list[tree.Prepared]] = {}
@@ -66,7 +66,7 @@ class Chunks:
                 reader, writer = context.Pipe(duplex=False)
                 process = context.Process(
                     target=tree.prepare_chunks,
-                    args=(self.directory, size, self.chunks, self.spill.name, self.claims, writer),
+                    args=(self.directory, size, compare, self.chunks, self.spill.name, self.claims, writer),
                     daemon=True,
                 )
                 process.start()
@@ -76,7 +76,7 @@ class Chunks:
 
     def _here(self, position: int) -> None:
         lo, hi = self.chunks[position]
-        self.done[position] = tree.prepare_bundles(self.directory, lo, hi, self.size)
+        self.done[position] = tree.prepare_bundles(self.directory, lo, hi, self.size, self.compare)
 
     def _claim(self, position: int | None) -> int | None:
         """Claim chunk ``position`` if no worker has it yet, or (None) the last chunk left at the back."""
@@ -138,12 +138,20 @@ class Chunks:
 
 
 def scan(
-    directory: Path, size: int, snapshot_at: int | None, checks: Checks, progress: Reporter, jobs: int
+    directory: Path,
+    size: int,
+    snapshot_at: int | None,
+    checks: Checks,
+    progress: Reporter,
+    jobs: int,
+    compare: bool = False,
 ) -> tuple[Hashed, Replay, dict[str, int] | None]:
-    """Prepare (frame and hash) every bundle, in worker processes if ``jobs`` > 1, and decode and replay them here."""
+    """Prepare (frame and hash) every bundle, in worker processes if ``jobs`` > 1, and decode and replay them here.
+
+    With ``compare``, the level-0 hash tiles stored in ``directory`` (an export's) are compared on the way."""
     replay = Replay(checks)
     snapshot: dict[str, int] | None = {} if snapshot_at == 0 else None
-    chunks = Chunks(directory, size, max(0, jobs - 1))
+    chunks = Chunks(directory, size, max(0, jobs - 1), compare)
     hashed: Hashed = []
     task = progress.task("verify", size)
     gc_was_enabled = gc.isenabled()
@@ -153,7 +161,7 @@ def scan(
     try:
         for position, (lo, _) in enumerate(chunks.chunks):
             for index, prepared in enumerate(chunks.get(position), lo):
-                hashed.append((prepared.tile, prepared.root, prepared.error))
+                hashed.append((prepared.tile, prepared.root, prepared.error, prepared.same))
                 width = tree.bundle_width(size, index)
                 first = index * tiles.TILE_WIDTH
                 try:

@@ -106,6 +106,9 @@ class Prepared(NamedTuple):
     tile: bytes  # concatenated leaf hashes
     root: bytes | None  # root of the tile, when it is full
     error: str | None
+    # When the log's own level-0 hash tiles are compared too: whether the stored tile equals ``tile`` (None: there is
+    # no stored tile, or none was compared).
+    same: bool | None = None
 
 
 _raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
@@ -173,8 +176,9 @@ def prepare_bundle(data: bytes, index: int, width: int) -> Prepared:
     return Prepared(array, b"".join(leaves), root, error)
 
 
-def prepare_bundles(root: str, first: int, stop: int, size: int) -> list[Prepared]:
-    """``prepare_bundle`` for bundles [first, stop) of a log of ``size`` entries stored under ``root``."""
+def prepare_bundles(root: str, first: int, stop: int, size: int, compare: bool) -> list[Prepared]:
+    """``prepare_bundle`` for bundles [first, stop) of a log of ``size`` entries stored under ``root``; with
+    ``compare``, each level-0 hash tile stored there is compared with the one computed."""
     base = Path(root)
     out: list[Prepared] = []
     for index in range(first, stop):
@@ -184,34 +188,49 @@ def prepare_bundles(root: str, first: int, stop: int, size: int) -> list[Prepare
         except BundleError as exc:
             out.append(Prepared(None, b"", None, str(exc)))
             continue
-        out.append(prepare_bundle(data, index, width))
+        prepared = prepare_bundle(data, index, width)
+        if compare:
+            try:
+                stored = (base / tiles.tile_path(0, index, width)).read_bytes()
+            except FileNotFoundError:
+                pass
+            else:
+                prepared = prepared._replace(same=stored == prepared.tile)
+        out.append(prepared)
     return out
 
 
-def prepare_bundles_to(
-    spill: str, root: str, first: int, stop: int, size: int
-) -> list[tuple[int, int, bytes | None, str | None]]:
+Spilled = list[tuple[int, int, bytes | None, str | None, bool | None]]
+
+
+def prepare_bundles_to(spill: str, root: str, first: int, stop: int, size: int, compare: bool) -> Spilled:
     """``prepare_bundles`` in a worker process, its arrays and tiles written to the file ``spill``.
 
     A worker's result passes through a pipe that the parent reads only when it holds the GIL, which its replay
     rarely lets go of: a big result would keep the worker waiting, while a file is read back in one call. Returns,
-    per bundle, the sizes of its array (-1: none) and tile in the file, its tile root and its error.
+    per bundle, the sizes of its array (-1: none) and tile in the file, its tile root, its error and ``same``.
     """
-    prepared = prepare_bundles(root, first, stop, size)
+    prepared = prepare_bundles(root, first, stop, size, compare)
     parts: list[bytes | bytearray] = []
-    out: list[tuple[int, int, bytes | None, str | None]] = []
+    out: Spilled = []
     for p in prepared:
         if p.array is not None:
             parts.append(p.array)
         parts.append(p.tile)
-        out.append((-1 if p.array is None else len(p.array), len(p.tile), p.root, p.error))
+        out.append((-1 if p.array is None else len(p.array), len(p.tile), p.root, p.error, p.same))
     with open(spill, "wb") as f:
         f.writelines(parts)
     return out
 
 
 def prepare_chunks(
-    directory: str, size: int, chunks: list[tuple[int, int]], spill: str, claims: Any, out: Connection
+    directory: str,
+    size: int,
+    compare: bool,
+    chunks: list[tuple[int, int]],
+    spill: str,
+    claims: Any,
+    out: Connection,
 ) -> None:
     """A worker process: prepare the first chunk of bundles nobody has claimed, until the claims meet.
 
@@ -226,23 +245,23 @@ def prepare_chunks(
                 break
             claims[0] = position + 1
         lo, hi = chunks[position]
-        out.send((position, prepare_bundles_to(f"{spill}/{lo}", directory, lo, hi, size)))
+        out.send((position, prepare_bundles_to(f"{spill}/{lo}", directory, lo, hi, size, compare)))
     out.send(None)
     out.close()
 
 
-def unspill(sizes: list[tuple[int, int, bytes | None, str | None]], spill: Path) -> list[Prepared]:
+def unspill(sizes: Spilled, spill: Path) -> list[Prepared]:
     """The bundles that ``prepare_bundles_to`` wrote to ``spill`` (the file is removed)."""
     data = spill.read_bytes()
     spill.unlink()
     out = []
     p = 0
-    for array_size, tile_size, root, error in sizes:
+    for array_size, tile_size, root, error, same in sizes:
         array = None
         if array_size >= 0:
             array = data[p : p + array_size]
             p += array_size
-        out.append(Prepared(array, data[p : p + tile_size], root, error))
+        out.append(Prepared(array, data[p : p + tile_size], root, error, same))
         p += tile_size
     return out
 

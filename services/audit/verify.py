@@ -188,7 +188,9 @@ async def _full(run: _Run, source: Source, progress: Reporter) -> None:
         run.timings.download = round(time.perf_counter() - t0, 3)
         t1 = time.perf_counter()
         snapshot_at = served.size if served is not None and served.size <= size else None
-        hashed, replay, snapshot = scan(directory, size, snapshot_at, checks, progress, run.options.jobs)
+        hashed, replay, snapshot = scan(
+            directory, size, snapshot_at, checks, progress, run.options.jobs, compare=source.holds_tiles
+        )
     run.entries = replay.size
     run.replay = replay
     tile_set = await _check_root(run, source, signed, hashed)
@@ -210,12 +212,12 @@ async def _check_root(
     """log.entries and log.tiles; returns the tiles computed from the entries when they are all there."""
     checks = run.checks
     size = signed.checkpoint.size
-    errors = [(i, e) for i, (_, _, e) in enumerate(hashed) if e is not None]
+    errors = [(i, e) for i, (_, _, e, _) in enumerate(hashed) if e is not None]
     for bundle, error in errors:
         checks.fail("log.entries", f"entries missing or unreadable: {error}", index=bundle * tiles.TILE_WIDTH)
     tile_set = None
     if not errors:
-        tile_set = tree.build_tiles((data, root) for data, root, _ in hashed)
+        tile_set = tree.build_tiles((data, root) for data, root, _, _ in hashed)
         root = tree.root_at(tile_set, size)
         if root != signed.checkpoint.root_hash:
             checks.fail(
@@ -233,7 +235,9 @@ async def _check_root(
         checks.skip("log.tiles", "entries are missing, so the tiles cannot be recomputed")
     else:
         keys = {(level, index) for level, index, _ in tiles.tile_widths(size)}
-        theirs = await source.hash_tiles(size, keys)
+        # The level-0 tiles were compared while the entries were hashed: read only those that differ, and the rest.
+        same = {(0, index) for index, (_, _, _, equal) in enumerate(hashed) if equal}
+        theirs = {key: tile_set[key] for key in same} | await source.hash_tiles(size, keys - same)
         for level, index in sorted(keys):
             ours = tile_set[(level, index)]
             got = theirs.get((level, index))
@@ -254,12 +258,12 @@ async def _check_root(
     return tile_set
 
 
-async def _locate(run: _Run, source: Source, size: int, hashed: list[tuple[bytes, bytes | None, str | None]]) -> None:
+async def _locate(run: _Run, source: Source, size: int, hashed: Hashed) -> None:
     """Name the first entries whose hash differs from the log's own level-0 hash tiles."""
     keys = {(0, i) for i in range(tree.bundle_count(size))}
     theirs = await source.hash_tiles(size, keys)
     found = 0
-    for bundle, (ours, _, _) in enumerate(hashed):
+    for bundle, (ours, _, _, _) in enumerate(hashed):
         tile = theirs.get((0, bundle))
         if tile is None:
             continue

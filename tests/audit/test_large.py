@@ -62,7 +62,7 @@ def test_large_log_with_a_changed_entry_is_caught_at_its_index_with_and_without_
 
 def test_chunks_prepared_by_a_worker_process_equal_those_prepared_here(large: tuple[Path, Signer]) -> None:
     directory, _ = large
-    chunks = Chunks(directory, SIZE, workers=1)
+    chunks = Chunks(directory, SIZE, workers=1, compare=True)
     try:
         deadline = time.monotonic() + 60
         while chunks.claims[0] == 0:  # let the worker take a chunk before this process may take them all
@@ -72,7 +72,8 @@ def test_chunks_prepared_by_a_worker_process_equal_those_prepared_here(large: tu
     finally:
         chunks.close()
     assert chunks.by_workers, "no chunk was prepared by the worker"
+    assert all(p.same for chunk in prepared for p in chunk), "every stored level-0 tile equals the computed one"
     for position in chunks.by_workers:
         lo, hi = chunks.chunks[position]
-        here = prepare_bundles(str(directory), lo, hi, SIZE)
+        here = prepare_bundles(str(directory), lo, hi, SIZE, compare=True)
         assert [tuple(p) for p in prepared[position]] == [tuple(p) for p in here]

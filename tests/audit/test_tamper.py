@@ -291,6 +291,18 @@ def test_missing_hash_tile_is_caught(node: Node, exported: Path, tmp_path: Path,
     assert done.indexes("log.tiles") == [256]
 
 
+def test_a_changed_hash_in_a_stored_tile_is_caught(node: Node, exported: Path, tmp_path: Path, capsys: Capture) -> None:
+    # The entries are intact; the tile the node would build proofs from lies about leaf 256 + 7.
+    log = copy_export(exported, tmp_path)
+    path = log / tiles.tile_path(0, 1)
+    tile = bytearray(path.read_bytes())
+    tile[7 * 32] ^= 0xFF
+    path.write_bytes(bytes(tile))
+    done = audit(capsys, tmp_path, str(log), "--vkey", node.vkey, "--no-state")
+    assert done.failed() == {"log.tiles"}
+    assert done.indexes("log.tiles") == [256 + 7]
+
+
 def test_forged_cosignature_is_caught(node: Node, exported: Path, tmp_path: Path, capsys: Capture) -> None:
     log = copy_export(exported, tmp_path)
     witness = CosignatureSigner.generate("witness.test/a")
