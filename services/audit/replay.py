@@ -229,7 +229,7 @@ class Replay:
                         f"transfer id {tid} was already used by entry {indexes[earlier]}",
                         index=indexes[position],
                     )
-        else:
+        elif self.reversals:
             targets = {entry.reverses for _, entry in self.reversals}
             first = {tid: position for position, tid in enumerate(ids) if tid in targets}
         reversed_by: dict[str, int] = {}
