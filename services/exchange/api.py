@@ -208,6 +208,21 @@ async def current(request: AnyRequest, state: State) -> Principal | None:
         )
 
 
+def caller(request: AnyRequest, state: State) -> Actor | auth.Credentials:
+    """Who calls, for a command that looks their session up itself, with its first read (one round trip fewer
+    than resolving ``me`` first). Anonymous callers and malformed credentials are refused here already."""
+    gate: auth.Gate = state.gate
+    found = gate.credentials(
+        authorization=request.headers.get("authorization"),
+        cookie=request.cookies.get(auth.SESSION_COOKIE),
+        method=request.method,
+        csrf=request.headers.get(auth.CSRF_HEADER),
+    )
+    if isinstance(found, auth.Credentials):
+        return found
+    return signed_in(found)
+
+
 def signed_in(me: Principal | None) -> Actor:
     if me is None:
         raise Unauthorized("sign in first")
@@ -402,20 +417,18 @@ class ExchangeController(Controller):
     tags = ("exchanges",)
 
     @post("/", operation_id="proposeExchange", status_code=HTTP_201_CREATED)
-    async def propose(
-        self, request: AnyRequest, data: JSONBody[ProposalBody], state: State, me: Me
-    ) -> store.ExchangeView:
-        actor = signed_in(me)
+    async def propose(self, request: AnyRequest, data: JSONBody[ProposalBody], state: State) -> store.ExchangeView:
+        who = caller(request, state)
         body = await strict_body(request, ProposalBody)
-        exchange = await state.commands.propose(
-            actor,
+        commands: Commands = state.commands
+        return await commands.propose(
+            who,
             listing=body.listing,
             providers=body.providers,
             receivers=body.receivers,
             note=body.note,
             category=body.category,
         )
-        return await exchange_view(state, exchange, actor)
 
     @get("/", operation_id="myExchanges")
     async def mine(
@@ -440,42 +453,43 @@ class ExchangeController(Controller):
         return await exchange_view(state, exchange_id, signed_in(me))
 
     @post("/{exchange_id:str}/accept", operation_id="acceptExchange", status_code=HTTP_200_OK)
-    async def accept(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
-        return await _act(state, me, exchange_id, "accept")
+    async def accept(self, exchange_id: FromPath[str], request: AnyRequest, state: State) -> store.ExchangeView:
+        return await _act(state, caller(request, state), exchange_id, "accept")
 
     @post("/{exchange_id:str}/decline", operation_id="declineExchange", status_code=HTTP_200_OK)
-    async def decline(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
-        return await _act(state, me, exchange_id, "decline")
+    async def decline(self, exchange_id: FromPath[str], request: AnyRequest, state: State) -> store.ExchangeView:
+        return await _act(state, caller(request, state), exchange_id, "decline")
 
     @post("/{exchange_id:str}/cancel", operation_id="cancelExchange", status_code=HTTP_200_OK)
-    async def cancel(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
-        return await _act(state, me, exchange_id, "cancel")
+    async def cancel(self, exchange_id: FromPath[str], request: AnyRequest, state: State) -> store.ExchangeView:
+        return await _act(state, caller(request, state), exchange_id, "cancel")
 
     @post("/{exchange_id:str}/record", operation_id="recordTime", status_code=HTTP_200_OK)
     async def record(
-        self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[RecordBody], state: State, me: Me
+        self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[RecordBody], state: State
     ) -> store.ExchangeView:
+        who = caller(request, state)
         body = await strict_body(request, RecordBody)
-        return await _act(state, me, exchange_id, "record", minutes=body.minutes, memo=body.memo)
+        return await _act(state, who, exchange_id, "record", minutes=body.minutes, memo=body.memo)
 
     @post("/{exchange_id:str}/confirm", operation_id="confirmTime", status_code=HTTP_200_OK)
-    async def confirm(self, exchange_id: FromPath[str], state: State, me: Me) -> store.ExchangeView:
-        return await _act(state, me, exchange_id, "confirm")
+    async def confirm(self, exchange_id: FromPath[str], request: AnyRequest, state: State) -> store.ExchangeView:
+        return await _act(state, caller(request, state), exchange_id, "confirm")
 
     @post("/{exchange_id:str}/dispute", operation_id="disputeTime", status_code=HTTP_200_OK)
     async def dispute(
-        self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[DisputeBody], state: State, me: Me
+        self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[DisputeBody], state: State
     ) -> store.ExchangeView:
+        who = caller(request, state)
         body = await strict_body(request, DisputeBody)
-        return await _act(state, me, exchange_id, "dispute", reason=body.reason)
+        return await _act(state, who, exchange_id, "dispute", reason=body.reason)
 
     @post("/{exchange_id:str}/resolve", operation_id="resolveDispute", status_code=HTTP_200_OK)
     async def resolve(
         self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[ResolveBody], state: State, me: Me
     ) -> store.ExchangeView:
         body = await strict_body(request, ResolveBody)
-        coordinator(me)
-        return await _act(state, me, exchange_id, "resolve", minutes=body.minutes)
+        return await _act(state, coordinator(me), exchange_id, "resolve", minutes=body.minutes)
 
 
 class PaymentController(Controller):
@@ -733,10 +747,12 @@ async def exchange_view(state: State, exchange_id: str, actor: Actor) -> store.E
     return found[0]
 
 
-async def _act(state: State, me: Principal | None, exchange_id: str, action: str, **args: Any) -> store.ExchangeView:
-    actor = signed_in(me)
-    await state.commands.act(actor, exchange_id, action, **args)
-    return await exchange_view(state, exchange_id, actor)
+async def _act(
+    state: State, who: Actor | auth.Credentials, exchange_id: str, action: str, **args: Any
+) -> store.ExchangeView:
+    """Act on the exchange and answer with it as the action left it."""
+    commands: Commands = state.commands
+    return await commands.act(who, exchange_id, action, **args)
 
 
 async def payment_view(state: State, payment_id: str, actor: Actor) -> store.PaymentView:

@@ -62,7 +62,10 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
                 await migrate(conn, "exchange", store.MIGRATIONS)
             await client.start()
             commands = Commands(pool, listing_days=ex.listing_days, invitation_days=ex.invitation_days)
-            worker = OutboxWorker(pool, client, commands.on_outcome, lanes=4)
+            # Under load, rounds start 50 ms apart, each taking the confirmations of those 50 ms at once.
+            worker = OutboxWorker(
+                pool, client, commands.on_outcome, on_outcomes=commands.on_outcomes, lanes=4, linger=0.05
+            )
             commands.wake = worker.wake
             worker.start()
             app.state.pool = pool

@@ -4,6 +4,10 @@ Browsers hold a session cookie (HttpOnly, SameSite=Lax) and send its CSRF token 
 ``csrf_token`` form field) on every unsafe request; API clients send ``Authorization: Bearer <token>``, which no
 other site can make a browser send, so they need no CSRF token. The node's configured coordinator tokens act as
 the network's coordinator, which is how the first invitation gets made.
+
+Looking a session up is ``Gate.resolve``; a command that reads the database anyway may instead take the request's
+``Credentials`` and look its session up in the same round trip as its first read (``exchange.session`` in SQL),
+judging the row with the very same rules (``principal_of``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Literal, NamedTuple
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -43,6 +48,52 @@ class Principal:
     @property
     def actor(self) -> Actor:
         return Actor(self.member, self.role)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A session token a request presents (API token or browser cookie), before its session is looked up."""
+
+    via: Literal["bearer", "cookie"]
+    token_sha256: str
+    # Whether the request changes something (a cookie's CSRF token must then come with it).
+    unsafe: bool = False
+    csrf: str | None = None
+
+
+class Session(NamedTuple):
+    """A live session as ``exchange.session(token_sha256)`` finds it: whose it is, and their role and status."""
+
+    member: str
+    kind: str
+    csrf: str
+    role: str
+    status: str
+
+    @classmethod
+    def of(cls, row: Any, prefix: str = "") -> Session | None:
+        """The session in ``row`` (columns named with ``prefix``), or None when the row holds none."""
+        member = row[prefix + "member"]
+        if member is None:
+            return None
+        return cls(member, row[prefix + "kind"], row[prefix + "csrf"], row[prefix + "role"], row[prefix + "status"])
+
+
+def principal_of(credentials: Credentials, session: Session | None) -> Principal | None:
+    """Who presented ``credentials``, given the session found for them: an unknown or expired API token is refused,
+    an unknown or expired cookie is no session, and an unsafe request with a cookie needs its session's CSRF token."""
+    if credentials.via == "bearer":
+        if session is None or session.kind != "bearer":
+            raise Unauthorized("unknown or expired token")
+        return Principal(session.member, session.role, session.status, "bearer", session.csrf, credentials.token_sha256)
+    if session is None or session.kind != "cookie":
+        return None  # an expired cookie is simply no session
+    principal = Principal(
+        session.member, session.role, session.status, "cookie", session.csrf, credentials.token_sha256
+    )
+    if credentials.unsafe:
+        check_csrf(principal, credentials.csrf)
+    return principal
 
 
 async def hash_password(password: str) -> str:
@@ -81,10 +132,11 @@ class Gate:
         self.max_failures_per_address = max_failures_per_address
         self.window_seconds = window_seconds
 
-    async def resolve(
-        self, conn: Connection, *, authorization: str | None, cookie: str | None, method: str, csrf: str | None
-    ) -> Principal | None:
-        """The caller, or None when anonymous. Unsafe cookie requests must carry the session's CSRF token."""
+    def credentials(
+        self, *, authorization: str | None, cookie: str | None, method: str, csrf: str | None
+    ) -> Principal | Credentials | None:
+        """What the request presents, without looking anything up: the network's coordinator (whose tokens are
+        configured), a session token to look up, or nothing (anonymous). A malformed Authorization is refused."""
         if authorization:
             scheme, _, token = authorization.partition(" ")
             token = token.strip()
@@ -94,20 +146,20 @@ class Gate:
             network = self._network.get(digest)
             if network is not None:
                 return Principal(f"network:{network.name}", network.role, "approved", "network")
-            row = await conn.fetchrow(Q["session"], digest)
-            if row is None or row["kind"] != "bearer":
-                raise Unauthorized("unknown or expired token")
-            return Principal(row["member"], row["role"], row["status"], "bearer", row["csrf"], digest)
+            return Credentials("bearer", digest)
         if cookie:
-            digest = token_digest(cookie)
-            row = await conn.fetchrow(Q["session"], digest)
-            if row is None or row["kind"] != "cookie":
-                return None  # an expired cookie is simply no session
-            principal = Principal(row["member"], row["role"], row["status"], "cookie", row["csrf"], digest)
-            if method not in ("GET", "HEAD", "OPTIONS"):
-                check_csrf(principal, csrf)
-            return principal
+            return Credentials("cookie", token_digest(cookie), method not in ("GET", "HEAD", "OPTIONS"), csrf)
         return None
+
+    async def resolve(
+        self, conn: Connection, *, authorization: str | None, cookie: str | None, method: str, csrf: str | None
+    ) -> Principal | None:
+        """The caller, or None when anonymous. Unsafe cookie requests must carry the session's CSRF token."""
+        found = self.credentials(authorization=authorization, cookie=cookie, method=method, csrf=csrf)
+        if not isinstance(found, Credentials):
+            return found
+        row = await conn.fetchrow(Q["session"], found.token_sha256)
+        return principal_of(found, None if row is None else Session.of(row))
 
     async def sign_in(
         self, conn: Connection, *, email: str, password: str, address: str, kind: str, label: str = ""

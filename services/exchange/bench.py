@@ -3,7 +3,7 @@
 The network (members with ledger accounts, listings with varied texts) is loaded in bulk, not request by
 request, but out of the real parts: events of the real types sealed by the real vault, ledger accounts opened
 through the ledger's API with the exchange's own client and keys, and read models written by the real
-``projections.project`` (its upserts collected and sent in large batches). A real ``timebank serve`` process
+``projections.projection`` (its upserts collected and sent in large batches). A real ``timebank serve`` process
 (exchange at ``/``, ledger at ``/ledger``) then answers every measured request.
 """
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -37,6 +38,7 @@ from services.exchange.auth import hash_password, token_digest
 from services.exchange.ledger_client import LedgerClient, OpenedAccount
 from services.exchange.service import account_key, new_id
 from services.exchange.vault import Vault
+from services.exchange.writes import compose
 from shared.db import Connection
 from shared.note import Signer, write_signer_key
 from shared.processes import PostgresServer, free_port, server_tempdir
@@ -158,22 +160,6 @@ class Network:
     emails: dict[str, str] = field(default_factory=dict)
 
 
-class _CollectedWrites:
-    """Stands in for the connection while ``projections.project`` runs: its upserts are collected (and later sent
-    with ``executemany`` in large batches), anything else it asks goes to the real connection."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self.writes: dict[str, list[tuple[Any, ...]]] = {}
-
-    async def execute(self, query: str, *args: Any) -> str:
-        self.writes.setdefault(query, []).append(args)
-        return ""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
 async def _open_accounts(ledger: LedgerClient, members: list[str]) -> dict[str, OpenedAccount]:
     """Open the members' ledger accounts through the ledger's API, with the keys the exchange's outbox uses."""
     opened: dict[str, OpenedAccount] = {}
@@ -276,10 +262,14 @@ async def load(conn: Connection, ledger: LedgerClient, n_members: int, n_listing
             columns=["token_sha256", "member", "kind", "csrf", "label", "expires_at"],
             records=session_rows,
         )
-        collected = _CollectedWrites(conn)
+        for key_write in vault.writes():  # the members' data keys, made by sealing
+            await conn.execute(key_write.sql, *key_write.args)
+        collected: dict[str, list[tuple[Any, ...]]] = {}
         for stream, history in streams.items():
-            await projections.project(cast("Connection", collected), vault, stream, history)
-        for query, rows in collected.writes.items():
+            for write in (await projections.projection(vault, stream, history)).writes:
+                ready = compose([write])  # (as a command would send it)
+                collected.setdefault(ready.sql, []).append(ready.args)
+        for query, rows in collected.items():
             for lo in range(0, len(rows), 5000):
                 await conn.executemany(query, rows[lo : lo + 5000])
     await conn.execute("ANALYZE")  # what autovacuum would have done by the time a network is this size
@@ -449,23 +439,67 @@ async def search_phase(base: str, total: int, clients: int, seed: int) -> tuple[
     return Result("search over HTTP", run.count, run.seconds, latencies, target), items / max(1, run.count)
 
 
+class _Http:
+    """A minimal HTTP/1.1 client for the measured flow: keep-alive connections (one per request in flight), JSON
+    POSTs, answers with a Content-Length or chunked. aiohttp spends several times the CPU per request, taken on a
+    shared machine from the node and PostgreSQL being measured; the requests and answers are the same."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, headers: bytes, body: bytes) -> tuple[int, bytes]:
+        reader, writer = self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (path.encode(), self.host.encode(), len(body), headers, body)
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        fields = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:-2])
+        }
+        if fields.get(b"transfer-encoding") == b"chunked":
+            chunks = []
+            while size := int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16):
+                chunks.append((await reader.readexactly(size + 2))[:-2])
+            await reader.readuntil(b"\r\n")
+            data = b"".join(chunks)
+        else:
+            data = await reader.readexactly(int(fields.get(b"content-length", b"0")))
+        if fields.get(b"connection") == b"close":
+            writer.close()
+        else:
+            self._idle.append((reader, writer))
+        return status, data
+
+    def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
 class _Flow:
     """propose -> accept -> record -> confirm over HTTP, as two members would do it."""
 
-    def __init__(self, http: aiohttp.ClientSession, network: Network) -> None:
+    def __init__(self, http: _Http, network: Network) -> None:
         self.http = http
         self.network = network
+        # Made once per member: the client's own CPU is taken from the node and PostgreSQL on a shared machine.
+        self.headers = {
+            member: f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()
+            for member, token in network.tokens.items()
+        }
         self.steps: dict[str, list[float]] = {s: [] for s in ("propose", "accept", "record", "confirm")}
         self.started: dict[str, datetime] = {}
         self.confirmed: dict[str, datetime] = {}
 
     async def call(self, step: str, path: str, member: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.network.tokens[member]}"}
         t0 = time.perf_counter()
-        async with self.http.post(path, json=body or {}, headers=headers) as r:
-            data = await r.read()
-            if r.status >= 300:
-                raise RuntimeError(f"{step} {path} answered {r.status}: {data[:300]!r}")
+        status, data = await self.http.post(path, self.headers[member], msgspec.json.encode(body or {}))
+        if status >= 300:
+            raise RuntimeError(f"{step} {path} answered {status}: {data[:300]!r}")
         self.steps[step].append(time.perf_counter() - t0)
         answer: dict[str, Any] = msgspec.json.decode(data)
         return answer
@@ -492,15 +526,21 @@ async def exchange_phase(
     """``clients`` concurrent pairs of members complete ``total`` exchanges; the clock stops at the last
     settlement (the ledger transfer recorded back in the exchange through the outbox)."""
     rng = random.Random(seed)
-    async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=clients)) as http:
-        flow = _Flow(http, network)
+    address = urlsplit(base)
+    assert address.hostname is not None
+    assert address.port is not None
+    http = _Http(address.hostname, address.port)
+    flow = _Flow(http, network)
 
-        async def op(_: int) -> int:
-            await flow.one(rng)
-            return 1
+    async def op(_: int) -> int:
+        await flow.one(rng)
+        return 1
 
-        t0 = datetime.now(UTC)
+    t0 = datetime.now(UTC)
+    try:
         await _drive("exchanges", total, clients, op)
+    finally:
+        http.close()
     ids = list(flow.started)
     deadline = time.monotonic() + 120
     while True:

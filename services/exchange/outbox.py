@@ -9,7 +9,9 @@ original (``replayed``), so there is exactly one ledger entry, and ``on_outcome`
 
 How a round works, and why: a round takes one connection and one transaction. It claims up to ``batch_size``
 due rows with ``FOR UPDATE SKIP LOCKED``, sends them to the ledger concurrently while *holding those row locks*,
-then records every answer in the same transaction (one savepoint per row) and commits once. Holding the locks
+then records every answer in the same transaction and commits once. With an ``on_outcomes`` callback the answers
+are recorded all at once (one savepoint for them all, a few round trips whatever their number); if that fails,
+or without it, each is recorded in a savepoint of its own. Holding the locks
 across the HTTP call is what keeps two workers (or two exchange processes) from sending the same row at once, with
 no lease to tune; the cost is one connection per round in flight and locks held for at most the client's timeout.
 If the process dies mid-round, PostgreSQL aborts the transaction, the locks go, and the next round (anywhere)
@@ -38,6 +40,7 @@ from services.exchange.ledger_client import (
     OpenedAccount,
     PostedTransfer,
 )
+from services.exchange.writes import Write
 from shared.db import Connection
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,9 @@ class Refused(Outcome, frozen=True, kw_only=True, tag="exchange.outbox.refused.v
 
 AnyOutcome = Delivered | Refused
 OnOutcome = Callable[[Connection, OutboxCommand, AnyOutcome], Awaitable[None]]
+# Records many answers at once, as ``on_outcome`` would one by one, all or nothing (it may raise); the Write marks
+# their rows done, for the callback to send with its own writes (in one statement, say).
+OnOutcomes = Callable[[Connection, list[tuple[OutboxCommand, AnyOutcome]], Write], Awaitable[None]]
 
 
 class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,6 +149,10 @@ _outcome_decoder = msgspec.json.Decoder(AnyOutcome)
 _ENQUEUE = """
 INSERT INTO exchange.outbox (key, kind, payload) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING
 """
+_ENQUEUE_MANY = """
+INSERT INTO exchange.outbox (key, kind, payload)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) ON CONFLICT (key) DO NOTHING
+"""
 _CLAIM = """
 SELECT key, payload, attempts FROM exchange.outbox
 WHERE done_at IS NULL AND next_attempt_at <= now()
@@ -152,6 +162,11 @@ FOR UPDATE SKIP LOCKED
 """
 _DONE = """
 UPDATE exchange.outbox SET done_at = clock_timestamp(), outcome = $2, attempts = attempts + 1 WHERE key = $1
+"""
+_DONE_MANY = """
+UPDATE exchange.outbox AS o SET done_at = clock_timestamp(), outcome = f.outcome, attempts = o.attempts + 1
+FROM unnest($1::text[], $2::bytea[]) AS f (key, outcome)
+WHERE o.key = f.key
 """
 _RETRY = """
 UPDATE exchange.outbox AS o
@@ -165,7 +180,15 @@ _ENTRY = """
 SELECT key, payload, created_at, attempts, next_attempt_at, done_at, outcome, last_error
 FROM exchange.outbox WHERE key = $1
 """
-QUERIES = {"enqueue": _ENQUEUE, "claim": _CLAIM, "done": _DONE, "retry": _RETRY, "entry": _ENTRY}
+QUERIES = {
+    "enqueue": _ENQUEUE,
+    "enqueue_many": _ENQUEUE_MANY,
+    "claim": _CLAIM,
+    "done": _DONE,
+    "done_many": _DONE_MANY,
+    "retry": _RETRY,
+    "entry": _ENTRY,
+}
 
 
 async def enqueue(conn: Connection, command: OutboxCommand) -> None:
@@ -176,6 +199,19 @@ async def enqueue(conn: Connection, command: OutboxCommand) -> None:
     """
     tag = type(command).__struct_config__.tag
     await conn.execute(_ENQUEUE, command.key, tag, _encoder.encode(command))
+
+
+def enqueue_write(commands: list[OutboxCommand]) -> Write:
+    """``enqueue`` for several commands, as a write to send with the events that decided them."""
+    return Write(
+        _ENQUEUE_MANY,
+        (
+            [c.key for c in commands],
+            [type(c).__struct_config__.tag for c in commands],
+            [_encoder.encode(c) for c in commands],
+        ),
+        rows=True,
+    )
 
 
 async def entry(conn: Connection, key: str) -> OutboxEntry | None:
@@ -209,7 +245,12 @@ class OutboxWorker:
     seconds, which also picks up retries that fell due and rows a crashed process left behind. A command without
     an answer is retried with exponential backoff (``backoff_base`` doubling up to ``backoff_max`` seconds) and never
     dropped. ``lanes`` rounds may be in flight at once (each holds one connection), and at most ``max_in_flight``
-    ledger requests.
+    ledger requests. ``on_outcomes``, if given, records a round's answers at once (``on_outcome`` is the fallback).
+
+    ``linger``: rounds started by wake-ups start at least this far apart; a lane woken sooner waits, and its round
+    takes the rows enqueued meanwhile too (one lane lingers at a time; the others stay free to start rounds). Under
+    load that makes rounds fewer and larger, each costing a few round trips to the database whatever its size, for
+    at most ``linger`` of latency; after a quiet spell a wake-up starts a round at once.
     """
 
     def __init__(
@@ -218,24 +259,30 @@ class OutboxWorker:
         client: LedgerClient,
         on_outcome: OnOutcome,
         *,
+        on_outcomes: OnOutcomes | None = None,
         batch_size: int = 200,
         max_in_flight: int = 64,
         lanes: int = 2,
         poll_interval: float = 1.0,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        linger: float = 0.0,
     ) -> None:
         if batch_size < 1 or max_in_flight < 1 or lanes < 1:
             raise ValueError("batch_size, max_in_flight and lanes must be at least 1")
         self._pool = pool
         self._client = client
         self._on_outcome = on_outcome
+        self._on_outcomes = on_outcomes
         self._batch_size = batch_size
         self._sending = asyncio.Semaphore(max_in_flight)
         self._lanes = lanes
         self._poll_interval = poll_interval
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
+        self._linger = linger
+        self._lingering = False
+        self._last_start = float("-inf")
         self._signal = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -249,7 +296,8 @@ class OutboxWorker:
 
     def wake(self) -> None:
         """Have a lane look for due rows now (cheap; call it after each committed enqueue)."""
-        self._signal.set()
+        if not self._lingering:  # a lingering lane has yet to claim: it takes the new rows too
+            self._signal.set()
 
     async def stop(self, grace: float = 30.0) -> None:
         """Finish the rounds in flight (their sends and outcomes), then stop; cancel them after ``grace`` s."""
@@ -283,6 +331,7 @@ class OutboxWorker:
         while not self._stopping:
             if self._signal.is_set():
                 self._signal.clear()
+                await self._spaced(loop)
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -291,6 +340,18 @@ class OutboxWorker:
                 async with asyncio.timeout(remaining):
                     await self._signal.wait()
 
+    async def _spaced(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Under load, start a round no sooner than ``linger`` after the last one started (in any lane), so that it
+        takes every row enqueued meanwhile; after a quiet spell, start at once."""
+        delay = self._last_start + self._linger - loop.time()
+        if delay > 0 and not self._stopping:
+            self._lingering = True
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._lingering = False
+        self._last_start = loop.time()
+
     async def _round(self) -> int:
         """Claim, send and record one batch; returns how many rows it claimed."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -298,10 +359,13 @@ class OutboxWorker:
             if not rows:
                 return 0
             sent = await asyncio.gather(*(self._send(row["payload"]) for row in rows))
+            recorded = await self._record_at_once(conn, rows, sent)
             retry_keys: list[str] = []
             retry_errors: list[str] = []
             retry_delays: list[float] = []
             for row, (command, outcome) in zip(rows, sent, strict=True):
+                if recorded and command is not None and not isinstance(outcome, _Failed):
+                    continue
                 if command is not None and not isinstance(outcome, _Failed):
                     try:
                         async with conn.transaction():
@@ -319,6 +383,31 @@ class OutboxWorker:
                 log.warning("%d ledger command(s) will be retried; first error: %s", len(retry_keys), retry_errors[0])
                 await conn.execute(_RETRY, retry_keys, retry_errors, retry_delays)
             return len(rows)
+
+    async def _record_at_once(
+        self, conn: Connection, rows: list[Any], sent: list[tuple[OutboxCommand | None, AnyOutcome | _Failed]]
+    ) -> bool:
+        """Record every answer of the round with ``on_outcomes`` in one savepoint; False if it is not done."""
+        answered = [
+            (row["key"], command, outcome)
+            for row, (command, outcome) in zip(rows, sent, strict=True)
+            if command is not None and not isinstance(outcome, _Failed)
+        ]
+        if self._on_outcomes is None or not answered:
+            return False
+        try:
+            done = Write(
+                _DONE_MANY,
+                ([key for key, _, _ in answered], [_encoder.encode(outcome) for _, _, outcome in answered]),
+                rows=True,
+            )
+            async with conn.transaction():
+                await self._on_outcomes(conn, [(command, outcome) for _, command, outcome in answered], done)
+        except Exception:
+            # A race with a command on one of the streams, say: each answer is recorded on its own instead.
+            log.info("recording %d outcomes at once failed; recording them one by one", len(answered), exc_info=True)
+            return False
+        return True
 
     async def _send(self, payload: bytes) -> tuple[OutboxCommand | None, AnyOutcome | _Failed]:
         try:

@@ -320,7 +320,7 @@ async def propose(visit: Visitor, listing_id: FromPath[str]) -> Template | Redir
     listing = await api.listing_view(visit.state, listing_id)
     try:
         body = read_form(api.ProposalBody, {"listing": listing_id, "note": optional(visit.form, "note")})
-        exchange = await _commands(visit).propose(actor, listing=listing_id, note=body.note)
+        exchange = (await _commands(visit).propose(actor, listing=listing_id, note=body.note)).id
     except DomainError as exc:
         return visit.failed(exc, "listing.html", listing=listing)
     return visit.redirect(f"/exchanges/{exchange}", "proposed")

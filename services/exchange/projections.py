@@ -8,11 +8,14 @@ very same function for every stream into emptied tables, which is why the two al
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from services.exchange import domain
 from services.exchange import events as ev
 from services.exchange.eventstore import all_events
+from services.exchange.store import ExchangeView, Line, Party
 from services.exchange.vault import Vault
+from services.exchange.writes import Write, compose
 from shared.db import Connection, load_queries
 
 Q = load_queries(Path(__file__).with_name("projections.sql"))
@@ -29,24 +32,37 @@ READ_MODELS = (
 )
 
 
-async def project(conn: Connection, vault: Vault, stream: str, history: list[ev.AnyEvent]) -> None:
-    """Bring the read model of one stream up to date with its whole history."""
+class Projection(NamedTuple):
+    """The upserts that make one stream's read-model rows, and (for an exchange) the view those rows show."""
+
+    writes: list[Write]
+    view: ExchangeView | None = None
+
+
+async def projection(vault: Vault, stream: str, history: list[ev.AnyEvent]) -> Projection:
+    """What the read model of one stream is, given its whole history: the upserts that write it."""
     if stream.startswith("mem_"):
-        await _member(conn, vault, stream, history)
-    elif stream.startswith("lst_"):
-        await _listing(conn, vault, stream, history)
-    elif stream.startswith("ex_"):
-        await _exchange(conn, vault, stream, history)
-    elif stream.startswith("pay_"):
-        await _payment(conn, vault, stream, history)
-    elif stream.startswith("inv_"):
-        await _invitation(conn, stream, history)
-    elif stream == "pot":
-        for event in history:
-            if isinstance(event, ev.PotOpened):
-                await conn.execute(Q["upsert_pot"], event.account)
-    else:
-        raise ValueError(f"unknown stream {stream}")
+        return Projection([await _member(vault, stream, history)])
+    if stream.startswith("lst_"):
+        return Projection([await _listing(vault, stream, history)])
+    if stream.startswith("ex_"):
+        return await _exchange(vault, stream, history)
+    if stream.startswith("pay_"):
+        return Projection([await _payment(vault, stream, history)])
+    if stream.startswith("inv_"):
+        return Projection([_invitation(stream, history)])
+    if stream == "pot":
+        opened = [e.account for e in history if isinstance(e, ev.PotOpened)]
+        return Projection([Write(Q["upsert_pot"], (opened[-1],))] if opened else [])
+    raise ValueError(f"unknown stream {stream}")
+
+
+async def project(conn: Connection, vault: Vault, stream: str, history: list[ev.AnyEvent]) -> None:
+    """Bring the read model of one stream up to date with its whole history (one statement)."""
+    writes = (await projection(vault, stream, history)).writes
+    if writes:
+        statement = compose(writes)
+        await conn.execute(statement.sql, *statement.args)
 
 
 async def rebuild(conn: Connection) -> int:
@@ -61,7 +77,7 @@ async def rebuild(conn: Connection) -> int:
     return len(streams)
 
 
-async def _member(conn: Connection, vault: Vault, member_id: str, history: list[ev.AnyEvent]) -> None:
+async def _member(vault: Vault, member_id: str, history: list[ev.AnyEvent]) -> Write:
     member = domain.fold_member(member_id, history)
     assert member is not None
     details: ev.MemberDetails | None = None
@@ -76,40 +92,44 @@ async def _member(conn: Connection, vault: Vault, member_id: str, history: list[
         approved_at = history[0].at
     if member.status == "erased" or details is None:
         details = ev.MemberDetails(name="", email="")
-    await conn.execute(
+    return Write(
         Q["upsert_member"],
-        member.id,
-        member.status,
-        member.role,
-        member.account,
-        details.name,
-        details.email or None,
-        details.skills,
-        details.area,
-        details.bio,
-        details.password_hash or None,
-        joined,
-        approved_at,
+        (
+            member.id,
+            member.status,
+            member.role,
+            member.account,
+            details.name,
+            details.email or None,
+            details.skills,
+            details.area,
+            details.bio,
+            details.password_hash or None,
+            joined,
+            approved_at,
+        ),
     )
 
 
-async def _invitation(conn: Connection, invitation_id: str, history: list[ev.AnyEvent]) -> None:
+def _invitation(invitation_id: str, history: list[ev.AnyEvent]) -> Write:
     created = history[0]
     assert isinstance(created, ev.InvitationCreated)
     used_by = next((e.member for e in history if isinstance(e, ev.InvitationUsed)), None)
-    await conn.execute(
+    return Write(
         Q["upsert_invitation"],
-        invitation_id,
-        created.token_sha256,
-        created.role,
-        created.expires,
-        created.by,
-        created.at,
-        used_by,
+        (
+            invitation_id,
+            created.token_sha256,
+            created.role,
+            created.expires,
+            created.by,
+            created.at,
+            used_by,
+        ),
     )
 
 
-async def _listing(conn: Connection, vault: Vault, listing_id: str, history: list[ev.AnyEvent]) -> None:
+async def _listing(vault: Vault, listing_id: str, history: list[ev.AnyEvent]) -> Write:
     listing = domain.fold_listing(listing_id, history)
     assert listing is not None
     assert listing.expires is not None
@@ -121,25 +141,27 @@ async def _listing(conn: Connection, vault: Vault, listing_id: str, history: lis
             shared = event.shared
     if text is None:
         text = ev.ListingText(title="", description="")
-    await conn.execute(
+    return Write(
         Q["upsert_listing"],
-        listing.id,
-        listing.member,
-        listing.kind,
-        listing.category,
-        text.title,
-        text.description,
-        text.area,
-        text.availability,
-        shared,
-        listing.status,
-        listing.expires,
-        history[0].at,
-        history[-1].at,
+        (
+            listing.id,
+            listing.member,
+            listing.kind,
+            listing.category,
+            text.title,
+            text.description,
+            text.area,
+            text.availability,
+            shared,
+            listing.status,
+            listing.expires,
+            history[0].at,
+            history[-1].at,
+        ),
     )
 
 
-async def _exchange(conn: Connection, vault: Vault, exchange_id: str, history: list[ev.AnyEvent]) -> None:
+async def _exchange(vault: Vault, exchange_id: str, history: list[ev.AnyEvent]) -> Projection:
     ex = domain.fold_exchange(exchange_id, history)
     assert ex is not None
     assert ex.created is not None
@@ -158,50 +180,91 @@ async def _exchange(conn: Connection, vault: Vault, exchange_id: str, history: l
                 memos[event.by] = memo.text
     answers = {m: ("accepted" if m in ex.accepted else "declined" if m in ex.declined else None) for m in ex.parties}
     answers[ex.proposer] = "proposer"
-    await conn.execute(
-        Q["upsert_exchange"],
-        ex.id,
-        ex.proposer,
-        ex.listing,
-        ex.category,
-        ex.status,
-        note.text if note else None,
-        memo.text if memo else None,
-        ex.created,
-        ex.updated,
-        ex.parties,
-        ["provider"] * len(ex.providers) + ["receiver"] * len(ex.receivers),
-        [answers[m] for m in ex.parties],
-        [line.n for line in ex.lines],
-        [line.provider for line in ex.lines],
-        [line.receiver for line in ex.lines],
-        [line.state for line in ex.lines],
-        [line.minutes for line in ex.lines],
-        [line.transfer for line in ex.lines],
-        [line.index for line in ex.lines],
-        [line.settled_at for line in ex.lines],
-        [None if line.state in ("open", "declined") else memos.get(line.provider) for line in ex.lines],
+    sides = {**{m: "receiver" for m in ex.receivers}, **{m: "provider" for m in ex.providers}}
+    view = ExchangeView(
+        id=ex.id,
+        status=ex.status,
+        proposer=ex.proposer,
+        listing=ex.listing,
+        category=ex.category,
+        note=note.text if note else None,
+        memo=memo.text if memo else None,
+        created_at=ex.created,
+        updated_at=ex.updated,
+        # In the order the read side reads them back (store.exchanges): providers first, then by member.
+        parties=sorted(
+            (Party(member=m, side=sides[m], answer=answers[m]) for m in ex.parties), key=lambda p: (p.side, p.member)
+        ),
+        lines=[
+            Line(
+                n=line.n,
+                provider=line.provider,
+                receiver=line.receiver,
+                state=line.state,
+                minutes=line.minutes,
+                transfer=line.transfer,
+                ledger_index=line.index,
+                settled_at=line.settled_at,
+            )
+            for line in ex.lines
+        ],
+    )
+    line_memos = [None if line.state in ("open", "declined") else memos.get(line.provider) for line in ex.lines]
+    row = {
+        "id": ex.id,
+        "proposer": ex.proposer,
+        "listing": ex.listing,
+        "category": ex.category,
+        "status": view.status,
+        "note": view.note,
+        "memo": view.memo,
+        "created_at": ex.created,
+        "updated_at": ex.updated,
+    }
+    parties = [{"exchange": ex.id, "member": p.member, "side": p.side, "answer": p.answer} for p in view.parties]
+    lines = [
+        {
+            "exchange": ex.id,
+            "n": line.n,
+            "provider": line.provider,
+            "receiver": line.receiver,
+            "state": line.state,
+            "minutes": line.minutes,
+            "transfer": line.transfer,
+            "ledger_index": line.ledger_index,
+            "settled_at": line.settled_at,
+            "memo": memo_text,
+        }
+        for line, memo_text in zip(view.lines, line_memos, strict=True)
+    ]
+    return Projection(
+        [
+            Write(Q["upsert_exchange"], ([row],), rows=True, json=True),
+            Write(Q["upsert_exchange_parties"], (parties,), rows=True, json=True),
+            Write(Q["upsert_exchange_lines"], (lines,), rows=True, json=True),
+        ],
+        view,
     )
 
 
-async def _payment(conn: Connection, vault: Vault, payment_id: str, history: list[ev.AnyEvent]) -> None:
+async def _payment(vault: Vault, payment_id: str, history: list[ev.AnyEvent]) -> Write:
     made = history[0]
     assert isinstance(made, ev.PaymentMade)
     payment = domain.fold_payment(payment_id, history)
     assert payment is not None
     settled = next((e for e in history if isinstance(e, ev.PaymentSettled)), None)
     memo = await vault.open(made.memo, ev.Memo)
-    await conn.execute(
-        Q["upsert_payment"],
-        payment.id,
-        payment.kind,
-        payment.payer,
-        payment.payee,
-        payment.minutes,
-        made.by,
-        payment.status,
-        memo.text if memo else None,
-        settled.transfer if settled else None,
-        settled.index if settled else None,
-        made.at,
-    )
+    row = {
+        "id": payment.id,
+        "kind": payment.kind,
+        "payer": payment.payer,
+        "payee": payment.payee,
+        "minutes": payment.minutes,
+        "made_by": made.by,
+        "status": payment.status,
+        "memo": memo.text if memo else None,
+        "transfer": settled.transfer if settled else None,
+        "ledger_index": settled.index if settled else None,
+        "created_at": made.at,
+    }
+    return Write(Q["upsert_payment"], ([row],), rows=True, json=True)

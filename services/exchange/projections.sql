@@ -25,30 +25,40 @@ ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status, expires = EXCLUDED.expires, updated_at = EXCLUDED.updated_at
 
 -- name: upsert_exchange
--- The exchange, its parties and its lines in one statement: one round trip for every command on an exchange.
-WITH exchange AS (
-    INSERT INTO exchange.exchanges (id, proposer, listing, category, status, note, memo, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-    ON CONFLICT (id) DO UPDATE SET
-        status = EXCLUDED.status, note = EXCLUDED.note, memo = EXCLUDED.memo, updated_at = EXCLUDED.updated_at
-), parties AS (
-    INSERT INTO exchange.exchange_parties (exchange, member, side, answer)
-    SELECT $1, m, s, a FROM unnest($10::text[], $11::text[], $12::text[]) AS t(m, s, a)
-    ON CONFLICT (exchange, member) DO UPDATE SET answer = EXCLUDED.answer
-)
-INSERT INTO exchange.exchange_lines
+-- Exchanges' rows, parties and lines: row-wise (a JSON array of rows each), so that a command sends its exchange's
+-- three upserts with its events in one statement, and recording the ledger's answers sends many exchanges' at once.
+-- Rows that would not change are left alone.
+INSERT INTO exchange.exchanges AS x (id, proposer, listing, category, status, note, memo, created_at, updated_at)
+SELECT id, proposer, listing, category, status, note, memo, created_at, updated_at
+FROM json_populate_recordset(NULL::exchange.exchanges, $1::json)
+ON CONFLICT (id) DO UPDATE SET
+    status = EXCLUDED.status, note = EXCLUDED.note, memo = EXCLUDED.memo, updated_at = EXCLUDED.updated_at
+WHERE (x.status, x.note, x.memo, x.updated_at) IS DISTINCT FROM
+      (EXCLUDED.status, EXCLUDED.note, EXCLUDED.memo, EXCLUDED.updated_at)
+
+-- name: upsert_exchange_parties
+INSERT INTO exchange.exchange_parties AS p (exchange, member, side, answer)
+SELECT exchange, member, side, answer FROM json_populate_recordset(NULL::exchange.exchange_parties, $1::json)
+ON CONFLICT (exchange, member) DO UPDATE SET answer = EXCLUDED.answer
+WHERE p.answer IS DISTINCT FROM EXCLUDED.answer
+
+-- name: upsert_exchange_lines
+INSERT INTO exchange.exchange_lines AS l
     (exchange, n, provider, receiver, state, minutes, transfer, ledger_index, settled_at, memo)
-SELECT $1, n, p, r, s, m, t, i, a, o
-FROM unnest($13::int[], $14::text[], $15::text[], $16::text[], $17::int[], $18::text[], $19::bigint[],
-            $20::timestamptz[], $21::text[]) AS u(n, p, r, s, m, t, i, a, o)
+SELECT exchange, n, provider, receiver, state, minutes, transfer, ledger_index, settled_at, memo
+FROM json_populate_recordset(NULL::exchange.exchange_lines, $1::json)
 ON CONFLICT (exchange, n) DO UPDATE SET
     state = EXCLUDED.state, minutes = EXCLUDED.minutes, transfer = EXCLUDED.transfer,
     ledger_index = EXCLUDED.ledger_index, settled_at = EXCLUDED.settled_at, memo = EXCLUDED.memo
+WHERE (l.state, l.minutes, l.transfer, l.ledger_index, l.settled_at, l.memo) IS DISTINCT FROM
+      (EXCLUDED.state, EXCLUDED.minutes, EXCLUDED.transfer, EXCLUDED.ledger_index, EXCLUDED.settled_at, EXCLUDED.memo)
 
 -- name: upsert_payment
+-- Row-wise, like exchanges: recording the ledger's answers sends many payments' rows at once.
 INSERT INTO exchange.payments
     (id, kind, payer, payee, minutes, made_by, status, memo, transfer, ledger_index, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+SELECT id, kind, payer, payee, minutes, made_by, status, memo, transfer, ledger_index, created_at
+FROM json_populate_recordset(NULL::exchange.payments, $1::json)
 ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status, memo = EXCLUDED.memo, transfer = EXCLUDED.transfer,
     ledger_index = EXCLUDED.ledger_index

@@ -7,6 +7,55 @@ SELECT id, status, role, password_hash FROM exchange.members WHERE lower(email) 
 SELECT id, status, role, account, name, email, skills, area, bio, joined_at, approved_at
 FROM exchange.members WHERE id = $1
 
+-- name: member_states
+-- Members as commands check them: status, role and ledger account.
+SELECT id, status, role, account FROM exchange.members WHERE id = ANY($1::text[])
+
+-- name: exchange_for_command
+-- What a command on an exchange reads, in one round trip: its stream as eventstore.load_with_keys reads it (events,
+-- and the data key of the subject named like it), and the caller's session when the caller came with a token $2
+-- (see auth.Credentials). No parameter changes the plan's shape, so PostgreSQL plans it once (a generic plan).
+SELECT e.version, e.data, k.key,
+       se.member AS session_member, se.kind AS session_kind, se.csrf AS session_csrf, se.role AS session_role,
+       se.status AS session_status
+FROM (SELECT $1::text AS stream) s
+LEFT JOIN exchange.events e ON e.stream = s.stream
+LEFT JOIN exchange.subject_keys k ON k.subject = s.stream
+LEFT JOIN exchange.session($2::text) se ON true
+ORDER BY e.version
+
+-- name: exchange_for_settling
+-- exchange_for_command, and the exchange's parties as commands check members (status, role, ledger account) on
+-- the first row: what confirming (and resolving) needs to settle lines.
+SELECT e.version, e.data, k.key,
+       se.member AS session_member, se.kind AS session_kind, se.csrf AS session_csrf, se.role AS session_role,
+       se.status AS session_status,
+       CASE WHEN e.version = 1 THEN p.ids END AS ids, CASE WHEN e.version = 1 THEN p.statuses END AS statuses,
+       CASE WHEN e.version = 1 THEN p.roles END AS roles, CASE WHEN e.version = 1 THEN p.accounts END AS accounts
+FROM (
+    SELECT array_agg(m.id) AS ids, array_agg(m.status) AS statuses, array_agg(m.role) AS roles,
+           array_agg(m.account) AS accounts
+    FROM exchange.exchange_parties x JOIN exchange.members m ON m.id = x.member
+    WHERE x.exchange = $1::text
+) p
+LEFT JOIN exchange.events e ON e.stream = $1::text
+LEFT JOIN exchange.subject_keys k ON k.subject = $1::text
+LEFT JOIN exchange.session($2::text) se ON true
+ORDER BY e.version
+
+-- name: proposal
+-- What a proposal needs, in one round trip: the listing (one of this network's own; none for a direct exchange),
+-- every member who would take part (its member among them), and the caller's session when the caller came with a
+-- token $3 (see auth.Credentials). One row per member found, or one without.
+SELECT l.member AS owner, l.kind, l.category, l.status AS listing_status, l.expires,
+       m.id, m.status, m.role, m.account,
+       se.member AS session_member, se.kind AS session_kind, se.csrf AS session_csrf, se.role AS session_role,
+       se.status AS session_status
+FROM (SELECT $1::text AS id) wanted
+LEFT JOIN exchange.listings l ON l.id = wanted.id AND l.network IS NULL
+LEFT JOIN exchange.session($3::text) se ON true
+LEFT JOIN exchange.members m ON m.id = ANY(array_append(array_append($2::text[], l.member), se.member))
+
 -- name: member_names
 SELECT id, name, account FROM exchange.members WHERE id = ANY($1::text[]) OR account = ANY($2::text[])
 
@@ -79,7 +128,9 @@ SELECT e.id, e.proposer, e.listing, e.category, e.status, e.note, e.memo, e.crea
        l.ns, l.providers, l.receivers, l.states, l.minutes, l.transfers, l.ledger_indexes, l.settled_ats
 FROM exchange.exchanges e
 CROSS JOIN LATERAL (
-    SELECT array_agg(member) AS members, array_agg(side) AS sides, array_agg(answer) AS answers
+    SELECT array_agg(member ORDER BY side, member COLLATE "C") AS members,
+           array_agg(side ORDER BY side, member COLLATE "C") AS sides,
+           array_agg(answer ORDER BY side, member COLLATE "C") AS answers
     FROM exchange.exchange_parties WHERE exchange = e.id
 ) p
 CROSS JOIN LATERAL (
@@ -138,9 +189,7 @@ GROUP BY 1, 2
 ORDER BY 1 DESC, 2
 
 -- name: session
-SELECT s.member, s.kind, s.csrf, s.expires_at, m.role, m.status
-FROM exchange.sessions s JOIN exchange.members m ON m.id = s.member
-WHERE s.token_sha256 = $1 AND s.expires_at > now()
+SELECT member, kind, csrf, expires_at, role, status FROM exchange.session($1)
 
 -- name: insert_session
 INSERT INTO exchange.sessions (token_sha256, member, kind, csrf, label, expires_at) VALUES ($1, $2, $3, $4, $5, $6)

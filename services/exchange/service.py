@@ -1,5 +1,5 @@
-"""The exchange's command side: one transaction per command that reads streams, decides, seals, appends,
-projects and enqueues what the ledger must be told, all or nothing.
+"""The exchange's command side: each command reads streams and read models, decides, seals, and then appends,
+projects and enqueues what the ledger must be told in one atomic statement (see ``unit.py``), all or nothing.
 
 Optimistic concurrency: two commands on one stream race to the next version; the loser retries from a fresh
 read, so a decision is always made on the latest state.
@@ -12,21 +12,24 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 
 from services.exchange import domain, outbox
 from services.exchange import events as ev
+from services.exchange.auth import Credentials, Session, principal_of
 from services.exchange.domain import Actor
-from services.exchange.eventstore import StreamConflict, append, load
+from services.exchange.eventstore import Loaded, StreamConflict, load
 from services.exchange.ledger_client import OpenedAccount, PostedTransfer
 from services.exchange.projections import project
+from services.exchange.store import ExchangeView, Q
+from services.exchange.unit import Unit
 from services.exchange.vault import Vault
+from services.exchange.writes import Write
 from shared.db import Connection
-from shared.errors import Conflict, Forbidden, Invalid, NotFound
+from shared.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 
 log = logging.getLogger("timebank.exchange")
 T = TypeVar("T")
@@ -53,37 +56,9 @@ def account_key(member: str) -> str:
     return f"exchange/{member}"
 
 
-@dataclass(slots=True)
-class Unit:
-    """One command's transaction: its connection, vault, and whether it left work for the outbox."""
-
-    conn: Connection
-    vault: Vault
-    enqueued: bool = False
-    loaded: dict[str, int] = field(default_factory=dict)
-
-    async def load(self, stream: str) -> list[ev.AnyEvent]:
-        version, history = await load(self.conn, stream)
-        self.loaded[stream] = version
-        return history
-
-    async def save(self, stream: str, history: list[ev.AnyEvent], new: list[ev.AnyEvent]) -> list[ev.AnyEvent]:
-        """Append ``new`` after what ``load`` saw and bring the read model up to date."""
-        if not new:
-            return history
-        await append(self.conn, stream, self.loaded.get(stream, 0), new)
-        self.loaded[stream] = self.loaded.get(stream, 0) + len(new)
-        full = [*history, *new]
-        await project(self.conn, self.vault, stream, full)
-        return full
-
-    async def enqueue(self, command: outbox.OutboxCommand) -> None:
-        await outbox.enqueue(self.conn, command)
-        self.enqueued = True
-
-
 class Commands:
-    """Every state change the exchange makes. Callers pass the acting member; errors are DomainErrors."""
+    """Every state change the exchange makes. Callers pass the acting member (or, to exchanges, the credentials
+    they came with, looked up in the same round trip as the exchange); errors are DomainErrors."""
 
     def __init__(
         self,
@@ -98,13 +73,25 @@ class Commands:
         self.listing_days = listing_days
         self.invitation_days = invitation_days
 
-    async def _tx(self, work: Callable[[Unit], Awaitable[T]]) -> T:
+    async def _tx(self, work: Callable[[Unit], Awaitable[T]], *, transaction: bool = False) -> T:
+        """Run ``work`` and send its writes as one statement, retrying from fresh reads after a lost race.
+
+        ``transaction``: for work that reads its own writes (it flushes them on the way), everything inside one
+        transaction. Otherwise the reads need none (each sees committed state, as in a READ COMMITTED
+        transaction) and the one statement at the end is atomic by itself.
+        """
         for _ in range(8):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with self.pool.acquire() as conn:
                     unit = Unit(conn, Vault(conn))
-                    result = await work(unit)
-            except StreamConflict:
+                    if transaction:
+                        async with conn.transaction():
+                            result = await work(unit)
+                            await unit.flush()
+                    else:
+                        result = await work(unit)
+                        await unit.flush()
+            except (StreamConflict, asyncpg.DeadlockDetectedError):
                 continue
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name == "members_email":
@@ -121,6 +108,7 @@ class Commands:
         member = new_id("mem")
 
         async def work(u: Unit) -> str:
+            u.new_stream(member)
             sealed = await u.vault.seal(member, details)
             await u.save(member, [], [ev.MemberApplied(at=now(), member=member, details=sealed)])
             return member
@@ -166,6 +154,7 @@ class Commands:
             if created.expires <= now():
                 raise Conflict("this invitation has expired")
             at = now()
+            u.new_stream(member)
             sealed = await u.vault.seal(member, details)
             await u.save(row["id"], history, [ev.InvitationUsed(at=at, invitation=row["id"], member=member)])
             applied = ev.MemberApplied(at=at, member=member, role=created.role, details=sealed, invitation=row["id"])
@@ -218,12 +207,14 @@ class Commands:
                 return
             details = await _details(u.vault, history)
             await u.save(member_id, history, new)
+            await u.flush()
             listings = await u.conn.fetch(
                 "SELECT id FROM exchange.listings WHERE member = $1 AND status <> 'withdrawn'", member_id
             )
             for row in listings:
                 lh = await u.load(row["id"])
                 await u.save(row["id"], lh, [ev.ListingWithdrawn(at=now(), listing=row["id"])])
+            await u.flush()
             others = [
                 r["id"]
                 for r in await u.conn.fetch(
@@ -245,7 +236,7 @@ class Commands:
                 _, full = await load(u.conn, stream)
                 await project(u.conn, u.vault, stream, full)
 
-        await self._tx(work)
+        await self._tx(work, transaction=True)
 
     async def _member_change(self, member_id: str, decide: Callable[[domain.Member], list[ev.AnyEvent]]) -> None:
         async def work(u: Unit) -> None:
@@ -270,7 +261,7 @@ class Commands:
         listing = new_id("lst")
 
         async def work(u: Unit) -> str:
-            domain.need_approved(await self._member(u, actor.member), "list offers or requests")
+            domain.need_approved((await _members(u, [actor.member])).get(actor.member), "list offers or requests")
             at = now()
             until = self._expiry(expires, at)
             sealed = await u.vault.seal(actor.member, text)
@@ -350,34 +341,44 @@ class Commands:
 
     async def propose(
         self,
-        actor: Actor,
+        who: Actor | Credentials,
         *,
         listing: str | None = None,
         providers: list[str] | None = None,
         receivers: list[str] | None = None,
         note: str | None = None,
         category: ev.Category | None = None,
-    ) -> str:
-        """Propose on a listing (the proposer takes the other side), or a direct/group exchange."""
-        exchange = new_id("ex")
+    ) -> ExchangeView:
+        """Propose on a listing (the proposer takes the other side), or a direct/group exchange.
 
-        async def work(u: Unit) -> str:
-            domain.need_approved(await self._member(u, actor.member), "propose exchanges")
+        ``who``: the acting member, or the credentials they came with (looked up with what the proposal reads)."""
+        exchange = new_id("ex")
+        named = [*(providers or []), *(receivers or [])]
+
+        async def work(u: Unit) -> ExchangeView:
+            u.new_stream(exchange)
+            # The listing, every member who would take part and the caller's session, in one round trip.
+            known = [who.member] if isinstance(who, Actor) else []
+            rows = await u.conn.fetch(Q["proposal"], listing, [*known, *named], _token(who))
+            actor = _actor(who, rows[0])
+            members = {r["id"]: _member_of(r) for r in rows if r["id"] is not None}
+            domain.need_approved(members.get(actor.member), "propose exchanges")
             provs, recs, cat = list(providers or []), list(receivers or []), category or "other"
             if listing is not None:
-                lh = await u.load(listing)
-                found = _exists(domain.fold_listing(listing, lh), "listing", listing)
-                if found.status != "active" or (found.expires is not None and found.expires <= now()):
+                found = rows[0]
+                if found["owner"] is None:
+                    raise NotFound(f"listing {listing} does not exist")
+                if found["listing_status"] != "active" or found["expires"] <= now():
                     raise Conflict(f"listing {listing} is not open for exchanges")
-                if found.member == actor.member:
+                if found["owner"] == actor.member:
                     raise Invalid("you cannot propose an exchange on your own listing")
                 if providers or receivers:
                     raise Invalid("on a listing, the parties are the listing's member and you")
-                owner = found.member
-                provs, recs = ([owner], [actor.member]) if found.kind == "offer" else ([actor.member], [owner])
-                cat = found.category
+                owner = found["owner"]
+                provs, recs = ([owner], [actor.member]) if found["kind"] == "offer" else ([actor.member], [owner])
+                cat = found["category"]
             for party in {*provs, *recs} - {actor.member}:
-                domain.need_approved(await self._member(u, party), "take part in exchanges")
+                domain.need_approved(members.get(party), "take part in exchanges")
             note_sealed = await u.vault.seal(exchange, ev.Note(text=note)) if note else None
             new = domain.propose(
                 exchange,
@@ -390,14 +391,20 @@ class Commands:
                 at=now(),
             )
             await u.save(exchange, [], new)
-            return exchange
+            await u.flush()
+            return u.views[exchange]
 
         return await self._tx(work)
 
-    async def act(self, actor: Actor, exchange_id: str, action: str, **args: Any) -> None:
-        """accept, decline, cancel, record (minutes, memo), confirm, dispute (reason) or resolve (minutes)."""
+    async def act(self, who: Actor | Credentials, exchange_id: str, action: str, **args: Any) -> ExchangeView:
+        """accept, decline, cancel, record (minutes, memo), confirm, dispute (reason) or resolve (minutes).
 
-        async def work(u: Unit) -> None:
+        ``who``: the acting member, or the credentials they came with (looked up with the exchange). Returns the
+        exchange as this command left it (as its read model then reads)."""
+
+        async def work(u: Unit) -> ExchangeView:
+            # Confirming and resolving settle lines: the parties' ledger accounts come with the stream.
+            actor, members = await _read_exchange(u, exchange_id, who, parties=action in ("confirm", "resolve"))
             history = await u.load(exchange_id)
             ex = _exists(domain.fold_exchange(exchange_id, history), "exchange", exchange_id)
             at = now()
@@ -424,16 +431,20 @@ class Commands:
             full = await u.save(exchange_id, history, new)
             after = domain.fold_exchange(exchange_id, full)
             assert after is not None
-            await self._settle(u, after)
+            await self._settle(u, after, members)
+            await u.flush()
+            return u.views[exchange_id]
 
-        await self._tx(work)
+        return await self._tx(work)
 
-    async def _settle(self, u: Unit, ex: domain.Exchange) -> None:
+    async def _settle(self, u: Unit, ex: domain.Exchange, members: dict[str, domain.Member]) -> None:
         """Tell the ledger about every confirmed line (the outbox ignores a key it already has)."""
-        for line in ex.live_lines:
-            if line.state != "confirmed":
-                continue
-            accounts = await self._accounts(u, [line.receiver, line.provider])
+        confirmed = [line for line in ex.live_lines if line.state == "confirmed"]
+        if not confirmed:
+            return
+        parties = [p for line in confirmed for p in (line.receiver, line.provider)]
+        accounts = await self._accounts(u, parties, members)
+        for line in confirmed:
             await u.enqueue(
                 outbox.PostTransfer(
                     key=ex.key(line),
@@ -453,8 +464,10 @@ class Commands:
         payment = new_id("pay")
 
         async def work(u: Unit) -> str:
+            u.new_stream(payment)
+            members = await _members(u, [actor.member, payee])
             if not actor.coordinator or kind != "grant":
-                domain.need_approved(await self._member(u, actor.member), "send hours")
+                domain.need_approved(members.get(actor.member), "send hours")
             text = memo or DEFAULT_MEMOS[kind]
             salt = os.urandom(16)
             sealed = await u.vault.seal(payment, ev.Memo(text=text, salt=salt))
@@ -470,7 +483,7 @@ class Commands:
             )
             made = new[0]
             assert isinstance(made, ev.PaymentMade)
-            accounts = await self._accounts(u, [made.payer, made.payee])
+            accounts = await self._accounts(u, [made.payer, made.payee], members)
             await u.save(payment, [], new)
             await u.enqueue(
                 outbox.PostTransfer(
@@ -496,7 +509,23 @@ class Commands:
         self.wake()
 
     async def on_outcome(self, conn: Connection, command: outbox.OutboxCommand, outcome: outbox.AnyOutcome) -> None:
+        """Record the ledger's answer to ``command`` as the event it means (in the outbox's transaction)."""
         u = Unit(conn, Vault(conn))
+        await self._record_outcome(u, command, outcome)
+        await u.flush()
+
+    async def on_outcomes(
+        self, conn: Connection, answers: list[tuple[outbox.OutboxCommand, outbox.AnyOutcome]], done: Write
+    ) -> None:
+        """``on_outcome`` for many answers at once: their streams read in one round trip, and their events, read
+        models and the outbox's ``done`` marks written in one statement."""
+        u = Unit(conn, Vault(conn))
+        await u.preload(sorted({_stream_of(command) for command, _ in answers}))
+        for command, outcome in answers:
+            await self._record_outcome(u, command, outcome)
+        await u.flush([done])
+
+    async def _record_outcome(self, u: Unit, command: outbox.OutboxCommand, outcome: outbox.AnyOutcome) -> None:
         at = now()
         if isinstance(command, outbox.OpenLedgerAccount):
             if not isinstance(outcome, outbox.Delivered):
@@ -541,19 +570,20 @@ class Commands:
 
     # ---- helpers ----
 
-    async def _member(self, u: Unit, member_id: str) -> domain.Member | None:
-        version, history = await load(u.conn, member_id)
-        del version
-        return domain.fold_member(member_id, history)
-
-    async def _accounts(self, u: Unit, parties: list[str]) -> dict[str, str]:
+    async def _accounts(
+        self, u: Unit, parties: list[str], members: dict[str, domain.Member] | None = None
+    ) -> dict[str, str]:
         """Ledger accounts of members (or of the pot); refuses while one is not open yet."""
+        known = dict(members or {})
+        missing = [p for p in parties if p != ev.POT and p not in known]
+        if missing:
+            known.update(await _members(u, missing))
         found: dict[str, str] = {}
         for party in parties:
             if party == ev.POT:
                 account = await u.conn.fetchval("SELECT account FROM exchange.pot")
             else:
-                member = await self._member(u, party)
+                member = known.get(party)
                 if member is None:
                     raise NotFound(f"member {party} does not exist", member=party)
                 if member.status != "approved":
@@ -563,6 +593,55 @@ class Commands:
                 raise Conflict(f"the ledger account of {party} is still being opened; try again shortly")
             found[party] = account
         return found
+
+
+async def _read_exchange(
+    u: Unit, exchange_id: str, who: Actor | Credentials, *, parties: bool
+) -> tuple[Actor, dict[str, domain.Member]]:
+    """Read the exchange's stream for ``u.load``, the caller's session and (``parties``) the parties as ``_members``
+    would, in one round trip: the acting member, and those parties."""
+    query = Q["exchange_for_settling" if parties else "exchange_for_command"]
+    rows = await u.conn.fetch(query, exchange_id, _token(who))
+    first = rows[0]
+    actor = _actor(who, first)
+    events = [r for r in rows if r["version"] is not None]
+    history = [ev.decoder.decode(r["data"]) for r in events]
+    u.loaded_with(exchange_id, Loaded(events[-1]["version"] if events else 0, history, first["key"]))
+    if not parties or first["ids"] is None:
+        return actor, {}
+    states = zip(first["ids"], first["statuses"], first["roles"], first["accounts"], strict=True)
+    return actor, {m: domain.Member(m, cast("domain.MemberStatus", s), r, a) for m, s, r, a in states}
+
+
+def _token(who: Actor | Credentials) -> str | None:
+    """The session token to look up with a command's first read, if the caller came with one."""
+    return who.token_sha256 if isinstance(who, Credentials) else None
+
+
+def _actor(who: Actor | Credentials, row: Any) -> Actor:
+    """The acting member: given, or the one whose session ``row`` holds (refused as ``Gate.resolve`` would)."""
+    if isinstance(who, Actor):
+        return who
+    principal = principal_of(who, Session.of(row, "session_"))
+    if principal is None:
+        raise Unauthorized("sign in first")
+    return principal.actor
+
+
+async def _members(u: Unit, ids: list[str]) -> dict[str, domain.Member]:
+    """Members as commands check them (status, role, ledger account), from the read model in one round trip."""
+    return {r["id"]: _member_of(r) for r in await u.conn.fetch(Q["member_states"], ids)}
+
+
+def _member_of(row: Any) -> domain.Member:
+    return domain.Member(row["id"], cast("domain.MemberStatus", row["status"]), row["role"], row["account"])
+
+
+def _stream_of(command: outbox.OutboxCommand) -> str:
+    """The stream the ledger's answer to ``command`` is recorded in."""
+    if isinstance(command, outbox.OpenLedgerAccount):
+        return command.member or "pot"
+    return command.stream or command.key
 
 
 def _exists(value: T | None, what: str, ident: str) -> T:

@@ -15,34 +15,60 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.exchange.events import Sealed
+from services.exchange.writes import Write
 from shared.db import Connection
 
 T = TypeVar("T")
 _NONCE = 12
 
 
+_INSERT_KEYS = """
+INSERT INTO exchange.subject_keys (subject, key) SELECT * FROM unnest($1::text[], $2::bytea[])
+"""
+
+
 class Vault:
-    """Keys fetched once per transaction; create with ``Vault(conn)`` inside the transaction that uses it."""
+    """Keys fetched once per command; create with ``Vault(conn)`` for the command that uses it.
+
+    A key made by ``seal`` for a subject that had none is written with the command's other writes (``writes``),
+    never alone: if another command made one for the same subject first, the insert fails on the subject and the
+    command retries, finding that key.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._keys: dict[str, bytes | None] = {}
+        self._new: dict[str, bytes] = {}
+        self._shredded: set[str] = set()
+
+    def prime(self, subject: str, key: bytes | None) -> None:
+        """Remember ``subject``'s key (None: it has none) as read with something else, saving a round trip."""
+        self._keys.setdefault(subject, key)
 
     async def _key(self, subject: str, *, create: bool) -> bytes | None:
         if subject in self._keys:
-            return self._keys[subject]
-        key: bytes | None = await self._conn.fetchval(
-            "SELECT key FROM exchange.subject_keys WHERE subject = $1", subject
-        )
-        if key is None and create:
-            key = await self._conn.fetchval(
-                """INSERT INTO exchange.subject_keys (subject, key) VALUES ($1, $2)
-                   ON CONFLICT (subject) DO UPDATE SET key = exchange.subject_keys.key RETURNING key""",
-                subject,
-                AESGCM.generate_key(bit_length=256),
+            key = self._keys[subject]
+        else:
+            key = self._keys[subject] = await self._conn.fetchval(
+                "SELECT key FROM exchange.subject_keys WHERE subject = $1", subject
             )
-        self._keys[subject] = key
+        if key is None and create:
+            if subject in self._shredded:
+                raise RuntimeError(f"the data key of {subject} was shredded; nothing more is sealed under it")
+            key = self._keys[subject] = self._new[subject] = AESGCM.generate_key(bit_length=256)
         return key
+
+    @property
+    def pending(self) -> bool:
+        """Whether ``seal`` made keys that ``writes`` has not handed out yet."""
+        return bool(self._new)
+
+    def writes(self) -> list[Write]:
+        """The keys ``seal`` made since the last call, to be written in the same transaction as what they seal."""
+        if not self._new:
+            return []
+        new, self._new = self._new, {}
+        return [Write(_INSERT_KEYS, (list(new), list(new.values())), rows=True)]
 
     async def seal(self, subject: str, value: msgspec.Struct) -> Sealed:
         key = await self._key(subject, create=True)
@@ -67,3 +93,5 @@ class Vault:
         await self._conn.execute("DELETE FROM exchange.subject_keys WHERE subject = ANY($1::text[])", subjects)
         for subject in subjects:
             self._keys[subject] = None
+            self._new.pop(subject, None)
+            self._shredded.add(subject)

@@ -69,8 +69,8 @@ def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
     return access.caller(connection.headers.get("authorization"))
 
 
-def require_writer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: ledger writes are for coordinators and services."""
+async def require_writer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: ledger writes are for coordinators and services (async: Litestar runs a sync guard in a thread)."""
     caller = caller_of(connection)
     if caller.role == "anonymous":
         raise Unauthorized("writing to the ledger needs a coordinator or service token")
@@ -78,7 +78,7 @@ def require_writer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
         raise Forbidden("writing to the ledger needs a coordinator or service token")
 
 
-def require_reader_of(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_reader_of(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard: an account's balance is for its owner, coordinators, auditors and services."""
     caller = caller_of(connection)
     if caller.role == "anonymous":

@@ -198,3 +198,49 @@ async def test_a_successful_sign_in_clears_the_failed_ones(exchange: Exchange) -
     for _ in range(4):
         assert (await exchange.sign_in(ada.email, "guessing wrong")).status_code == 401
     assert (await exchange.sign_in(ada.email)).status_code == 201
+
+
+async def test_acting_on_an_exchange_with_an_ended_or_unknown_session_is_refused_and_writes_nothing(
+    exchange: Exchange,
+) -> None:
+    # Commands on exchanges look the caller's session up in the same round trip as the exchange itself.
+    ada = await exchange.member("Ada")
+    ben = await exchange.member("Ben")
+    listing = await exchange.call("POST", "/api/listings", ada, json=OFFER)
+    ex = (await exchange.call("POST", "/api/exchanges", ben, json={"listing": listing["id"]}))["id"]
+    other = await exchange.sign_in(ada.email)
+    assert (await exchange.client.delete("/api/sessions/current", headers=ada.headers)).status_code == 204
+    events = await exchange.event_count()
+
+    made_up = {"Authorization": "Bearer tbk_made-up"}
+    for headers in (ada.headers, made_up):
+        for path in (f"/api/exchanges/{ex}/accept", "/api/exchanges/ex_0000000000000000/accept"):
+            r = await exchange.client.post(path, headers=headers)
+            assert r.status_code == 401, (path, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+        r = await exchange.client.post("/api/exchanges", json={"listing": listing["id"]}, headers=headers)
+        assert r.status_code == 401, r.text
+    assert await exchange.event_count() == events
+
+    # Ada's other token still acts for her.
+    token = {"Authorization": f"Bearer {other.json()['token']}"}
+    accepted = await exchange.client.post(f"/api/exchanges/{ex}/accept", headers=token)
+    assert (accepted.status_code, accepted.json()["status"]) == (200, "accepted")
+
+
+async def test_acting_on_an_exchange_with_a_browser_session_needs_its_csrf_token(exchange: Exchange) -> None:
+    ada = await exchange.member("Ada")
+    ben = await exchange.member("Ben")
+    listing = await exchange.call("POST", "/api/listings", ada, json=OFFER)
+    ex = (await exchange.call("POST", "/api/exchanges", ben, json={"listing": listing["id"]}))["id"]
+    cookie, csrf, _ = await browser_session(exchange, ada.email)
+    events = await exchange.event_count()
+
+    for headers in (cookie, {**cookie, "X-CSRF-Token": csrf[:-1]}):
+        r = await exchange.client.post(f"/api/exchanges/{ex}/accept", headers=headers)
+        assert r.status_code == 403
+        assert "CSRF" in r.json()["detail"]
+    assert await exchange.event_count() == events
+
+    r = await exchange.client.post(f"/api/exchanges/{ex}/accept", headers={**cookie, "X-CSRF-Token": csrf})
+    assert (r.status_code, r.json()["status"]) == (200, "accepted")

@@ -27,6 +27,7 @@ from services.exchange.outbox import (
     Refused,
     enqueue,
 )
+from services.exchange.writes import Write, compose
 from shared.db import Connection, create_pool
 from shared.note import Signer, write_signer_key
 from shared.processes import free_port
@@ -92,7 +93,7 @@ async def enqueue_all(pool: asyncpg.Pool, *commands: OutboxCommand) -> None:
 
 @asynccontextmanager
 async def running(
-    pool: asyncpg.Pool, client: LedgerClient, on_outcome: outbox.OnOutcome, **options: float
+    pool: asyncpg.Pool, client: LedgerClient, on_outcome: outbox.OnOutcome, **options: object
 ) -> AsyncIterator[OutboxWorker]:
     worker = OutboxWorker(pool, client, on_outcome, **{**FAST, **options})  # type: ignore[arg-type]
     worker.start()
@@ -432,3 +433,73 @@ async def test_a_wrong_token_or_address_keeps_the_command_waiting_until_the_oper
 async def _attempted(pool: asyncpg.Pool, key: str, status: str) -> bool:
     last_error = (await entry(pool, key)).last_error
     return last_error is not None and f"({status} " in last_error
+
+
+class BatchRecorder:
+    """An ``on_outcomes`` that records a round's answers at once, as the exchange does (failing its first calls
+    if told to, like a race with a command on one of the streams)."""
+
+    def __init__(self, single: Recorder, fail_first: int = 0) -> None:
+        self.single = single
+        self.rounds: list[list[str]] = []
+        self._failures_left = fail_first
+
+    async def __call__(self, conn: Connection, answers: list[tuple[OutboxCommand, AnyOutcome]], done: Write) -> None:
+        self.rounds.append([command.key for command, _ in answers])
+        for command, outcome in answers:
+            await self.single(conn, command, outcome)
+        if self._failures_left:
+            self._failures_left -= 1
+            raise RuntimeError("another command appended to one of the streams")
+        marks = compose([done])
+        await conn.execute(marks.sql, *marks.args)
+
+
+async def test_a_rounds_answers_are_recorded_at_once_or_else_one_by_one(
+    exchange_pool: asyncpg.Pool, ledger_client: LedgerClient, unique: str
+) -> None:
+    receiver, provider = await two_members(ledger_client, unique, floor=-100_000)
+    commands = [
+        PostTransfer(key=f"{unique}-ex-{i}", stream=f"exchange-{unique}-{i}", payer=receiver, payee=provider, minutes=i)
+        for i in range(1, 7)
+    ]
+    for first, then in ((commands[:3], 1), (commands[3:], 0)):
+        await enqueue_all(exchange_pool, *first)
+        one_by_one = Recorder()
+        at_once = BatchRecorder(Recorder(), fail_first=then)
+        async with running(exchange_pool, ledger_client, one_by_one, on_outcomes=at_once) as worker:
+            worker.wake()
+            for command in first:
+                await eventually(functools.partial(done, exchange_pool, command.key))
+        assert at_once.rounds == [[c.key for c in first]]
+        # What the failed attempt wrote was rolled back with it: each answer is recorded once, one by one.
+        assert [c.key for c, _ in one_by_one.calls] == ([c.key for c in first] if then else [])
+        for command in first:
+            outcomes = await recorded(exchange_pool, command.stream or "")
+            assert len(outcomes) == 1
+            assert posted(outcomes[0]).minutes == command.minutes
+            assert (await entry(exchange_pool, command.key)).attempts == 1
+
+
+async def test_wake_ups_soon_after_a_round_started_are_served_together_by_the_next(
+    exchange_pool: asyncpg.Pool, ledger_client: LedgerClient, unique: str
+) -> None:
+    receiver, provider = await two_members(ledger_client, unique, floor=-100_000)
+    commands = [
+        PostTransfer(key=f"{unique}-ex-{i}", stream=f"exchange-{unique}-{i}", payer=receiver, payee=provider, minutes=i)
+        for i in range(1, 5)
+    ]
+    at_once = BatchRecorder(Recorder())
+    options = {"on_outcomes": at_once, "linger": 0.5, "poll_interval": 30.0}
+    async with running(exchange_pool, ledger_client, Recorder(), **options) as worker:
+        # After a quiet spell a wake-up starts a round at once.
+        await enqueue_all(exchange_pool, commands[0])
+        worker.wake()
+        await eventually(functools.partial(done, exchange_pool, commands[0].key))
+        # The next ones, within the linger: one round takes them all.
+        for command in commands[1:]:
+            await enqueue_all(exchange_pool, command)
+            worker.wake()
+        for command in commands[1:]:
+            await eventually(functools.partial(done, exchange_pool, command.key))
+    assert at_once.rounds == [[commands[0].key], [c.key for c in commands[1:]]]
