@@ -55,6 +55,12 @@ class AccountClosed(DomainError):
     status, slug, title = 409, "account-closed", "Account closed"
 
 
+class Unavailable(DomainError):
+    """A service this one relies on did not answer (or not usably): nothing was done; try again later."""
+
+    status, slug, title = 503, "unavailable", "Service unavailable"
+
+
 class TooManyRequests(DomainError):
     """Slow down: the response carries ``Retry-After`` (seconds)."""
 

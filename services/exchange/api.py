@@ -16,9 +16,9 @@ from services.exchange import auth, store
 from services.exchange import events as ev
 from services.exchange.auth import Principal
 from services.exchange.domain import MAX_MINUTES, Actor
-from services.exchange.ledger_client import LedgerClient, LedgerError
+from services.exchange.ledger_client import LedgerClient, LedgerError, LedgerRefused
 from services.exchange.service import Commands
-from shared.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from shared.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
 from shared.web import AnyRequest, strict_body
 
 # One line of text with something in it; multi-line text may also hold newlines and tabs.
@@ -650,8 +650,20 @@ async def read_balance(state: State, account: str) -> Balance:
     try:
         view = await client.account(account)
     except LedgerError as exc:
-        raise Conflict(f"the ledger cannot be reached right now: {exc}") from None
+        raise _ledger_read_error(exc, account) from None
     return Balance(account=account, balance=view.balance, floor=view.floor, ceiling=view.ceiling)
+
+
+def _ledger_read_error(exc: LedgerError, account: str) -> DomainError:
+    """What a member is told when the ledger did not give their account's figures."""
+    if isinstance(exc, LedgerRefused) and exc.status == 404:
+        return NotFound(f"the ledger holds no account {account}", account=account)
+    if isinstance(exc, LedgerRefused) and exc.status in (401, 403):
+        # The member did nothing wrong: the exchange's own credentials for the ledger were refused.
+        return Unavailable("the ledger refused the exchange's credentials; a coordinator must check its token")
+    if isinstance(exc, LedgerRefused):
+        return Conflict(f"the ledger refused to read account {account}: {exc}", account=account)
+    return Unavailable(f"the ledger cannot be reached right now; try again later ({exc})")
 
 
 async def read_statement(state: State, account: str, *, before: int | None, limit: int) -> Statement:
@@ -660,7 +672,7 @@ async def read_statement(state: State, account: str, *, before: int | None, limi
     try:
         page = await client.statement(account, before=before, limit=limit)
     except LedgerError as exc:
-        raise Conflict(f"the ledger cannot be reached right now: {exc}") from None
+        raise _ledger_read_error(exc, account) from None
     refs = [line.exchange_ref for line in page.lines if line.exchange_ref]
     async with state.pool.acquire() as conn:
         memos = await store.memos(conn, refs, [line.transfer for line in page.lines])

@@ -6,10 +6,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from litestar.testing import AsyncTestClient
+
 from services.exchange import events as ev
+from services.exchange.app import create_app as create_exchange_app
 from services.exchange.eventstore import load
 from services.exchange.vault import Vault
-from tests.exchange.support import Exchange, Member
+from shared.processes import free_port
+from tests.exchange.support import Exchange, Member, exchange_settings
+from tests.ledger.support import assert_problem
 
 
 async def pay(exchange: Exchange, who: Member | None, **body: Any) -> dict[str, Any]:
@@ -172,3 +177,25 @@ async def test_in_a_house_move_each_provider_sees_their_own_memo(exchange: Excha
         (-180, "van and driving"),
         (-120, "carrying boxes"),
     ]
+
+
+async def test_reading_hours_while_the_ledger_is_unreachable_is_a_503_and_the_page_says_so(
+    exchange: Exchange,
+) -> None:
+    ada = await exchange.member("Ada")
+    # The same exchange (same database), but its ledger address answers nothing.
+    app = create_exchange_app(exchange_settings(), database_url=exchange.database_url, ledger_url=dead_url())
+    async with AsyncTestClient(app=app) as cut_off:
+        for path in ("/api/me/balance", "/api/me/statement"):
+            r = await cut_off.get(path, headers=ada.headers)
+            body = assert_problem(r, 503, "unavailable")
+            assert "the ledger cannot be reached right now" in body["detail"]
+        page = await cut_off.get("/me", headers=ada.headers)
+        assert page.status_code == 200, page.text
+        assert "the ledger cannot be reached right now" in page.text
+    assert await exchange.balance(ada) == 0  # with the ledger back, the figures are there
+
+
+def dead_url() -> str:
+    """An address on loopback where nothing listens."""
+    return f"http://127.0.0.1:{free_port()}"
