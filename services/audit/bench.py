@@ -24,8 +24,6 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-import asyncpg
-
 from services.audit import tree
 from services.audit.export import export
 from services.audit.progress import Reporter, reporter
@@ -34,8 +32,9 @@ from services.audit.signatures import Trust
 from services.audit.source import DirectorySource, HttpSource, Source
 from services.audit.verify import Options, audit
 from services.ledger.bench import ORIGIN, grow_log, serve_node
+from shared.benchdb import bench_databases
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer, server_tempdir
+from shared.processes import server_tempdir
 
 
 def _entries(directory: Path, size: int) -> list[bytes]:
@@ -136,20 +135,8 @@ def _line(name: str, count: int, timed: Timed | float, note: str = "") -> str:
 
 async def _main(args: argparse.Namespace, root: Path) -> None:
     size = args.audit_size
-    server = None
-    if args.database_url:
-        admin = args.database_url
-    else:
-        print("starting a private PostgreSQL ...", flush=True)
-        server = PostgresServer(root / "pg")
-        server.start()
-        admin = server.dsn()
-    try:
-        conn = await asyncpg.connect(admin)
-        await conn.execute("DROP DATABASE IF EXISTS timebank_bench_audit")
-        await conn.execute("CREATE DATABASE timebank_bench_audit")
-        await conn.close()
-        url = admin.rsplit("/", 1)[0] + "/timebank_bench_audit"
+    async with bench_databases(args.database_url, root, "timebank_bench_audit") as databases:
+        [url] = databases.urls
         signer = Signer.generate(ORIGIN)
         write_signer_key(root / "network.key", signer)
         trust = Trust(signer.verifier())
@@ -211,9 +198,6 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
                 f"rate (target >= 25%), {'under' if cost.wall < 20 else 'OVER'} 20 s"
             )
         print(f"audit over HTTP, download included: {http_cost.wall:.2f} s ({one.entries:,} entries)")
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,9 +39,10 @@ from services.exchange.ledger_client import LedgerClient, OpenedAccount
 from services.exchange.service import account_key, new_id
 from services.exchange.vault import Vault
 from services.exchange.writes import compose
+from shared.benchdb import bench_databases
 from shared.db import Connection
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer, free_port, server_tempdir
+from shared.processes import free_port, server_tempdir
 
 ORIGIN = "bench.timebank.local/exchange"
 SERVICE_TOKEN = "bench-service-token"
@@ -571,21 +572,13 @@ async def exchange_phase(
 
 
 async def _main(args: argparse.Namespace, root: Path) -> None:
-    server = None
-    if args.database_url:
-        admin = args.database_url
-    else:
-        print("starting a private PostgreSQL (fsync and synchronous_commit on) ...", flush=True)
-        server = PostgresServer(root / "pg")
-        server.start()
-        admin = server.dsn()
+    async with bench_databases(args.database_url, root, "timebank_bench_exchange") as databases:
+        await _measure(args, root, databases.urls[0], databases.postmaster)
+
+
+async def _measure(args: argparse.Namespace, root: Path, url: str, postmaster: int | None) -> None:
     proc = None
     try:
-        conn = await asyncpg.connect(admin)
-        await conn.execute("DROP DATABASE IF EXISTS timebank_bench_exchange")
-        await conn.execute("CREATE DATABASE timebank_bench_exchange")
-        await conn.close()
-        url = admin.rsplit("/", 1)[0] + "/timebank_bench_exchange"
         write_signer_key(root / "network.key", Signer.generate(ORIGIN))
         conn = await asyncpg.connect(url)  # the node migrates both schemas as it starts
         port = free_port()
@@ -608,7 +601,6 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         print(f"loaded in {time.perf_counter() - t0:.1f} s", flush=True)
         await _sign_in_check(base, network)
 
-        postmaster = int((root / "pg" / "postmaster.pid").read_text().split()[0]) if server else None
         meter = CpuMeter(proc.pid, postmaster)
         print(f"searching: {args.searches:,} searches from {SEARCH_CLIENTS} clients ...", flush=True)
         before = meter.read()
@@ -643,8 +635,6 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         if proc is not None and proc.returncode is None:
             proc.terminate()
             await proc.wait()
-        if server is not None:
-            server.stop()
 
 
 async def _sign_in_check(base: str, network: Network) -> None:

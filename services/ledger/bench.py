@@ -44,9 +44,10 @@ from services.ledger.ledger import (
 )
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
+from shared.benchdb import bench_databases
 from shared.db import create_pool, migrate
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer, free_port, server_tempdir
+from shared.processes import free_port, server_tempdir
 from shared.tiles import RightEdge
 
 ORIGIN = "bench.timebank.local/ledger"
@@ -316,23 +317,11 @@ async def _proofs(url: str, size: int, samples: int = 500) -> Result:
 
 
 async def _main(args: argparse.Namespace, root: Path) -> None:
-    server = None
-    if args.database_url:
-        admin = args.database_url
-    else:
-        print("starting a private PostgreSQL (fsync and synchronous_commit on) ...", flush=True)
-        server = PostgresServer(root / "pg")
-        server.start()
-        admin = server.dsn()
-    try:
-        conn = await asyncpg.connect(admin)
-        for name in ("timebank_bench", "timebank_bench_proof"):
-            await conn.execute(f"DROP DATABASE IF EXISTS {name}")
-            await conn.execute(f"CREATE DATABASE {name}")
+    async with bench_databases(args.database_url, root, "timebank_bench", "timebank_bench_proof") as databases:
+        url, proof_url = databases.urls
+        conn = await asyncpg.connect(url)
         sync = await conn.fetchval("SHOW synchronous_commit")
         await conn.close()
-        base = admin.rsplit("/", 1)[0]
-        url, proof_url = base + "/timebank_bench", base + "/timebank_bench_proof"
         signer = Signer.generate(ORIGIN)
         write_signer_key(root / "network.key", signer)
         pool = await create_pool(url, min_size=1, max_size=1)
@@ -357,9 +346,6 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         print(f"mean group-commit batch with 64 submitters: {mean_batch:.1f} transfers; the bare inserts use it too")
         for bare in (r for r in results if r.name.startswith("bare insert")):
             print(f"in-process 64 submitters / {bare.name}: {in64.rate / bare.rate:.0%}")
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def run(args: argparse.Namespace) -> int:
