@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from services.ledger import store
 from services.ledger.ledger import (
@@ -97,6 +98,9 @@ class Appender:
         self._closing = False
         self._cache_transfers = cache_transfers
         self._task: asyncio.Task[None] | None = None
+        # The writer's own connection, held across batches: a pool round trip (and asyncpg's reset query on
+        # every release) per batch would cost about as much as deciding it.
+        self._conn: PoolConnectionProxy | None = None
         self.batches = 0
         self.commands = 0
 
@@ -127,6 +131,19 @@ class Appender:
                 await self._task
         _fail(self._queue, RuntimeError("the ledger stopped before this command was written"))
         self._queue.clear()
+        await self._drop_connection()
+
+    async def _connection(self) -> Connection:
+        if self._conn is None or self._conn.is_closed():
+            await self._drop_connection()
+            self._conn = await self._pool.acquire()
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        """Give the writer's connection back (the pool resets it, or discards it if it is broken)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool.release(conn)
 
     async def _run(self) -> None:
         while not (self._closing and not self._queue):
@@ -149,6 +166,7 @@ class Appender:
                 outcomes = await self._commit(batch)
             except _TRANSIENT as exc:
                 log.warning("ledger batch failed (attempt %d/%d): %s", attempt, _RETRIES, exc)
+                await self._drop_connection()
                 if attempt == _RETRIES:
                     _fail(batch, exc)
                     return
@@ -177,20 +195,20 @@ class Appender:
 
     async def _commit(self, batch: list[_Pending]) -> list[Appended | DomainError]:
         commands = [p.command for p in batch]
-        async with self._pool.acquire() as conn:
-            state, self._state = self._state, None  # untrusted until this batch commits
-            if state is not None:
-                try:
-                    outcomes = await self._commit_optimistic(conn, commands, state)
-                except (asyncpg.UniqueViolationError, _Stale) as exc:
-                    # Another writer appended since our last batch, or a key was used before we cached it.
-                    log.info("ledger batch retried under the writer lock: %s", exc)
-                else:
-                    self._state = state
-                    return outcomes
-            outcomes, state = await self._commit_locked(conn, commands)
-            self._state = state
-            return outcomes
+        conn = await self._connection()
+        state, self._state = self._state, None  # untrusted until this batch commits
+        if state is not None:
+            try:
+                outcomes = await self._commit_optimistic(conn, commands, state)
+            except (asyncpg.UniqueViolationError, _Stale) as exc:
+                # Another writer appended since our last batch, or a key was used before we cached it.
+                log.info("ledger batch retried under the writer lock: %s", exc)
+            else:
+                self._state = state
+                return outcomes
+        outcomes, state = await self._commit_locked(conn, commands)
+        self._state = state
+        return outcomes
 
     async def _commit_optimistic(
         self, conn: Connection, commands: list[Command], state: _State
@@ -205,7 +223,7 @@ class Appender:
         outcomes, write = self._decide(book, commands, state.edge.size, state.edge)
         await self._settle_refusals(conn, commands, outcomes, book)
         refused = any(isinstance(o, DomainError) and not isinstance(o, _Unresolved) for o in outcomes)
-        if write.entry_idx:
+        if write.entry_data:
             await self._write(conn, write, state.edge)
         elif refused and (await store.head(conn)).size != state.edge.size:
             # Refusals were decided on the cache: they stand only if nobody has appended since.
@@ -226,7 +244,7 @@ class Appender:
                 raise RuntimeError("stored tiles do not match the tree head; refusing to append")
             outcomes, write = self._decide(book, commands, head.size, edge)
             await self._resolve_replays(conn, outcomes)
-            if write.entry_idx:
+            if write.entry_data:
                 await self._write(conn, write, edge)
             await conn.execute("COMMIT")
         except BaseException:
@@ -237,7 +255,8 @@ class Appender:
     async def _write(self, conn: Connection, write: store.BatchWrite, edge: RightEdge) -> None:
         root = edge.root()
         write.tiles = edge.take_dirty()
-        await store.write_batch(conn, write, edge.size, root, self._signer.sign(edge.size, root))
+        start = edge.size - len(write.entry_data)
+        await store.write_batch(conn, write, start, edge.size, root, self._signer.sign(edge.size, root))
 
     async def _settle_refusals(
         self, conn: Connection, commands: list[Command], outcomes: list[Appended | DomainError], book: Book
@@ -284,12 +303,9 @@ class Appender:
                 outcomes.append(_Unresolved(decided.index))
                 continue
             data = entry_encoder.encode(decided)
-            write.entry_idx.append(size)
             write.entry_data.append(data)
             edge.append(merkle.leaf_hash(data))
             if isinstance(decided, Transfer):
-                payer = book.accounts[decided.payer]
-                payee = book.accounts[decided.payee]
                 write.transfers.append(
                     (
                         decided.id,
@@ -299,10 +315,10 @@ class Appender:
                         decided.payee,
                         decided.minutes,
                         decided.reverses,
+                        book.accounts[decided.payer].balance,
+                        book.accounts[decided.payee].balance,
                     )
                 )
-                write.postings.append((payer.id, size, -decided.minutes, payer.balance, decided.id, payee.id))
-                write.postings.append((payee.id, size, decided.minutes, payee.balance, decided.id, payer.id))
                 if isinstance(command, DecideRemote):
                     write.decisions.append(_decision_row(book, command, size, None))
             elif isinstance(decided, CrossnetRejected):
@@ -331,7 +347,7 @@ class Appender:
                     fingerprint(command),
                 )
             )
-        # Balances live in the postings; only limit changes and closures touch an existing account row.
+        # Balances live in the transfer rows; only limit changes and closures touch an existing account row.
         for account_id in touched & existing:
             a = book.accounts[account_id]
             write.changed_accounts.append((a.id, a.floor, a.ceiling, a.closed))

@@ -144,8 +144,8 @@ async def _in_process(url: str, signer: Signer, transfers: int) -> tuple[list[Re
         )
         batch = max(1, round(mean_batch))
         results.append(await _bare_insert(pool, transfers, batch, sample, 1))
-        # What the ledger itself writes per transfer: the entry, the transfer row and two postings.
-        results.append(await _bare_insert(pool, transfers, batch, sample, 4))
+        # What the ledger itself writes per transfer: the entry and the transfer row.
+        results.append(await _bare_insert(pool, transfers, batch, sample, 2))
         return results, accounts, mean_batch
     finally:
         await appender.stop()
@@ -251,7 +251,7 @@ def bulk_entries(size: int, accounts: int = ACCOUNTS) -> Iterator[tuple[int, Log
 
 async def grow_log(url: str, signer: Signer, size: int, accounts: int = ACCOUNTS) -> None:
     """Write a valid ledger of ``size`` entries (see ``bulk_entries``) straight into the ledger's tables, as the
-    appender would have left them: entries, accounts, transfers, postings, tiles, head and a signed checkpoint."""
+    appender would have left them: entries, accounts, transfers, tiles, head and a signed checkpoint."""
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn, "ledger", store.MIGRATIONS)
@@ -259,7 +259,6 @@ async def grow_log(url: str, signer: Signer, size: int, accounts: int = ACCOUNTS
         rows: list[tuple[int, bytes]] = []
         opened: list[tuple[object, ...]] = []
         transfers: list[tuple[object, ...]] = []
-        postings: list[tuple[object, ...]] = []
         for index, entry, command, book in bulk_entries(size, accounts):
             data = entry_encoder.encode(entry)
             edge.append(merkle.leaf_hash(data))
@@ -271,18 +270,18 @@ async def grow_log(url: str, signer: Signer, size: int, accounts: int = ACCOUNTS
                      fingerprint(command))
                 )  # fmt: skip
             elif isinstance(entry, Transfer):
-                fp = fingerprint(command)
-                transfers.append((entry.id, index, fp, entry.payer, entry.payee, entry.minutes, entry.reverses))
                 payer, payee = book.accounts[entry.payer], book.accounts[entry.payee]
-                postings.append((payer.id, index, -entry.minutes, payer.balance, entry.id, payee.id))
-                postings.append((payee.id, index, entry.minutes, payee.balance, entry.id, payer.id))
+                transfers.append(
+                    (entry.id, index, fingerprint(command), entry.payer, entry.payee, entry.minutes, entry.reverses,
+                     payer.balance, payee.balance)
+                )  # fmt: skip
         async with conn.transaction():
             for table, records, columns in (
                 ("entries", rows, ["idx", "data"]),
                 ("accounts", opened, ["id", "kind", "floor", "ceiling", "closed", "peer", "opened_idx", "open_key",
                                       "open_fingerprint"]),
-                ("transfers", transfers, ["id", "idx", "fingerprint", "payer", "payee", "minutes", "reverses"]),
-                ("postings", postings, ["account", "idx", "delta", "balance", "transfer", "counterparty"]),
+                ("transfers", transfers, ["id", "idx", "fingerprint", "payer", "payee", "minutes", "reverses",
+                                          "payer_balance", "payee_balance"]),
                 ("tiles", edge.take_dirty(), ["level", "idx", "hashes"]),
             ):  # fmt: skip
                 await conn.copy_records_to_table(table, schema_name="ledger", records=records, columns=columns)

@@ -21,12 +21,9 @@ SELECT size, root FROM ledger.head
 SELECT DISTINCT ON (level) level, hashes FROM ledger.tiles ORDER BY level, idx DESC
 
 -- name: accounts_by_id
-SELECT a.id, a.kind, a.floor, a.ceiling, coalesce(p.balance, 0) AS balance, a.closed, a.peer
+SELECT a.id, a.kind, a.floor, a.ceiling, ledger.balance_before(a.id, 9223372036854775807) AS balance, a.closed, a.peer
 FROM unnest($1::text[]) AS k (id)
 JOIN ledger.accounts a ON a.id = k.id
-LEFT JOIN LATERAL (
-    SELECT balance FROM ledger.postings WHERE account = a.id ORDER BY idx DESC LIMIT 1
-) p ON true
 
 -- name: peers_by_origin
 SELECT peer, id FROM ledger.accounts WHERE peer = ANY($1::text[]) AND NOT closed
@@ -55,10 +52,11 @@ LEFT JOIN ledger.transfers r ON r.reverses = t.id AND r.reverses IS NOT NULL
 SELECT e.idx, e.data FROM unnest($1::bigint[]) AS k (idx) JOIN ledger.entries e ON e.idx = k.idx
 
 -- name: write_batch
--- Everything one group-commit batch writes, in one statement (one round trip).
+-- Everything one group-commit batch writes, in one statement (one round trip). Entries take the indexes from $1 on.
 WITH
 new_entries AS (
-    INSERT INTO ledger.entries (idx, data) SELECT * FROM unnest($1::bigint[], $2::bytea[])
+    INSERT INTO ledger.entries (idx, data)
+    SELECT $1 + ordinality - 1, data FROM unnest($2::bytea[]) WITH ORDINALITY AS e (data, ordinality)
 ),
 new_accounts AS (
     INSERT INTO ledger.accounts (id, kind, floor, ceiling, closed, peer, opened_idx, open_key, open_fingerprint)
@@ -71,27 +69,23 @@ changed_accounts AS (
     WHERE a.id = c.id
 ),
 new_transfers AS (
-    INSERT INTO ledger.transfers (id, idx, fingerprint, payer, payee, minutes, reverses)
+    INSERT INTO ledger.transfers (id, idx, fingerprint, payer, payee, minutes, reverses, payer_balance, payee_balance)
     SELECT * FROM unnest($16::text[], $17::bigint[], $18::bytea[], $19::text[], $20::text[], $21::integer[],
-                         $22::text[])
-),
-new_postings AS (
-    INSERT INTO ledger.postings (account, idx, delta, balance, transfer, counterparty)
-    SELECT * FROM unnest($23::text[], $24::bigint[], $25::integer[], $26::bigint[], $27::text[], $28::text[])
+                         $22::text[], $23::bigint[], $24::bigint[])
 ),
 tiles AS (
     INSERT INTO ledger.tiles (level, idx, hashes)
-    SELECT * FROM unnest($29::smallint[], $30::bigint[], $31::bytea[])
+    SELECT * FROM unnest($25::smallint[], $26::bigint[], $27::bytea[])
     ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes
 ),
 checkpoint AS (
-    INSERT INTO ledger.checkpoints (size, note) VALUES ($32, $34)
+    INSERT INTO ledger.checkpoints (size, note) VALUES ($28, $30)
 ),
 new_decisions AS (
     INSERT INTO ledger.crossnet (origin, transfer, idx, fingerprint, reason)
-    SELECT * FROM unnest($35::text[], $36::text[], $37::bigint[], $38::bytea[], $39::text[])
+    SELECT * FROM unnest($31::text[], $32::text[], $33::bigint[], $34::bytea[], $35::text[])
 )
-UPDATE ledger.head SET size = $32, root = $33
+UPDATE ledger.head SET size = $28, root = $29
 
 -- name: latest_checkpoint
 SELECT size, note FROM ledger.checkpoints ORDER BY size DESC LIMIT 1
@@ -110,28 +104,28 @@ WHERE (level, idx) IN (SELECT * FROM unnest($1::smallint[], $2::bigint[]))
 SELECT hashes FROM ledger.tiles WHERE level = $1 AND idx = $2
 
 -- name: account
-SELECT a.id, a.kind, a.floor, a.ceiling, coalesce(p.balance, 0) AS balance, a.closed, a.peer, a.opened_idx
+SELECT a.id, a.kind, a.floor, a.ceiling, ledger.balance_before(a.id, 9223372036854775807) AS balance, a.closed, a.peer, a.opened_idx
 FROM ledger.accounts a
-LEFT JOIN LATERAL (
-    SELECT balance FROM ledger.postings WHERE account = a.id ORDER BY idx DESC LIMIT 1
-) p ON true
 WHERE a.id = $1
 
 -- name: balance_at_size
-SELECT balance FROM ledger.postings WHERE account = $1 AND idx < $2 ORDER BY idx DESC LIMIT 1
+SELECT ledger.balance_before($1, $2)
 
 -- name: statement
-SELECT p.idx, p.delta, p.balance, p.transfer, p.counterparty, e.data
-FROM ledger.postings p
-JOIN ledger.entries e ON e.idx = p.idx
-WHERE p.account = $1 AND p.idx < $2
-ORDER BY p.idx DESC
+-- The account's side of its transfers below log index $2, newest first: the ones it paid and the ones it was paid.
+SELECT s.idx, s.delta, s.balance, s.transfer, s.counterparty, e.data
+FROM (
+    (SELECT idx, -minutes AS delta, payer_balance AS balance, id AS transfer, payee AS counterparty
+     FROM ledger.transfers WHERE payer = $1 AND idx < $2 ORDER BY idx DESC LIMIT $3)
+    UNION ALL
+    (SELECT idx, minutes, payee_balance, id, payer
+     FROM ledger.transfers WHERE payee = $1 AND idx < $2 ORDER BY idx DESC LIMIT $3)
+) s
+JOIN ledger.entries e ON e.idx = s.idx
+ORDER BY s.idx DESC
 LIMIT $3
 
 -- name: all_balances
-SELECT a.id, a.kind, coalesce(p.balance, 0) AS balance
+SELECT a.id, a.kind, ledger.balance_before(a.id, 9223372036854775807) AS balance
 FROM ledger.accounts a
-LEFT JOIN LATERAL (
-    SELECT balance FROM ledger.postings WHERE account = a.id ORDER BY idx DESC LIMIT 1
-) p ON true
 ORDER BY a.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,12 +66,11 @@ class Posting(msgspec.Struct, frozen=True, kw_only=True):
 class BatchWrite:
     """Column arrays for ``write_batch``: everything one batch appends or changes."""
 
-    entry_idx: list[int] = field(default_factory=list)
     entry_data: list[bytes] = field(default_factory=list)
     new_accounts: list[tuple[Any, ...]] = field(default_factory=list)
     changed_accounts: list[tuple[Any, ...]] = field(default_factory=list)
+    # (id, index, fingerprint, payer, payee, minutes, reversed id, payer's balance after, payee's balance after)
     transfers: list[tuple[Any, ...]] = field(default_factory=list)
-    postings: list[tuple[Any, ...]] = field(default_factory=list)
     # Cross-network decisions: (origin, neighbour's transfer id, index, fingerprint, rejection reason or None).
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
     tiles: list[tuple[int, int, bytes]] = field(default_factory=list)
@@ -194,18 +194,20 @@ async def find_transfers(conn: Connection, ids: list[str]) -> dict[str, Transfer
     return {r["id"]: _transfer_record(r) for r in await conn.fetch(Q["transfers_by_id"], ids)}
 
 
-async def write_batch(conn: Connection, w: BatchWrite, size: int, root: bytes, checkpoint: bytes) -> None:
-    def cols(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-        return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+async def write_batch(conn: Connection, w: BatchWrite, start: int, size: int, root: bytes, checkpoint: bytes) -> None:
+    """Append the batch's entries at log indexes ``start`` onwards, with everything derived from them, and move
+    the head to ``size`` with its signed checkpoint."""
+
+    def cols(rows: list[tuple[Any, ...]], width: int) -> Sequence[Sequence[Any]]:
+        return list(zip(*rows, strict=True)) if rows else [[] for _ in range(width)]
 
     await conn.execute(
         Q["write_batch"],
-        w.entry_idx,
+        start,
         w.entry_data,
         *cols(w.new_accounts, 9),
         *cols(w.changed_accounts, 4),
-        *cols(w.transfers, 7),
-        *cols(w.postings, 6),
+        *cols(w.transfers, 9),
         *cols(w.tiles, 3),
         size,
         root,

@@ -122,17 +122,16 @@ def test_served_balances_that_differ_from_the_entries_are_caught_by_account(
     async def forge() -> None:
         conn = await asyncpg.connect(own_node.database_url)
         try:
-            # An extra posting: the account's latest balance (what the node serves) is now 45 minutes higher.
+            # An extra transfer row, with no entry behind it: the account's latest balance (what the node
+            # serves) is now 45 minutes higher.
             size = await conn.fetchval("SELECT size FROM ledger.head")
-            balance = await conn.fetchval(
-                "SELECT balance FROM ledger.postings WHERE account = $1 ORDER BY idx DESC LIMIT 1", account
-            )
+            balance = await conn.fetchval("SELECT ledger.balance_before($1, $2)", account, size)
             await conn.execute(
-                "INSERT INTO ledger.postings (account, idx, delta, balance, transfer, counterparty) "
-                "VALUES ($1, $2, 45, $3, 'tr_forged', 'nobody')",
+                "INSERT INTO ledger.transfers (id, idx, fingerprint, payer, payee, minutes, payer_balance, "
+                "payee_balance) VALUES ('tr_forged', $2, '\\x00', 'nobody', $1, 45, 0, $3)",
                 account,
                 size - 1 + 10**9,
-                (balance or 0) + 45,
+                balance + 45,
             )
         finally:
             await conn.close()

@@ -363,7 +363,7 @@ async def test_proof_bundle_for_an_entry_not_in_the_log_is_not_found(big: Ledger
         "UPDATE ledger.checkpoints SET note = 'forged'::bytea",
         "DELETE FROM ledger.checkpoints",
         "UPDATE ledger.transfers SET minutes = 1",
-        "DELETE FROM ledger.postings",
+        "DELETE FROM ledger.transfers",
     ],
 )
 async def test_the_record_cannot_be_updated_or_deleted(ledger: Ledger, statement: str) -> None:

@@ -15,7 +15,7 @@ from shared.db import load_queries, migrate
 
 QUERIES = load_queries(Path(store.__file__).with_name("queries.sql"))
 STORE_SOURCE = Path(store.__file__).read_text()
-LEDGER_TABLES = {"head", "entries", "accounts", "transfers", "postings", "tiles", "checkpoints", "crossnet"}
+LEDGER_TABLES = {"head", "entries", "accounts", "transfers", "tiles", "checkpoints", "crossnet"}
 
 
 @pytest.fixture
@@ -102,3 +102,41 @@ async def test_named_query_prepares_against_the_migrated_schema(conn: asyncpg.Co
         prepared = await conn.prepare(statement)
         placeholders = {int(n) for n in re.findall(r"\$(\d+)", statement)}
         assert len(prepared.get_parameters()) == max(placeholders, default=0)
+
+
+async def test_upgrade_moves_posting_balances_onto_the_transfers(conn: asyncpg.Connection, tmp_path: Path) -> None:
+    # A ledger written before 0003: two transfers between alice and bob, each with its two posting rows.
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for name in ("0001_ledger.sql", "0002_crossnet.sql"):
+        (before / name).write_text((store.MIGRATIONS / name).read_text())
+    await migrate(conn, "ledger", before)
+    await conn.execute(
+        """INSERT INTO ledger.accounts (id, kind, floor, ceiling, opened_idx, open_key, open_fingerprint)
+           VALUES ('acct_alice', 'member', -600, NULL, 0, 'a', '\\x01'),
+                  ('acct_bob', 'member', -600, NULL, 1, 'b', '\\x02');
+           INSERT INTO ledger.transfers (id, idx, fingerprint, payer, payee, minutes, reverses)
+           VALUES ('tr_1', 2, '\\x03', 'acct_alice', 'acct_bob', 30, NULL),
+                  ('tr_2', 3, '\\x04', 'acct_bob', 'acct_alice', 10, 'tr_1');
+           INSERT INTO ledger.postings (account, idx, delta, balance, transfer, counterparty)
+           VALUES ('acct_alice', 2, -30, -30, 'tr_1', 'acct_bob'), ('acct_bob', 2, 30, 30, 'tr_1', 'acct_alice'),
+                  ('acct_bob', 3, -10, 20, 'tr_2', 'acct_alice'), ('acct_alice', 3, 10, -20, 'tr_2', 'acct_bob');
+           INSERT INTO ledger.entries (idx, data) SELECT i, '{}'::bytea FROM generate_series(0, 3) AS i;"""
+    )
+
+    assert await migrate(conn, "ledger", store.MIGRATIONS) == migration_names()[2:]
+
+    assert "postings" not in await tables(conn)
+    rows = await conn.fetch("SELECT id, payer_balance, payee_balance, reverses FROM ledger.transfers ORDER BY idx")
+    assert [tuple(r) for r in rows] == [("tr_1", -30, 30, None), ("tr_2", 20, -20, "tr_1")]
+    balance = "SELECT ledger.balance_before($1, $2)"
+    assert [await conn.fetchval(balance, "acct_alice", size) for size in (2, 3, 4)] == [0, -30, -20]
+    assert [await conn.fetchval(balance, "acct_bob", size) for size in (2, 3, 4)] == [0, 30, 20]
+    statement = await conn.fetch(QUERIES["statement"], "acct_alice", 10, 50)
+    assert [(r["idx"], r["delta"], r["balance"], r["counterparty"]) for r in statement] == [
+        (3, 10, -20, "acct_bob"),
+        (2, -30, -30, "acct_bob"),
+    ]
+    # The moved rows stay append-only.
+    with pytest.raises(asyncpg.PostgresError, match="append-only"):
+        await conn.execute("UPDATE ledger.transfers SET minutes = 1")
