@@ -60,6 +60,9 @@ _TRANSIENT = (
     ConnectionError,
 )
 _RETRIES = 3
+# A queue is split in two (one half written while the other is decided) only from this many per half: below it,
+# the second commit costs more than the overlap saves.
+_MIN_SPLIT = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,10 @@ class Appender:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._state: _State | None = None
+        # Bumped whenever the cached state is thrown away, which voids any batch decided ahead on it.
+        self._epoch = 0
+        # True from the moment a batch is handed to its writing task until it has been decided on the state.
+        self._undecided = False
         self._closing = False
         self._cache_transfers = cache_transfers
         self._task: asyncio.Task[None] | None = None
@@ -103,6 +110,7 @@ class Appender:
         self._conn: PoolConnectionProxy | None = None
         self.batches = 0
         self.commands = 0
+        self.decided_ahead = 0  # batches written as decided while the batch before them was being written
 
     async def submit(self, command: Command) -> Appended:
         """Queue one command and wait until it is committed (or refused with a DomainError)."""
@@ -146,86 +154,141 @@ class Appender:
             await self._pool.release(conn)
 
     async def _run(self) -> None:
-        while not (self._closing and not self._queue):
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                batch = [p for p in batch if not p.future.done()]  # callers that gave up
+        """Write batches one after another. While one batch is being written, the next is already decided on the
+        cached state (Python's work overlaps the database's); it is written only once the first has committed,
+        and it is sent before the first batch's callers are answered, so the database is not kept waiting."""
+        writing: asyncio.Task[list[_Answer]] | None = None
+        try:
+            while not (self._closing and not self._queue and writing is None):
+                if writing is None and not self._queue:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    continue
+                batch = self._take(split=writing is None)
+                ahead = self._decide_ahead(batch) if writing is not None and batch else None
+                answers: list[_Answer] = []
+                if writing is not None:
+                    answers = await writing
+                    writing = None
                 if batch:
-                    try:
-                        await self._commit_with_retries(batch)
-                    except BaseException as exc:
-                        _fail(batch, exc)
-                        raise
+                    self._undecided = True
+                    writing = asyncio.create_task(self._commit_with_retries(batch, ahead))
+                    await asyncio.sleep(0)  # let it send its statement
+                if answers:
+                    _answer(answers)
+                    await asyncio.sleep(0)  # let the answered callers submit again before the next batch is taken
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
 
-    async def _commit_with_retries(self, batch: list[_Pending]) -> None:
+    def _take(self, *, split: bool) -> list[_Pending]:
+        """The next batch from the queue. With nothing being written, a long queue is halved, so that the second
+        half can be decided while the first is written."""
+        n = min(len(self._queue), self._max_batch)
+        if split and n >= 2 * _MIN_SPLIT:
+            n = (n + 1) // 2
+        batch = self._queue[:n]
+        del self._queue[:n]
+        return [p for p in batch if not p.future.done()]  # callers that gave up
+
+    def _decide_ahead(self, batch: list[_Pending]) -> _Ahead | None:
+        """Decide ``batch`` on the cached state as the batch being written leaves it, when the cache holds all
+        it needs; otherwise it is decided in turn."""
+        state = self._state
+        if state is None or self._undecided:
+            return None
+        commands = [p.command for p in batch]
+        book = Book(accounts=state.accounts, transfers=state.transfers, default_floor=self._default_floor)
+        if not store.is_filled(book, commands):
+            return None
+        outcomes, write = self._decide(book, commands, state.edge)
+        return _Ahead(self._epoch, book, outcomes, write)
+
+    async def _commit_with_retries(self, batch: list[_Pending], ahead: _Ahead | None = None) -> list[_Answer]:
+        """Commit the batch; return the answers for its callers (the caller delivers them). Failures are
+        delivered here."""
+        try:
+            return await self._commit_or_fail(batch, ahead)
+        except BaseException as exc:
+            _fail(batch, exc)
+            raise
+
+    async def _commit_or_fail(self, batch: list[_Pending], ahead: _Ahead | None) -> list[_Answer]:
         for attempt in range(1, _RETRIES + 1):
             try:
-                outcomes = await self._commit(batch)
+                outcomes = await self._commit(batch, ahead)
             except _TRANSIENT as exc:
                 log.warning("ledger batch failed (attempt %d/%d): %s", attempt, _RETRIES, exc)
                 await self._drop_connection()
                 if attempt == _RETRIES:
                     _fail(batch, exc)
-                    return
+                    return []
                 await asyncio.sleep(0.05 * attempt)
             except Exception as exc:
                 if len(batch) > 1:
                     # One bad command must not sink its neighbours: decide them one by one instead.
                     log.warning("ledger batch of %d commands failed (%s); retrying them one by one", len(batch), exc)
+                    answers: list[_Answer] = []
                     for pending in batch:
-                        await self._commit_with_retries([pending])
-                    return
+                        answers += await self._commit_or_fail([pending], None)
+                    return answers
                 log.exception("ledger command failed")
                 _fail(batch, exc)
-                return
+                return []
             else:
-                for pending, outcome in zip(batch, outcomes, strict=True):
-                    if pending.future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        pending.future.set_exception(outcome)
-                    else:
-                        pending.future.set_result(outcome)
                 self.batches += 1
                 self.commands += len(batch)
-                return
+                return list(zip(batch, outcomes, strict=True))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _commit(self, batch: list[_Pending]) -> list[Appended | DomainError]:
+    async def _commit(self, batch: list[_Pending], ahead: _Ahead | None) -> list[Appended | DomainError]:
         commands = [p.command for p in batch]
-        conn = await self._connection()
-        state, self._state = self._state, None  # untrusted until this batch commits
-        if state is not None:
-            try:
-                outcomes = await self._commit_optimistic(conn, commands, state)
-            except (asyncpg.UniqueViolationError, _Stale) as exc:
-                # Another writer appended since our last batch, or a key was used before we cached it.
-                log.info("ledger batch retried under the writer lock: %s", exc)
-            else:
-                self._state = state
-                return outcomes
-        outcomes, state = await self._commit_locked(conn, commands)
-        self._state = state
-        return outcomes
+        try:
+            conn = await self._connection()
+            state = self._state
+            if state is not None:
+                if ahead is not None and ahead.epoch != self._epoch:
+                    ahead = None  # decided on a state that has since been thrown away
+                try:
+                    return await self._commit_optimistic(conn, commands, state, ahead)
+                except (asyncpg.UniqueViolationError, _Stale) as exc:
+                    # Another writer appended since our last batch, or a key was used before we cached it.
+                    log.info("ledger batch retried under the writer lock: %s", exc)
+                    self._forget_state()
+            outcomes, self._state = await self._commit_locked(conn, commands)
+            return outcomes
+        except BaseException:
+            self._forget_state()  # decisions made on it may not have been written
+            raise
+
+    def _forget_state(self) -> None:
+        self._state = None
+        self._epoch += 1
 
     async def _commit_optimistic(
-        self, conn: Connection, commands: list[Command], state: _State
+        self, conn: Connection, commands: list[Command], state: _State, ahead: _Ahead | None
     ) -> list[Appended | DomainError]:
-        """Decide on the cached state and write it all in one atomic statement (one round trip, no lock).
+        """Decide on the cached state (or take the decision made ahead on it) and write it all in one atomic
+        statement (one round trip, no lock).
 
         The state is current exactly when nobody appended since our last batch; if somebody did, the entries'
         primary key refuses our write (they hold the same indexes) and the caller retries under the lock.
         """
-        book = Book(accounts=state.accounts, transfers=state.transfers, default_floor=self._default_floor)
-        await store.fill_book(conn, book, commands)
-        outcomes, write = self._decide(book, commands, state.edge.size, state.edge)
+        if ahead is None:
+            book = Book(accounts=state.accounts, transfers=state.transfers, default_floor=self._default_floor)
+            await store.fill_book(conn, book, commands)
+            outcomes, write = self._decide(book, commands, state.edge)
+        else:
+            book, outcomes, write = ahead.book, ahead.outcomes, ahead.write
+            self.decided_ahead += 1
+        self._undecided = False
         await self._settle_refusals(conn, commands, outcomes, book)
         refused = any(isinstance(o, DomainError) and not isinstance(o, _Unresolved) for o in outcomes)
         if write.entry_data:
-            await self._write(conn, write, state.edge)
-        elif refused and (await store.head(conn)).size != state.edge.size:
+            await store.write_batch(conn, write)
+        elif refused and (await store.head(conn)).size != write.start:
             # Refusals were decided on the cache: they stand only if nobody has appended since.
             raise _Stale("the log grew under a batch of refusals")
         await self._resolve_replays(conn, outcomes)
@@ -242,21 +305,15 @@ class Appender:
             edge = RightEdge.from_tiles(head.size, await store.right_edge_tiles(conn))
             if edge.root() != head.root:
                 raise RuntimeError("stored tiles do not match the tree head; refusing to append")
-            outcomes, write = self._decide(book, commands, head.size, edge)
+            outcomes, write = self._decide(book, commands, edge)
             await self._resolve_replays(conn, outcomes)
             if write.entry_data:
-                await self._write(conn, write, edge)
+                await store.write_batch(conn, write)
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
         return outcomes, _State(edge, book.accounts, book.transfers)
-
-    async def _write(self, conn: Connection, write: store.BatchWrite, edge: RightEdge) -> None:
-        root = edge.root()
-        write.tiles = edge.take_dirty()
-        start = edge.size - len(write.entry_data)
-        await store.write_batch(conn, write, start, edge.size, root, self._signer.sign(edge.size, root))
 
     async def _settle_refusals(
         self, conn: Connection, commands: list[Command], outcomes: list[Appended | DomainError], book: Book
@@ -283,11 +340,14 @@ class Appender:
                     )
 
     def _decide(
-        self, book: Book, commands: list[Command], start: int, edge: RightEdge
+        self, book: Book, commands: list[Command], edge: RightEdge
     ) -> tuple[list[Appended | DomainError], store.BatchWrite]:
-        """Decide every command in order; collect the rows to write and extend the tree's right edge."""
+        """Decide every command in order; collect the rows to write, extend the tree's right edge and sign the
+        checkpoint the batch ends at. All of it is fixed here, so the next batch may be decided before this one
+        is written."""
         at = datetime.now(UTC)
-        write = store.BatchWrite()
+        start = edge.size
+        write = store.BatchWrite(start=start, size=start)
         outcomes: list[Appended | DomainError] = []
         existing = set(book.accounts)
         touched: set[str] = set()
@@ -351,6 +411,11 @@ class Appender:
         for account_id in touched & existing:
             a = book.accounts[account_id]
             write.changed_accounts.append((a.id, a.floor, a.ceiling, a.closed))
+        if write.entry_data:
+            write.size = edge.size
+            write.root = edge.root()
+            write.tiles = edge.take_dirty()
+            write.checkpoint = self._signer.sign(edge.size, write.root)
         return outcomes, write
 
     async def _resolve_replays(self, conn: Connection, outcomes: list[Appended | DomainError]) -> None:
@@ -365,6 +430,17 @@ class Appender:
             if isinstance(outcome, _Unresolved):
                 data = stored[outcome.index]
                 outcomes[position] = Appended(outcome.index, data, entry_decoder.decode(data), replayed=True)
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """A batch decided on the cached state while the batch before it was being written. It stands only if that
+    state is still the writer's when its turn comes (same epoch)."""
+
+    epoch: int
+    book: Book
+    outcomes: list[Appended | DomainError]
+    write: store.BatchWrite
 
 
 class _Stale(Exception):
@@ -398,6 +474,19 @@ class _Unresolved(DomainError):
 def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | None) -> tuple[object, ...]:
     record = book.decisions[(command.origin, command.transfer)]
     return (command.origin, command.transfer, index, record.fingerprint, reason)
+
+
+_Answer = tuple[_Pending, "Appended | DomainError"]
+
+
+def _answer(answers: list[_Answer]) -> None:
+    for pending, outcome in answers:
+        if pending.future.done():
+            continue  # the caller gave up
+        if isinstance(outcome, BaseException):
+            pending.future.set_exception(outcome)
+        else:
+            pending.future.set_result(outcome)
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:

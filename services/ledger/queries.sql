@@ -85,7 +85,7 @@ new_decisions AS (
     INSERT INTO ledger.crossnet (origin, transfer, idx, fingerprint, reason)
     SELECT * FROM unnest($31::text[], $32::text[], $33::bigint[], $34::bytea[], $35::text[])
 )
-UPDATE ledger.head SET size = $28, root = $29
+UPDATE ledger.head SET size = ledger.next_size(size, $1, $28), root = $29
 
 -- name: latest_checkpoint
 SELECT size, note FROM ledger.checkpoints ORDER BY size DESC LIMIT 1

@@ -64,7 +64,13 @@ class Posting(msgspec.Struct, frozen=True, kw_only=True):
 
 @dataclass(slots=True)
 class BatchWrite:
-    """Column arrays for ``write_batch``: everything one batch appends or changes."""
+    """Everything one batch appends or changes: entries from log index ``start``, leaving the log at ``size``
+    with ``root`` and its signed ``checkpoint``; the rest as column arrays."""
+
+    start: int
+    size: int
+    root: bytes = b""
+    checkpoint: bytes = b""
 
     entry_data: list[bytes] = field(default_factory=list)
     new_accounts: list[tuple[Any, ...]] = field(default_factory=list)
@@ -172,6 +178,19 @@ async def load_locked(conn: Connection, commands: list[Command], default_floor: 
     return head, book
 
 
+def is_filled(book: Book, commands: list[Command]) -> bool:
+    """Whether a cached book already holds all that ``fill_book`` would read for these commands."""
+    refs = _referenced(commands, with_keys=False)
+    if refs.opens or refs.decisions:
+        return False
+    for tid in refs.reversed_ids:
+        record = book.transfers.get(tid)
+        if record is None:
+            return False
+        refs.account_ids.update((record.payer, record.payee))
+    return all(a in book.accounts for a in refs.account_ids)
+
+
 async def fill_book(conn: Connection, book: Book, commands: list[Command]) -> None:
     """Without the lock: add to a cached book what it lacks for these commands (usually nothing).
 
@@ -194,24 +213,24 @@ async def find_transfers(conn: Connection, ids: list[str]) -> dict[str, Transfer
     return {r["id"]: _transfer_record(r) for r in await conn.fetch(Q["transfers_by_id"], ids)}
 
 
-async def write_batch(conn: Connection, w: BatchWrite, start: int, size: int, root: bytes, checkpoint: bytes) -> None:
-    """Append the batch's entries at log indexes ``start`` onwards, with everything derived from them, and move
-    the head to ``size`` with its signed checkpoint."""
+async def write_batch(conn: Connection, w: BatchWrite) -> None:
+    """Append the batch and move the head, in one statement (atomic on its own, or inside the locked path's
+    transaction)."""
 
     def cols(rows: list[tuple[Any, ...]], width: int) -> Sequence[Sequence[Any]]:
         return list(zip(*rows, strict=True)) if rows else [[] for _ in range(width)]
 
     await conn.execute(
         Q["write_batch"],
-        start,
+        w.start,
         w.entry_data,
         *cols(w.new_accounts, 9),
         *cols(w.changed_accounts, 4),
         *cols(w.transfers, 9),
         *cols(w.tiles, 3),
-        size,
-        root,
-        checkpoint,
+        w.size,
+        w.root,
+        w.checkpoint,
         *cols(w.decisions, 5),
     )
 

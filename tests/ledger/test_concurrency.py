@@ -6,16 +6,19 @@ import asyncio
 import base64
 from collections import Counter
 
+import asyncpg
 import httpx
+import pytest
 from litestar.testing import AsyncTestClient
 
 from services.ledger import store
 from services.ledger.app import create_app
 from services.ledger.appender import Appended, Appender
-from services.ledger.ledger import OpenAccount, Transfer, entry_decoder, transfer_id
+from services.ledger.ledger import Command, MakeTransfer, OpenAccount, Reverse, Transfer, entry_decoder, transfer_id
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
 from shared.db import create_pool, migrate
+from shared.errors import DomainError
 from shared.note import Signer
 from tests.ledger.conftest import Ledger, auth, ledger_settings
 from tests.ledger.support import Client, assert_problem, checkpoint, entries, gather_in_chunks, leaf_hashes
@@ -200,3 +203,139 @@ async def test_refused_commands_do_not_fail_the_others_in_their_batch(ledger: Le
     assert all(400 <= r.status_code < 500 for r in refused), [(r.status_code, r.text) for r in refused]
     assert await ledger.balance(alice) == -30
     assert len(await assert_log_verifies(ledger.client, ledger.signer)) == 3 + 30
+
+
+async def test_batches_decided_while_the_one_before_is_written_keep_the_log_whole(
+    database_url: str, signer: Signer
+) -> None:
+    """Two writers on one database, each deciding its next batch while the last is written: conflicts between
+    them, keys reused after the cache forgot them and reversals must all leave one valid log."""
+    pool = await create_pool(database_url, min_size=2, max_size=6)
+    writers: list[Appender] = []
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn, "ledger", store.MIGRATIONS)
+        for _ in range(2):
+            writer = Appender(pool, CheckpointSigner(signer), default_floor=-600, max_batch=500, cache_transfers=20)
+            writer.start()
+            writers.append(writer)
+        members = [(await writers[0].submit(OpenAccount(key=f"m{i}"))).entry.account for i in range(12)]  # type: ignore[union-attr]
+        spender = members[0]
+        answers: dict[str, Appended | DomainError] = {}
+
+        async def worker(w: int) -> None:
+            writer = writers[w % 2]
+            mine: list[str] = []
+            for i in range(24):
+                if i % 6 == 5 and mine:
+                    command: Command = Reverse(key=f"undo-{w}-{i}", transfer=mine.pop(0))
+                elif i % 6 == 4:
+                    # A key used earlier (often long since dropped from the cache), sent again unchanged.
+                    command = _spend(f"pay-{(w * 7) % 64}-0", members, (w * 7) % 64, 0)
+                elif i % 3 == 0:
+                    command = MakeTransfer(key=f"spend-{w}-{i}", payer=spender, payee=members[1 + w % 11], minutes=7)
+                else:
+                    command = _spend(f"pay-{w}-{i}", members, w, i)
+                try:
+                    done = await writer.submit(command)
+                except DomainError as refusal:
+                    answers[command.key] = refusal
+                else:
+                    answers.setdefault(command.key, done)
+                    if isinstance(done.entry, Transfer) and done.entry.reverses is None and not done.replayed:
+                        mine.append(done.entry.id)
+
+        await asyncio.gather(*(worker(w) for w in range(128)))  # 64 per writer: enough to split the queue
+        assert sum(w.decided_ahead for w in writers) > 0, "no batch was decided while another was written"
+
+        async with pool.acquire() as conn:
+            head = await store.head(conn)
+            data = await store.entries_range(conn, 0, head.size + 10)
+            served = {a: b for a, _, b in await store.all_balances(conn)}
+        # One gap-free log whose stored root commits to exactly its entries.
+        assert len(data) == head.size
+        assert merkle.root([merkle.leaf_hash(d) for d in data]) == head.root
+        # Replaying it: balances sum to zero, the spender never went below its floor, and match what is served.
+        replayed: Counter[str] = Counter()
+        lowest = 0
+        ids = Counter()
+        for entry in map(entry_decoder.decode, data):
+            if isinstance(entry, Transfer):
+                ids[entry.id] += 1
+                replayed[entry.payer] -= entry.minutes
+                replayed[entry.payee] += entry.minutes
+                lowest = min(lowest, replayed[spender])
+        assert lowest >= -600
+        assert sum(replayed.values()) == 0
+        assert {a: b for a, b in served.items() if b} == {a: b for a, b in replayed.items() if b}
+        # Every transfer is in the log once, and every accepted command's answer is an entry of it.
+        assert set(ids.values()) == {1}
+        for key, answer in answers.items():
+            if isinstance(answer, Appended):
+                assert data[answer.index] == answer.data, key
+    finally:
+        for writer in writers:
+            await writer.stop()
+        await pool.close()
+
+
+async def test_a_batch_decided_ahead_is_decided_again_when_the_batch_before_it_is_retried(
+    database_url: str, signer: Signer
+) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    writer = Appender(pool, CheckpointSigner(signer), default_floor=-600, max_batch=500, cache_transfers=1)
+    writer.start()
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn, "ledger", store.MIGRATIONS)
+        members = [(await writer.submit(OpenAccount(key=f"m{i}"))).entry.account for i in range(4)]  # type: ignore[union-attr]
+        old = MakeTransfer(key="old", payer=members[0], payee=members[1], minutes=5)
+        first = await writer.submit(old)
+        await writer.submit(MakeTransfer(key="newer", payer=members[2], payee=members[3], minutes=5))  # evicts "old"
+        # 64 commands queued at once: the writer writes the first half while it decides the second. The first
+        # half repeats "old", which its cache has forgotten: that write is refused by the unique index and
+        # decided again under the lock, where "old" is a replay and the half makes one entry fewer.
+        batch = [old] + [
+            MakeTransfer(key=f"t{i}", payer=members[i % 4], payee=members[(i + 1) % 4], minutes=1) for i in range(63)
+        ]
+        done = await asyncio.gather(*(writer.submit(c) for c in batch))
+        assert done[0].replayed
+        assert done[0].index == first.index
+        assert writer.decided_ahead == 0  # the second half's early decision was dropped, not written
+        async with pool.acquire() as conn:
+            head = await store.head(conn)
+            data = await store.entries_range(conn, 0, head.size + 10)
+        assert head.size == 4 + 2 + 63 == len(data)
+        assert merkle.root([merkle.leaf_hash(d) for d in data]) == head.root
+        assert sorted(d.index for d in done[1:]) == list(range(6, 6 + 63))
+    finally:
+        await writer.stop()
+        await pool.close()
+
+
+def _spend(key: str, members: list[str], w: int, i: int) -> MakeTransfer:
+    payer = members[1 + (w + i) % 11]
+    payee = members[1 + (w + i + 1 + i % 5) % 11]
+    return MakeTransfer(key=key, payer=payer, payee=payee, minutes=1 + (w * i) % 9)
+
+
+async def test_a_batch_written_at_the_wrong_place_is_refused_whole(database_url: str, signer: Signer) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    writer = Appender(pool, CheckpointSigner(signer), default_floor=-600, max_batch=10)
+    writer.start()
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn, "ledger", store.MIGRATIONS)
+        await writer.submit(OpenAccount(key="a"))
+        async with pool.acquire() as conn:
+            before = await store.head(conn)
+            for start in (before.size + 1, before.size - 1):
+                gap = store.BatchWrite(start=start, size=start + 1, root=b"\0" * 32, checkpoint=b"forged")
+                gap.entry_data.append(b'{"type":"forged"}')
+                with pytest.raises(asyncpg.SerializationError, match="decided at"):
+                    await store.write_batch(conn, gap)
+            assert await store.head(conn) == before
+            assert len(await store.entries_range(conn, 0, 100)) == before.size
+    finally:
+        await writer.stop()
+        await pool.close()

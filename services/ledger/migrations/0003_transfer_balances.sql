@@ -45,5 +45,17 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     ), 0)
 $$;
 
+-- The head moves on only from the size a batch was decided at, so a batch that would leave a gap in the log (or
+-- land on top of another) fails whole, whatever else went wrong.
+CREATE FUNCTION ledger.next_size(current_size bigint, decided_at bigint, new_size bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_size <> decided_at THEN
+        RAISE EXCEPTION 'the ledger head is at %, but this batch was decided at %', current_size, decided_at
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN new_size;
+END $$;
+
 -- Tiles are hashes: compressing them never pays, so store them out of line uncompressed.
 ALTER TABLE ledger.tiles ALTER COLUMN hashes SET STORAGE EXTERNAL;
