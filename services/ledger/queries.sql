@@ -87,6 +87,29 @@ new_decisions AS (
 )
 UPDATE ledger.head SET size = ledger.next_size(size, $1, $28), root = $29
 
+-- name: write_transfers
+-- write_batch for the common batch that only adds entries and transfers: a statement that does not name the
+-- accounts and cross-network tables does not have to open and lock them (and their indexes) either.
+WITH
+new_entries AS (
+    INSERT INTO ledger.entries (idx, data)
+    SELECT $1 + ordinality - 1, data FROM unnest($2::bytea[]) WITH ORDINALITY AS e (data, ordinality)
+),
+new_transfers AS (
+    INSERT INTO ledger.transfers (id, idx, fingerprint, payer, payee, minutes, reverses, payer_balance, payee_balance)
+    SELECT * FROM unnest($3::text[], $4::bigint[], $5::bytea[], $6::text[], $7::text[], $8::integer[],
+                         $9::text[], $10::bigint[], $11::bigint[])
+),
+tiles AS (
+    INSERT INTO ledger.tiles (level, idx, hashes)
+    SELECT * FROM unnest($12::smallint[], $13::bigint[], $14::bytea[])
+    ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes
+),
+checkpoint AS (
+    INSERT INTO ledger.checkpoints (size, note) VALUES ($15, $17)
+)
+UPDATE ledger.head SET size = ledger.next_size(size, $1, $15), root = $16
+
 -- name: latest_checkpoint
 SELECT size, note FROM ledger.checkpoints ORDER BY size DESC LIMIT 1
 

@@ -220,6 +220,18 @@ async def write_batch(conn: Connection, w: BatchWrite) -> None:
     def cols(rows: list[tuple[Any, ...]], width: int) -> Sequence[Sequence[Any]]:
         return list(zip(*rows, strict=True)) if rows else [[] for _ in range(width)]
 
+    if not (w.new_accounts or w.changed_accounts or w.decisions):
+        await conn.execute(
+            Q["write_transfers"],
+            w.start,
+            w.entry_data,
+            *cols(w.transfers, 9),
+            *cols(w.tiles, 3),
+            w.size,
+            w.root,
+            w.checkpoint,
+        )
+        return
     await conn.execute(
         Q["write_batch"],
         w.start,
