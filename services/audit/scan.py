@@ -9,9 +9,11 @@ import gc
 import itertools
 import multiprocessing
 import tempfile
+import threading
 from functools import partial
 from multiprocessing import connection
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -59,7 +61,9 @@ class Chunks:
         self.processes: list[BaseProcess] = []
         self.pipes: list[Connection] = []
         if workers and count >= PARALLEL_MIN_BUNDLES:
-            context = multiprocessing.get_context("spawn")
+            context: ForkContext | SpawnContext = (
+                multiprocessing.get_context("fork") if _fork_is_safe() else multiprocessing.get_context("spawn")
+            )
             self.spill = tempfile.TemporaryDirectory(prefix="timebank-audit-")
             self.claims = context.Array("q", [0, len(self.chunks) - 1])
             for _ in range(workers):
@@ -135,6 +139,14 @@ class Chunks:
             pipe.close()
         if self.spill is not None:
             self.spill.cleanup()
+
+
+def _fork_is_safe() -> bool:
+    """Workers are forked when that is safe: a forked worker starts at once, while a spawned one first imports
+    the program again (the `timebank` command with all it imports: about half a second in which this process
+    prepares bundles alone). Forking a process that runs other threads can deadlock the child: then it is
+    spawned."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
 def scan(
