@@ -158,6 +158,8 @@ class Appender:
         cached state (Python's work overlaps the database's); it is written only once the first has committed,
         and it is sent before the first batch's callers are answered, so the database is not kept waiting."""
         writing: asyncio.Task[list[_Answer]] | None = None
+        batch: list[_Pending] = []  # taken from the queue, not yet handed to a writing task
+        answers: list[_Answer] = []  # for a committed batch, not yet delivered
         try:
             while not (self._closing and not self._queue and writing is None):
                 if writing is None and not self._queue:
@@ -166,18 +168,22 @@ class Appender:
                     continue
                 batch = self._take(split=writing is None)
                 ahead = self._decide_ahead(batch) if writing is not None and batch else None
-                answers: list[_Answer] = []
                 if writing is not None:
                     answers = await writing
                     writing = None
                 if batch:
                     self._undecided = True
                     writing = asyncio.create_task(self._commit_with_retries(batch, ahead))
+                    batch = []
                     await asyncio.sleep(0)  # let it send its statement
                 if answers:
                     _answer(answers)
+                    answers = []
                     await asyncio.sleep(0)  # let the answered callers submit again before the next batch is taken
         finally:
+            # Cancelled (a stop that ran out of time): nobody may be left waiting.
+            _answer(answers)
+            _fail(batch, RuntimeError("the ledger stopped before this command was written"))
             if writing is not None and not writing.done():
                 writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
