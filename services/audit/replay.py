@@ -50,7 +50,7 @@ class Account:
 
 
 def decode_entries(
-    array: bytes | bytearray | None, data: Callable[[], bytes], first: int, checks: Checks
+    array: bytes | memoryview | None, data: Callable[[], bytes], first: int, checks: Checks
 ) -> list[LogEntry | None]:
     """Decode a bundle's entries (entry ``first`` is its first); None where one does not decode.
 

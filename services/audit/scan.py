@@ -42,8 +42,9 @@ Hashed = list[tuple[bytes, bytes | None, str | None, bool | None]]
 class Chunks:
     """Bundles prepared in order, chunk by chunk, by worker processes or by this process.
 
-    The replay takes the chunks in order. Workers take chunks from the front; while the replay waits for one, this
-    process takes the last chunk left at the back, so that both sides finish at about the same time. Each worker
+    The replay takes the chunks in order. Workers and this process alike take the next chunk nobody has claimed:
+    this process when the chunk the replay needs next is not ready, so that it never stands idle and no chunk is
+    left to prepare and replay after the workers are done. Each worker
     reports on a pipe of its own that this process reads only when it needs to (a ``ProcessPoolExecutor`` would
     hand work out through a thread that a busy replay starves of the GIL).
     """
@@ -65,7 +66,7 @@ class Chunks:
                 multiprocessing.get_context("fork") if _fork_is_safe() else multiprocessing.get_context("spawn")
             )
             self.spill = tempfile.TemporaryDirectory(prefix="timebank-audit-")
-            self.claims = context.Array("q", [0, len(self.chunks) - 1])
+            self.claims = context.Value("q", 0)
             for _ in range(workers):
                 reader, writer = context.Pipe(duplex=False)
                 process = context.Process(
@@ -82,19 +83,14 @@ class Chunks:
         lo, hi = self.chunks[position]
         self.done[position] = tree.prepare_bundles(self.directory, lo, hi, self.size, self.compare)
 
-    def _claim(self, position: int | None) -> int | None:
-        """Claim chunk ``position`` if no worker has it yet, or (None) the last chunk left at the back."""
+    def _claim(self) -> int | None:
+        """Claim the next chunk no worker has claimed; None when none is left."""
         with self.claims.get_lock():
-            front, back = self.claims[0], self.claims[1]
-            if position is not None:
-                if position < front:
-                    return None
-                self.claims[0] = position + 1
-                return position
-            if back < front:
+            position = int(self.claims.value)
+            if position >= len(self.chunks):
                 return None
-            self.claims[1] = back - 1
-            return int(back)
+            self.claims.value = position + 1
+            return position
 
     def _receive(self, timeout: float | None) -> None:
         """Take in what the workers have reported (waiting up to ``timeout`` for something); drop dead workers."""
@@ -118,17 +114,15 @@ class Chunks:
         while position not in self.done:
             if not self.pipes:
                 self._here(position)  # no workers (left)
-            elif self._claim(position) is not None:
-                self._here(position)
+                break
+            self._receive(0)
+            if position in self.done:
+                break
+            claimed = self._claim()
+            if claimed is not None:
+                self._here(claimed)
             else:
-                self._receive(0)
-                if position in self.done:
-                    break
-                last = self._claim(None)
-                if last is not None:
-                    self._here(last)
-                else:
-                    self._receive(None)
+                self._receive(None)
         return self.done.pop(position)
 
     def close(self) -> None:

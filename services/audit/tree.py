@@ -8,7 +8,9 @@ so the root at any size, any proof, and any comparison with the tiles a log serv
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import mmap
+import os
+from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -86,23 +88,10 @@ def leaf_hashes(entries: Iterable[bytes]) -> list[bytes]:
     return [sha(prefix + entry).digest() for entry in entries]
 
 
-def hash_bundle(data: bytes, index: int, width: int) -> tuple[bytes, bytes | None, str | None]:
-    """(concatenated leaf hashes, tile root when the tile is full, error or None) of entry bundle ``index``."""
-    try:
-        entries = split_bundle(data)
-    except BundleError as exc:
-        return b"", None, f"{tiles.entries_path(index, width)}: {exc}"
-    leaves = leaf_hashes(entries)
-    error = None
-    if len(leaves) != width:
-        error = f"{tiles.entries_path(index, width)} holds {len(leaves)} entries, not {width}"
-    return b"".join(leaves), merkle.root(leaves) if len(leaves) == tiles.TILE_WIDTH else None, error
-
-
 class Prepared(NamedTuple):
     """An entry bundle made ready for the replay."""
 
-    array: bytes | bytearray | None  # the entries as one JSON array (see prepare_bundle), when it can be trusted
+    array: bytes | memoryview | None  # the entries as one JSON array (see json_array), when it can be trusted
     tile: bytes  # concatenated leaf hashes
     root: bytes | None  # root of the tile, when it is full
     error: str | None
@@ -114,79 +103,55 @@ class Prepared(NamedTuple):
 _raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def frame_bundle(data: bytes) -> tuple[bytearray, list[int], list[bytes]] | None:
-    """The bundle as one JSON array, the entries' lengths and their leaf hashes, in one pass over the bundle.
+def json_array(entries: list[bytes]) -> bytes | None:
+    """The entries as one JSON array, when decoding it is the same as decoding each entry alone; None otherwise.
 
-    Each entry's 2-byte length prefix becomes a separator (``[`` or ``,`` and a space). On the way, the prefix's
-    second byte is set to 0x00 for a moment, so that it and the entry's bytes are exactly the RFC 9162 leaf hash
-    input, SHA-256(0x00 || entry), hashed in place. None when the bundle is empty or its last entry runs past its
-    end.
+    That holds only if every entry is exactly one JSON value: the array is split into raw values, and it is handed
+    on only if their lengths are the entries' lengths.
     """
-    buf = bytearray(data)
-    buf.append(0x5D)  # ]
-    view = memoryview(buf)
-    sha = _sha256
-    lengths: list[int] = []
-    leaves: list[bytes] = []
-    add_length, add_leaf = lengths.append, leaves.append
-    p = 0
-    end = len(data)
-    try:
-        while p + 2 <= end:
-            n = (data[p] << 8) | data[p + 1]
-            q = p + 2 + n
-            if q > end:
-                return None
-            buf[p + 1] = 0x00
-            add_leaf(sha(view[p + 1 : q]).digest())
-            buf[p] = 0x2C  # ,
-            buf[p + 1] = 0x20
-            add_length(n)
-            p = q
-    finally:
-        view.release()
-    if not lengths or p != end:
+    if not entries:
         return None
-    buf[0] = 0x5B  # [
-    return buf, lengths, leaves
+    array = b"".join((b"[", b",".join(entries), b"]"))
+    try:
+        if list(map(len, _raw_decoder.decode(array))) != list(map(len, entries)):
+            return None
+    except msgspec.DecodeError:
+        return None
+    return array
 
 
 def prepare_bundle(data: bytes, index: int, width: int) -> Prepared:
-    """Frame and hash one entry bundle (``index``, ``width`` entries) for the replay.
+    """Split, hash and frame one entry bundle (``index``, ``width`` entries) for the replay.
 
-    Decoding the framed array in one call is the same as decoding each entry alone only if every entry is exactly
-    one JSON value: the array is split into raw values, and it is handed on only if their lengths are the entries'
-    lengths. The leaf hashes are of the entries' exact bytes either way.
+    The leaf hashes are of the entries' exact bytes; the JSON array (see ``json_array``) lets the replay decode the
+    whole bundle in one call.
     """
-    framed = frame_bundle(data)
-    if framed is None:
-        tile, root, error = hash_bundle(data, index, width)  # names what is wrong with the bundle
-        return Prepared(None, tile, root, error)
-    framed_array, lengths, leaves = framed
-    array: bytearray | None = framed_array
     try:
-        if list(map(len, _raw_decoder.decode(framed_array))) != lengths:
-            array = None
-    except msgspec.DecodeError:
-        array = None
+        entries = split_bundle(data)
+    except BundleError as exc:
+        return Prepared(None, b"", None, f"{tiles.entries_path(index, width)}: {exc}")
+    leaves = leaf_hashes(entries)
     error = None
     if len(leaves) != width:
         error = f"{tiles.entries_path(index, width)} holds {len(leaves)} entries, not {width}"
     root = merkle.root(leaves) if len(leaves) == tiles.TILE_WIDTH else None
-    return Prepared(array, b"".join(leaves), root, error)
+    return Prepared(json_array(entries), b"".join(leaves), root, error)
 
 
 def prepare_bundles(root: str, first: int, stop: int, size: int, compare: bool) -> list[Prepared]:
     """``prepare_bundle`` for bundles [first, stop) of a log of ``size`` entries stored under ``root``; with
     ``compare``, each level-0 hash tile stored there is compared with the one computed."""
+    return list(_prepare_each(root, first, stop, size, compare))
+
+
+def _prepare_each(root: str, first: int, stop: int, size: int, compare: bool) -> Iterator[Prepared]:
     base = Path(root)
-    out: list[Prepared] = []
     for index in range(first, stop):
         width = bundle_width(size, index)
         try:
             data = read_bundle(base, index, width)
         except BundleError as exc:
-            out.append(Prepared(None, b"", None, str(exc)))
+            yield Prepared(None, b"", None, str(exc))
             continue
         prepared = prepare_bundle(data, index, width)
         if compare:
@@ -196,8 +161,7 @@ def prepare_bundles(root: str, first: int, stop: int, size: int, compare: bool) 
                 pass
             else:
                 prepared = prepared._replace(same=stored == prepared.tile)
-        out.append(prepared)
-    return out
+        yield prepared
 
 
 Spilled = list[tuple[int, int, bytes | None, str | None, bool | None]]
@@ -207,19 +171,18 @@ def prepare_bundles_to(spill: str, root: str, first: int, stop: int, size: int, 
     """``prepare_bundles`` in a worker process, its arrays and tiles written to the file ``spill``.
 
     A worker's result passes through a pipe that the parent reads only when it holds the GIL, which its replay
-    rarely lets go of: a big result would keep the worker waiting, while a file is read back in one call. Returns,
-    per bundle, the sizes of its array (-1: none) and tile in the file, its tile root, its error and ``same``.
+    rarely lets go of: a big result would keep the worker waiting, while a file is mapped into the parent's memory
+    in one call. Each bundle is written as soon as it is prepared, so the worker reuses the same memory for every
+    bundle. Returns, per bundle, the sizes of its array (-1: none) and tile in the file, its tile root, its error
+    and ``same``.
     """
-    prepared = prepare_bundles(root, first, stop, size, compare)
-    parts: list[bytes | bytearray] = []
     out: Spilled = []
-    for p in prepared:
-        if p.array is not None:
-            parts.append(p.array)
-        parts.append(p.tile)
-        out.append((-1 if p.array is None else len(p.array), len(p.tile), p.root, p.error, p.same))
     with open(spill, "wb") as f:
-        f.writelines(parts)
+        for p in _prepare_each(root, first, stop, size, compare):
+            if p.array is not None:
+                f.write(p.array)
+            f.write(p.tile)
+            out.append((-1 if p.array is None else len(p.array), len(p.tile), p.root, p.error, p.same))
     return out
 
 
@@ -232,18 +195,18 @@ def prepare_chunks(
     claims: Any,
     out: Connection,
 ) -> None:
-    """A worker process: prepare the first chunk of bundles nobody has claimed, until the claims meet.
+    """A worker process: prepare the next chunk of bundles nobody has claimed, until none is left.
 
-    ``claims`` (a shared array with its lock) holds the next chunk to take from the front and the last one left
-    at the back (the auditor's own process takes chunks from the back while it would otherwise wait). Each chunk
-    goes to the file ``spill/<first bundle>`` and is reported on ``out``; ``None`` says the worker is done.
+    ``claims`` (a shared value with its lock) holds the next chunk to take; the auditor's own process takes chunks
+    from it too while it would otherwise wait. Each chunk goes to the file ``spill/<first bundle>`` and is reported
+    on ``out``; ``None`` says the worker is done.
     """
     while True:
         with claims.get_lock():
-            position = claims[0]
-            if position > claims[1]:
+            position = claims.value
+            if position >= len(chunks):
                 break
-            claims[0] = position + 1
+            claims.value = position + 1
         lo, hi = chunks[position]
         out.send((position, prepare_bundles_to(f"{spill}/{lo}", directory, lo, hi, size, compare)))
     out.send(None)
@@ -251,17 +214,23 @@ def prepare_chunks(
 
 
 def unspill(sizes: Spilled, spill: Path) -> list[Prepared]:
-    """The bundles that ``prepare_bundles_to`` wrote to ``spill`` (the file is removed)."""
-    data = spill.read_bytes()
+    """The bundles that ``prepare_bundles_to`` wrote to ``spill`` (the file is removed).
+
+    The file is mapped, not read: the arrays are views of the worker's own writes in the page cache, copied nowhere.
+    """
+    view = memoryview(b"")
+    with open(spill, "rb") as f:
+        if os.fstat(f.fileno()).st_size:
+            view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
     spill.unlink()
     out = []
     p = 0
     for array_size, tile_size, root, error, same in sizes:
         array = None
         if array_size >= 0:
-            array = data[p : p + array_size]
+            array = view[p : p + array_size]
             p += array_size
-        out.append(Prepared(array, data[p : p + tile_size], root, error, same))
+        out.append(Prepared(array, bytes(view[p : p + tile_size]), root, error, same))
         p += tile_size
     return out
 

@@ -65,7 +65,7 @@ def test_chunks_prepared_by_a_worker_process_equal_those_prepared_here(large: tu
     chunks = Chunks(directory, SIZE, workers=1, compare=True)
     try:
         deadline = time.monotonic() + 60
-        while chunks.claims[0] == 0:  # let the worker take a chunk before this process may take them all
+        while chunks.claims.value == 0:  # let the worker take a chunk before this process may take them all
             assert time.monotonic() < deadline, "the worker never started"
             time.sleep(0.01)
         prepared = [chunks.get(position) for position in range(len(chunks.chunks))]

@@ -28,18 +28,18 @@ def test_tiles_built_from_bundles_equal_the_appenders_tiles(size: int) -> None:
     for entry in data:
         edge.append(merkle.leaf_hash(entry))
     expected = {(level, index): hashes for level, index, hashes in edge.take_dirty()}
-    hashed = [tree.hash_bundle(bundle, i, tree.bundle_width(size, i)) for i, bundle in enumerate(bundles(data))]
-    assert all(error is None for _, _, error in hashed)
-    built = tree.build_tiles((leaves, root) for leaves, root, _ in hashed)
+    hashed = [tree.prepare_bundle(bundle, i, tree.bundle_width(size, i)) for i, bundle in enumerate(bundles(data))]
+    assert all(p.error is None and p.array is not None for p in hashed)
+    built = tree.build_tiles((p.tile, p.root) for p in hashed)
     assert built == expected
     assert tree.root_at(built, size) == edge.root()
 
 
 def test_root_at_every_smaller_size_is_the_root_of_that_prefix() -> None:
     data = entries(600)
-    hashed = [tree.hash_bundle(b, i, tree.bundle_width(600, i)) for i, b in enumerate(bundles(data))]
-    assert all(error is None for _, _, error in hashed)
-    built = tree.build_tiles((leaves, root) for leaves, root, _ in hashed)
+    hashed = [tree.prepare_bundle(b, i, tree.bundle_width(600, i)) for i, b in enumerate(bundles(data))]
+    assert all(p.error is None for p in hashed)
+    built = tree.build_tiles((p.tile, p.root) for p in hashed)
     leaves = [merkle.leaf_hash(e) for e in data]
     for size in range(0, 601, 7):
         assert tree.root_at(built, size) == merkle.root(leaves[:size])
@@ -49,6 +49,6 @@ def test_truncated_bundle_is_an_error_not_fewer_entries() -> None:
     bundle = bundles(entries(3))[0]
     with pytest.raises(tree.BundleError):
         tree.split_bundle(bundle[:-1])
-    _, _, error = tree.hash_bundle(bundle[:-1], 0, 3)
+    error = tree.prepare_bundle(bundle[:-1], 0, 3).error
     assert error is not None
     assert "truncated" in error
