@@ -93,15 +93,12 @@ class Replay:
         # Reversals met on the way, checked against the index of every transfer when the replay finishes.
         self.reversals: list[tuple[int, Transfer]] = []
         self.size = 0
+        self.transfer_count = 0  # known when the replay finishes
         self.has_peers = False
         # Entries the balance replay does not interpret (cross-network decisions, newer types), and transfers that
         # touch a peer clearing account: what a cross-network pairing check reads.
         self.other: list[tuple[int, Any]] = []
         self.crossnet: list[tuple[int, Transfer]] = []
-
-    @property
-    def transfer_count(self) -> int:
-        return len(self.ids)
 
     @property
     def reversal_count(self) -> int:
@@ -214,9 +211,13 @@ class Replay:
     def finish(self, read: Callable[[list[int]], dict[int, LogEntry | None]]) -> None:
         """The checks that need every transfer: ids used once, reversals that undo one earlier transfer, once.
 
-        ``read`` gives the entries at some indexes again (the transfers that reversals name)."""
+        ``read`` gives the entries at some indexes again (the transfers that reversals name). The record of every
+        transfer's id and index is let go: two lists of a million items each that the cyclic garbage collector
+        would otherwise walk through whenever it runs from then on."""
         fail = self.checks.fail
         ids, indexes = self.ids, self.indexes
+        self.ids, self.indexes = [], []
+        self.transfer_count = len(ids)
         # Where each id is first used: for every id only if some id repeats, otherwise (the usual case, and a
         # set is cheaper than a dict of a million ids) only for the transfers that reversals name.
         first: dict[str, int] = {}

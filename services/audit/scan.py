@@ -188,9 +188,9 @@ def scan(
         replay.finish(partial(_read_again, directory, size))
         task.done()
     finally:
+        chunks.close()
         if gc_was_enabled:
             gc.enable()
-        chunks.close()
     replay.size = min(replay.size, size)
     return hashed, replay, snapshot
 
