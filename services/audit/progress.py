@@ -93,18 +93,27 @@ class LineReporter:
 
 
 class _BarTask:
-    def __init__(self, progress: Progress, task: TaskID) -> None:
+    def __init__(self, progress: Progress, task: TaskID, every: float = 0.1) -> None:
         self._progress = progress
         self._task = task
+        self._every = every
+        self._last = 0.0
 
     def advance(self, amount: int) -> None:
         self._progress.advance(self._task, amount)
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            self._progress.refresh()
 
     def done(self) -> None:
         self._progress.refresh()
 
 
 class BarReporter:
+    """A rich progress bar, redrawn by the tasks as they advance: rich's own redrawing thread would take the GIL
+    from the audit, and a process running a second thread can no longer fork its hashing workers safely."""
+
     def __init__(self, out: IO[str]) -> None:
         self._progress = Progress(
             TextColumn("{task.description:<12}"),
@@ -113,6 +122,7 @@ class BarReporter:
             TimeRemainingColumn(),
             console=Console(file=out),
             transient=False,
+            auto_refresh=False,
         )
 
     def task(self, description: str, total: int) -> Task:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+from services.audit.progress import BarReporter
 from tests.audit.conftest import Node
 
 
@@ -50,3 +53,16 @@ def test_progress_is_a_bar_on_a_terminal(node: Node, exported: Path) -> None:
     assert "━" in text  # the bar itself
     assert f"{size}/{size}" in text
     assert f"verify: {size:,}/{size:,}" not in text
+
+
+def test_a_progress_bar_starts_no_thread_so_hashing_workers_can_be_forked() -> None:
+    out = io.StringIO()
+    before = threading.active_count()
+    with BarReporter(out) as bar:
+        running = threading.active_count()
+        task = bar.task("verify", 512)
+        task.advance(256)
+        task.advance(256)
+        task.done()
+    assert running == before
+    assert "512/512" in out.getvalue()
