@@ -6,6 +6,7 @@ and nothing else, keeps only what the checks need, and reports through ``Checks`
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import Any
 
@@ -85,14 +86,16 @@ class Replay:
         # Open accounts only: a closed one moves to ``closed``, so the hot path never asks whether one is closed.
         self.accounts: dict[str, Account] = {}
         self.closed: dict[str, Account] = {}
-        # Every transfer's id and index, in log order: two appends are the cheapest record the hot path can keep.
-        # The ids are only indexed (in one pass) when the replay finishes, and the few transfers that reversals
-        # name are read again then.
+        # Every transfer's id, in log order: one append is the cheapest record the hot path can keep. The ids are
+        # only indexed (in one pass) when the replay finishes, and the few transfers that reversals name are read
+        # again then. Where a transfer is in the log follows from its place among the ids and ``gaps``: for each
+        # index that holds no recorded transfer (another entry, or none), how many ids were recorded before it.
         self.ids: list[str] = []
-        self.indexes: list[int] = []
+        self.gaps: list[int] = []
         # Reversals met on the way, checked against the index of every transfer when the replay finishes.
         self.reversals: list[tuple[int, Transfer]] = []
         self.size = 0
+        self._next = 0  # the index after the last entry replayed
         self.transfer_count = 0  # known when the replay finishes
         self.has_peers = False
         # Entries the balance replay does not interpret (cross-network decisions, newer types), and transfers that
@@ -119,8 +122,11 @@ class Replay:
 
     def replay(self, entries: list[LogEntry | None]) -> None:
         """Apply entries ``self.size`` .. in order (the hot loop: one pass, no allocation but the record)."""
+        ids, gaps = self.ids, self.gaps
+        if self.size > self._next:  # entries that could not be read
+            gaps.extend([len(ids)] * (self.size - self._next))
         get = self.accounts.get
-        add_id, add_index = self.ids.append, self.indexes.append
+        add_id = ids.append
         has_peers = self.has_peers
         index = self.size
         for index, entry in enumerate(entries, self.size):
@@ -131,23 +137,23 @@ class Replay:
                 if payer is None or payee is None or payer is payee or not 0 < minutes <= MAX_MINUTES:
                     found = self._malformed(index, entry)
                     if found is None:
+                        gaps.append(len(ids))
                         continue
                     payer, payee = found
-                balance = payer.balance - minutes
-                if balance < payer.floor:
+                if (balance := payer.balance - minutes) < payer.floor:
                     self._below_floor(index, entry, payer, balance)
                 payer.balance = balance
-                balance = payee.balance + minutes
-                if balance > payee.top:
+                if (balance := payee.balance + minutes) > payee.top:
                     self._above_ceiling(index, entry, payee, balance)
                 payee.balance = balance
                 add_id(entry.id)
-                add_index(index)
                 if entry.reverses is not None:
                     self.reversals.append((index, entry))
                 if has_peers and (payer.peer is not None or payee.peer is not None):
                     self.crossnet.append((index, entry))
-            elif type(entry) is AccountOpened:
+                continue
+            gaps.append(len(ids))
+            if type(entry) is AccountOpened:
                 self._open(index, entry)
                 has_peers = self.has_peers
             elif type(entry) is LimitsChanged:
@@ -169,7 +175,11 @@ class Replay:
                     self.closed[account.id] = self.accounts.pop(account.id)
             elif entry is not None:
                 self.other.append((index, entry))
-        self.size = index + 1 if entries else self.size
+        self.size = self._next = index + 1 if entries else self.size
+
+    def _index_of(self, position: int) -> int:
+        """The log index of the transfer whose id is ``self.ids[position]``."""
+        return position + bisect.bisect_right(self.gaps, position)
 
     def _below_floor(self, index: int, entry: Transfer, payer: Account, balance: int) -> None:
         self.checks.fail(
@@ -212,11 +222,11 @@ class Replay:
         """The checks that need every transfer: ids used once, reversals that undo one earlier transfer, once.
 
         ``read`` gives the entries at some indexes again (the transfers that reversals name). The record of every
-        transfer's id and index is let go: two lists of a million items each that the cyclic garbage collector
-        would otherwise walk through whenever it runs from then on."""
+        transfer's id is let go: a list of a million items that the cyclic garbage collector would otherwise walk
+        through whenever it runs from then on."""
         fail = self.checks.fail
-        ids, indexes = self.ids, self.indexes
-        self.ids, self.indexes = [], []
+        ids, index_of = self.ids, self._index_of
+        self.ids = []
         self.transfer_count = len(ids)
         # Where each id is first used: for every id only if some id repeats, otherwise (the usual case, and a
         # set is cheaper than a dict of a million ids) only for the transfers that reversals name.
@@ -227,8 +237,8 @@ class Replay:
                 if earlier != position:
                     fail(
                         "ledger.unique_ids",
-                        f"transfer id {tid} was already used by entry {indexes[earlier]}",
-                        index=indexes[position],
+                        f"transfer id {tid} was already used by entry {index_of(earlier)}",
+                        index=index_of(position),
                     )
         elif self.reversals:
             targets = {entry.reverses for _, entry in self.reversals}
@@ -239,10 +249,10 @@ class Replay:
             target = entry.reverses
             assert target is not None
             at = first.get(target)
-            if at is None or indexes[at] >= index:
+            if at is None or index_of(at) >= index:
                 fail("ledger.reversals", f"transfer {entry.id} reverses {target}, not an earlier transfer", index=index)
                 continue
-            original = indexes[at]
+            original = index_of(at)
             earlier = reversed_by.setdefault(target, index)
             if earlier != index:
                 fail(

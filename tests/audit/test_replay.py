@@ -1,0 +1,55 @@
+"""The auditor's replay on its own: where it names a failure when some entries could not be read before it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.audit.replay import Replay
+from services.audit.report import Checks
+from services.ledger.ledger import AccountOpened, LogEntry, Transfer
+
+AT = datetime(2026, 11, 21, tzinfo=UTC)
+
+
+def opened(account: str) -> AccountOpened:
+    return AccountOpened(at=AT, account=account, kind="member", floor=-600)
+
+
+def transfer(tid: str, payer: str = "acct_a", payee: str = "acct_b", **more: str) -> Transfer:
+    return Transfer(at=AT, id=tid, payer=payer, payee=payee, minutes=30, **more)
+
+
+def no_reads(indexes: list[int]) -> dict[int, LogEntry | None]:
+    return {}
+
+
+def failures(checks: Checks, check: str) -> list[tuple[int | None, str]]:
+    return [(f.index, f.message) for r in checks.results() if r.id == check for f in r.failures]
+
+
+def test_repeated_id_is_named_at_its_index_past_unreadable_entries_and_other_entries() -> None:
+    checks = Checks()
+    replay = Replay(checks)
+    replay.replay([opened("acct_a"), opened("acct_b"), transfer("tr_1"), None, transfer("tr_2")])
+    replay.size = 300  # entries 5..299 could not be read (a bundle is missing)
+    replay.replay([transfer("tr_3"), transfer("tr_4", payer="acct_nobody"), opened("acct_c"), transfer("tr_1")])
+    replay.finish(no_reads)
+    assert replay.transfer_count == 4
+    assert failures(checks, "ledger.unique_ids") == [(303, "transfer id tr_1 was already used by entry 2")]
+
+
+def test_reversal_is_checked_against_the_index_of_the_transfer_it_names() -> None:
+    checks = Checks()
+    replay = Replay(checks)
+    replay.replay([opened("acct_a"), opened("acct_b"), None, transfer("tr_1")])
+    replay.size = 10
+    replay.replay([transfer("tr_2", payer="acct_b", payee="acct_a", reverses="tr_1")])
+    asked: list[list[int]] = []
+
+    def read(indexes: list[int]) -> dict[int, LogEntry | None]:
+        asked.append(indexes)
+        return {3: transfer("tr_1")}
+
+    replay.finish(read)
+    assert asked == [[3]]
+    assert failures(checks, "ledger.reversals") == []
