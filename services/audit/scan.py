@@ -185,6 +185,7 @@ def scan(
                 replay.size = first
                 replay.replay(entries)
                 task.advance(width)
+            replay.count_ids()
         replay.finish(partial(_read_again, directory, size))
         task.done()
     finally:
