@@ -11,9 +11,9 @@ import multiprocessing
 import tempfile
 import threading
 from functools import partial
-from multiprocessing import connection
+from multiprocessing import connection, forkserver
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkContext, SpawnContext
+from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,12 @@ class Chunks:
         self.by_workers: set[int] = set()
         self.spill: tempfile.TemporaryDirectory[str] | None = None
         self.claims: Any = None
+        self.start_method: str | None = None  # how the workers were started, if any was
         self.processes: list[BaseProcess] = []
         self.pipes: list[Connection] = []
         if workers and count >= PARALLEL_MIN_BUNDLES:
-            context: ForkContext | SpawnContext = (
-                multiprocessing.get_context("fork") if _fork_is_safe() else multiprocessing.get_context("spawn")
-            )
+            context = worker_context()
+            self.start_method = context.get_start_method()
             self.spill = tempfile.TemporaryDirectory(prefix="timebank-audit-")
             self.claims = context.Value("q", 0)
             for _ in range(workers):
@@ -135,12 +135,35 @@ class Chunks:
             self.spill.cleanup()
 
 
-def _fork_is_safe() -> bool:
-    """Workers are forked when that is safe: a forked worker starts at once, while a spawned one first imports
-    the program again (the `timebank` command with all it imports: about half a second in which this process
-    prepares bundles alone). Forking a process that runs other threads can deadlock the child: then it is
-    spawned."""
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+def worker_context() -> ForkContext | ForkServerContext | SpawnContext:
+    """How worker processes are started: forked when that is safe, else forked by a fork server.
+
+    A forked worker starts at once, while a spawned one first imports the program again (the `timebank` command
+    with all it imports: about half a second in which this process prepares bundles alone). Forking a process
+    that runs other threads can deadlock the child (a lock another thread held stays locked in it), and an
+    audit often runs beside threads: the resolver threads of an HTTP download, a child watcher. Then the workers
+    are forked by multiprocessing's fork server, a process that runs no other thread and has already imported
+    what a worker runs (``warm_up`` starts it before it is needed).
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([tree.__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def warm_up(size: int, jobs: int, download: bool) -> None:
+    """Start the fork server now if a log of ``size`` entries will need workers that may not be forked directly
+    (see worker_context): another thread runs already, or the ``download`` will start resolver threads. The
+    fork server then imports what a worker runs while the log downloads."""
+    if jobs < 2 or tree.bundle_count(size) < PARALLEL_MIN_BUNDLES:
+        return
+    if (download or threading.active_count() > 1) and "forkserver" in multiprocessing.get_all_start_methods():
+        multiprocessing.get_context("forkserver").set_forkserver_preload([tree.__name__])
+        forkserver.ensure_running()
 
 
 def scan(

@@ -21,7 +21,7 @@ from services.audit.pairing import CHECK, Side, check_pairing
 from services.audit.progress import Reporter, silent_task
 from services.audit.replay import Replay
 from services.audit.report import CheckpointInfo, Checks, Report, Timings, b64
-from services.audit.scan import Hashed, scan
+from services.audit.scan import Hashed, scan, warm_up
 from services.audit.signatures import SignedCheckpoint, Trust, check_checkpoint, check_witnesses
 from services.audit.source import ServedBalances, Source
 from services.audit.state import AuditState, SeenCheckpoint
@@ -181,6 +181,7 @@ async def _full(run: _Run, source: Source, progress: Reporter) -> None:
     check_witnesses(signed, run.options.trust, checks)
     size = signed.checkpoint.size
 
+    warm_up(size, run.options.jobs, download=not source.holds_tiles)
     t0 = time.perf_counter()
     with progress:
         download = silent_task() if source.holds_tiles else progress.task("download", size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +64,26 @@ def test_large_log_with_a_changed_entry_is_caught_at_its_index_with_and_without_
 def test_chunks_prepared_by_a_worker_process_equal_those_prepared_here(large: tuple[Path, Signer]) -> None:
     directory, _ = large
     chunks = Chunks(directory, SIZE, workers=1, compare=True)
+    check_prepared_by_worker(directory, chunks)
+    assert chunks.start_method == "fork"
+
+
+def test_workers_are_not_forked_from_a_process_that_runs_another_thread(large: tuple[Path, Signer]) -> None:
+    directory, _ = large
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        chunks = Chunks(directory, SIZE, workers=1, compare=True)
+        check_prepared_by_worker(directory, chunks)
+    finally:
+        stop.set()
+        other.join()
+    assert chunks.start_method == "forkserver"
+
+
+def check_prepared_by_worker(directory: Path, chunks: Chunks) -> None:
+    """Every chunk, taken in order, is prepared; those a worker prepared equal the ones prepared here."""
     try:
         deadline = time.monotonic() + 60
         while chunks.claims.value == 0:  # let the worker take a chunk before this process may take them all
