@@ -86,17 +86,24 @@ class Replay:
         # Open accounts only: a closed one moves to ``closed``, so the hot path never asks whether one is closed.
         self.accounts: dict[str, Account] = {}
         self.closed: dict[str, Account] = {}
-        # Every transfer's id, in log order: one append is the cheapest record the hot path can keep. The ids are
-        # only indexed (in one pass) when the replay finishes, and the few transfers that reversals name are read
-        # again then. Where a transfer is in the log follows from its place among the ids and ``gaps``: for each
-        # index that holds no recorded transfer (another entry, or none), how many ids were recorded before it.
+        # Every transfer's id, in log order: one append is the cheapest record the hot path can keep. Where a
+        # transfer is in the log follows from its place among the ids and ``gaps``: for each index that holds no
+        # recorded transfer (another entry, or none), how many ids were recorded before it.
         self.ids: list[str] = []
         self.gaps: list[int] = []
-        # The distinct ids among the first ``_counted`` ids (see ``count_ids``).
+        # Reversals met on the way, checked when the replay finishes.
+        self.reversals: list[tuple[int, Transfer]] = []
+        # What ``settle`` has found so far: the distinct ids among the first ``_counted``; for the ids that
+        # reversals name, their place among the ids (``_found``) or that they were not found yet (``_wanted``);
+        # and the transfers reversed, by index, as read while they were at hand.
         self.distinct: set[str] = set()
         self._counted = 0
-        # Reversals met on the way, checked against the index of every transfer when the replay finishes.
-        self.reversals: list[tuple[int, Transfer]] = []
+        self._settled = 0  # reversals whose targets were looked for
+        # The last two stretches of ids settled: (first place, last place + 1, and each id's place, once needed).
+        self._stretches: list[tuple[int, int, dict[str, int] | None]] = []
+        self._found: dict[str, int] = {}
+        self._wanted: set[str] = set()
+        self._originals: dict[int, LogEntry | None] = {}
         self.size = 0
         self._next = 0  # the index after the last entry replayed
         self.transfer_count = 0  # known when the replay finishes
@@ -180,14 +187,39 @@ class Replay:
                 self.other.append((index, entry))
         self.size = self._next = index + 1 if entries else self.size
 
-    def count_ids(self) -> None:
-        """Add the ids recorded since the last call to the set of distinct ids.
+    def settle(self, read: Callable[[list[int]], dict[int, LogEntry | None]]) -> None:
+        """Count the ids recorded since the last call, and look among them and the ones counted by the call
+        before for the transfers that the reversals name, reading those transfers while they are at hand.
 
-        Called every few thousand entries while the work is shared with worker processes, instead of in one pass
-        when the replay finishes, after the workers are done: the ids are still in the cache, and no worker waits.
+        Called after each stretch of a few thousand entries while the work is shared with worker processes,
+        rather than in one pass when the replay finishes and the workers are done: the ids are still in the
+        cache, no worker waits, and a correction usually follows closely what it undoes. ``read`` gives the
+        entries it can at some indexes of the last two stretches; the rest are read again when the replay
+        finishes.
         """
-        self.distinct.update(self.ids[self._counted :])
-        self._counted = len(self.ids)
+        ids, found, wanted = self.ids, self._found, self._wanted
+        start, stop = self._counted, len(ids)
+        self.distinct.update(ids[start:])
+        self._stretches = [*self._stretches[-1:], (start, stop, None)]
+        fresh = {entry.reverses for _, entry in self.reversals[self._settled :]}
+        wanted.update(tid for tid in fresh if tid is not None and tid not in found)
+        self._counted, self._settled = stop, len(self.reversals)
+        if not wanted:
+            return
+        located: list[int] = []
+        for n in range(len(self._stretches) - 1, -1, -1):  # this stretch, then the one before
+            first, last, places = self._stretches[n]
+            if places is None:
+                places = dict(zip(ids[first:last], range(first, last), strict=True))
+                self._stretches[n] = (first, last, places)
+            for tid in [tid for tid in wanted if tid in places]:
+                found[tid] = places[tid]
+                located.append(self._index_of(places[tid]))
+                wanted.discard(tid)
+            if not wanted & fresh:  # the stretch before was searched for the others already
+                break
+        if located:
+            self._originals.update(read(sorted(located)))
 
     def _index_of(self, position: int) -> int:
         """The log index of the transfer whose id is ``self.ids[position]``."""
@@ -233,17 +265,17 @@ class Replay:
     def finish(self, read: Callable[[list[int]], dict[int, LogEntry | None]]) -> None:
         """The checks that need every transfer: ids used once, reversals that undo one earlier transfer, once.
 
-        ``read`` gives the entries at some indexes again (the transfers that reversals name). Then the record of
-        every transfer's id is let go: a list and a set of a million items that the cyclic garbage collector would
-        otherwise walk through whenever it runs from then on."""
+        ``read`` gives the entries at some indexes again (the transfers that reversals name, unless ``settle``
+        read them already). Then the record of every transfer's id is let go: a list and a set of a million
+        items that the cyclic garbage collector would otherwise walk through whenever it runs from then on."""
+        self.settle(read)
         fail = self.checks.fail
         ids, index_of = self.ids, self._index_of
         self.transfer_count = len(ids)
-        # Where each id is first used: for every id only if some id repeats, otherwise (the usual case, and a
-        # set is cheaper than a dict of a million ids) only for the transfers that reversals name.
-        first: dict[str, int] = {}
-        self.count_ids()
+        # Where each id a reversal names is first used.
+        found = self._found
         if len(self.distinct) != len(ids):
+            first: dict[str, int] = {}
             for position, tid in enumerate(ids):
                 earlier = first.setdefault(tid, position)
                 if earlier != position:
@@ -252,15 +284,16 @@ class Replay:
                         f"transfer id {tid} was already used by entry {index_of(earlier)}",
                         index=index_of(position),
                     )
-        elif self.reversals:
-            targets = {entry.reverses for _, entry in self.reversals}
-            first = {tid: position for position, tid in enumerate(ids) if tid in targets}
+            found = {tid: at for tid, at in first.items() if tid in self._found or tid in self._wanted}
+        elif self._wanted:  # named by reversals but not near them
+            wanted = self._wanted
+            found.update((tid, position) for position, tid in enumerate(ids) if tid in wanted)
         reversed_by: dict[str, int] = {}
         undone: list[tuple[int, Transfer, int]] = []
         for index, entry in self.reversals:
             target = entry.reverses
             assert target is not None
-            at = first.get(target)
+            at = found.get(target)
             if at is None or index_of(at) >= index:
                 fail("ledger.reversals", f"transfer {entry.id} reverses {target}, not an earlier transfer", index=index)
                 continue
@@ -273,7 +306,10 @@ class Replay:
                     index=index,
                 )
             undone.append((index, entry, original))
-        originals = read(sorted({original for _, _, original in undone}))
+        originals = self._originals
+        unread = sorted({original for _, _, original in undone if original not in originals})
+        if unread:
+            originals.update(read(unread))
         for index, entry, original in undone:
             was = originals.get(original)
             if not isinstance(was, Transfer):  # it was read as a transfer a moment ago: the files changed
@@ -285,7 +321,7 @@ class Replay:
                     f"minutes from {was.payee} back to {was.payer}",
                     index=index,
                 )
-        self.ids, self.distinct = [], set()
+        self.ids, self.distinct, self._found, self._originals = [], set(), {}, {}
 
     def _open(self, index: int, entry: AccountOpened) -> None:
         existing = self.account(entry.account)

@@ -188,8 +188,11 @@ def scan(
     # would only walk them again and again.
     gc.disable()
     try:
+        held: list[tuple[int, list[tree.Prepared]]] = []  # the last two chunks (first bundle, bundles)
         for position, (lo, _) in enumerate(chunks.chunks):
-            for index, prepared in enumerate(chunks.get(position), lo):
+            chunk = chunks.get(position)
+            held = [*held[-1:], (lo, chunk)]
+            for index, prepared in enumerate(chunk, lo):
                 hashed.append((prepared.tile, prepared.root, prepared.error, prepared.same))
                 width = tree.bundle_width(size, index)
                 first = index * tiles.TILE_WIDTH
@@ -208,7 +211,7 @@ def scan(
                 replay.size = first
                 replay.replay(entries)
                 task.advance(width)
-            replay.count_ids()
+            replay.settle(partial(_read_held, held))
         replay.finish(partial(_read_again, directory, size))
         task.done()
     finally:
@@ -217,6 +220,23 @@ def scan(
             gc.enable()
     replay.size = min(replay.size, size)
     return hashed, replay, snapshot
+
+
+def _read_held(held: list[tuple[int, list[tree.Prepared]]], indexes: list[int]) -> dict[int, LogEntry | None]:
+    """The entries at these (sorted) indexes that lie in the chunks held (first bundle, prepared bundles), read
+    from their bundles' JSON arrays; the others are left out."""
+    out: dict[int, LogEntry | None] = {}
+    for bundle, group in itertools.groupby(indexes, lambda index: index // tiles.TILE_WIDTH):
+        array = next((chunk[bundle - lo].array for lo, chunk in held if 0 <= bundle - lo < len(chunk)), None)
+        if array is None:
+            continue
+        entries = tree.raw_entries(array)
+        for index in group:
+            try:
+                out[index] = entry_decoder.decode(entries[index - bundle * tiles.TILE_WIDTH])
+            except msgspec.DecodeError:
+                out[index] = None
+    return out
 
 
 def _read_again(directory: Path, size: int, indexes: list[int]) -> dict[int, LogEntry | None]:
