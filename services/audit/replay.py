@@ -94,13 +94,13 @@ class Replay:
         # Reversals met on the way, checked when the replay finishes.
         self.reversals: list[tuple[int, Transfer]] = []
         # What ``settle`` has found so far: the distinct ids among the first ``_counted``; for the ids that
-        # reversals name, their place among the ids (``_found``) or that they were not found yet (``_wanted``);
-        # and the transfers reversed, by index, as read while they were at hand.
+        # reversals name, their place among the ids (``_found``) or that they were not near the reversal
+        # (``_wanted``, looked for when the replay finishes); and the transfers reversed, by index, as taken while
+        # they were at hand.
         self.distinct: set[str] = set()
         self._counted = 0
+        self._window = 0  # where among the ids the stretch before the last one settled starts
         self._settled = 0  # reversals whose targets were looked for
-        # The last two stretches of ids settled: (first place, last place + 1, and each id's place, once needed).
-        self._stretches: list[tuple[int, int, dict[str, int] | None]] = []
         self._found: dict[str, int] = {}
         self._wanted: set[str] = set()
         self._originals: dict[int, LogEntry | None] = {}
@@ -189,35 +189,33 @@ class Replay:
 
     def settle(self, read: Callable[[list[int]], dict[int, LogEntry | None]]) -> None:
         """Count the ids recorded since the last call, and look among them and the ones counted by the call
-        before for the transfers that the reversals name, reading those transfers while they are at hand.
+        before for the transfers that the reversals name, taking those transfers while they are at hand.
 
-        Called after each stretch of a few thousand entries while the work is shared with worker processes,
-        rather than in one pass when the replay finishes and the workers are done: the ids are still in the
-        cache, no worker waits, and a correction usually follows closely what it undoes. ``read`` gives the
-        entries it can at some indexes of the last two stretches; the rest are read again when the replay
-        finishes.
+        Called after each bundle while the work is shared with worker processes, rather than in one pass when the
+        replay finishes and the workers are done: the ids are still in the cache, no worker waits, and a
+        correction usually follows closely what it undoes. ``read`` gives the entries it can at some indexes of
+        the last two stretches; the rest are read again when the replay finishes.
         """
-        ids, found, wanted = self.ids, self._found, self._wanted
-        start, stop = self._counted, len(ids)
+        ids, found = self.ids, self._found
+        window, start, stop = self._window, self._counted, len(ids)
         self.distinct.update(ids[start:])
-        self._stretches = [*self._stretches[-1:], (start, stop, None)]
-        fresh = {entry.reverses for _, entry in self.reversals[self._settled :]}
-        wanted.update(tid for tid in fresh if tid is not None and tid not in found)
-        self._counted, self._settled = stop, len(self.reversals)
-        if not wanted:
+        self._window, self._counted = start, stop
+        if self._settled == len(self.reversals):
             return
+        fresh = self.reversals[self._settled :]
+        self._settled = len(self.reversals)
         located: list[int] = []
-        for n in range(len(self._stretches) - 1, -1, -1):  # this stretch, then the one before
-            first, last, places = self._stretches[n]
-            if places is None:
-                places = dict(zip(ids[first:last], range(first, last), strict=True))
-                self._stretches[n] = (first, last, places)
-            for tid in [tid for tid in wanted if tid in places]:
-                found[tid] = places[tid]
-                located.append(self._index_of(places[tid]))
-                wanted.discard(tid)
-            if not wanted & fresh:  # the stretch before was searched for the others already
-                break
+        for _, entry in fresh:
+            target = entry.reverses
+            if target is None or target in found:
+                continue
+            try:
+                position = ids.index(target, window, stop)
+            except ValueError:
+                self._wanted.add(target)
+                continue
+            found[target] = position
+            located.append(self._index_of(position))
         if located:
             self._originals.update(read(sorted(located)))
 
@@ -286,7 +284,7 @@ class Replay:
                     )
             found = {tid: at for tid, at in first.items() if tid in self._found or tid in self._wanted}
         elif self._wanted:  # named by reversals but not near them
-            wanted = self._wanted
+            wanted = self._wanted - found.keys()
             found.update((tid, position) for position, tid in enumerate(ids) if tid in wanted)
         reversed_by: dict[str, int] = {}
         undone: list[tuple[int, Transfer, int]] = []

@@ -188,11 +188,9 @@ def scan(
     # would only walk them again and again.
     gc.disable()
     try:
-        held: list[tuple[int, list[tree.Prepared]]] = []  # the last two chunks (first bundle, bundles)
+        held: list[tuple[int, list[LogEntry | None]]] = []  # the last two bundles replayed: (first index, entries)
         for position, (lo, _) in enumerate(chunks.chunks):
-            chunk = chunks.get(position)
-            held = [*held[-1:], (lo, chunk)]
-            for index, prepared in enumerate(chunk, lo):
+            for index, prepared in enumerate(chunks.get(position), lo):
                 hashed.append((prepared.tile, prepared.root, prepared.error, prepared.same))
                 width = tree.bundle_width(size, index)
                 first = index * tiles.TILE_WIDTH
@@ -201,6 +199,7 @@ def scan(
                 except tree.BundleError:
                     task.advance(width)  # the bundle is missing: log.entries names it
                     continue
+                held = [*held[-1:], (first, entries)]
                 if snapshot_at is not None and first < snapshot_at <= first + len(entries):
                     cut = snapshot_at - first
                     replay.size = first
@@ -210,8 +209,8 @@ def scan(
                     first = snapshot_at
                 replay.size = first
                 replay.replay(entries)
+                replay.settle(partial(_read_held, held))
                 task.advance(width)
-            replay.settle(partial(_read_held, held))
         replay.finish(partial(_read_again, directory, size))
         task.done()
     finally:
@@ -222,20 +221,13 @@ def scan(
     return hashed, replay, snapshot
 
 
-def _read_held(held: list[tuple[int, list[tree.Prepared]]], indexes: list[int]) -> dict[int, LogEntry | None]:
-    """The entries at these (sorted) indexes that lie in the chunks held (first bundle, prepared bundles), read
-    from their bundles' JSON arrays; the others are left out."""
+def _read_held(held: list[tuple[int, list[LogEntry | None]]], indexes: list[int]) -> dict[int, LogEntry | None]:
+    """The entries at these indexes that lie in the bundles held (first index, entries); the others are left out."""
     out: dict[int, LogEntry | None] = {}
-    for bundle, group in itertools.groupby(indexes, lambda index: index // tiles.TILE_WIDTH):
-        array = next((chunk[bundle - lo].array for lo, chunk in held if 0 <= bundle - lo < len(chunk)), None)
-        if array is None:
-            continue
-        entries = tree.raw_entries(array)
-        for index in group:
-            try:
-                out[index] = entry_decoder.decode(entries[index - bundle * tiles.TILE_WIDTH])
-            except msgspec.DecodeError:
-                out[index] = None
+    for index in indexes:
+        for first, entries in held:
+            if 0 <= index - first < len(entries):
+                out[index] = entries[index - first]
     return out
 
 
