@@ -47,7 +47,9 @@ RejectionReason = Literal["unknown_payee", "not_a_member", "account_closed", "tr
 # ---- Log entries (stored, hashed, federated: frozen, tagged, never forbid unknown fields) ----
 
 
-class Entry(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+# Entries hold only strings, numbers and other entries' parts, so they can never form a reference cycle: the
+# cyclic garbage collector need not track them (gc=False), which makes the millions an audit decodes cheaper.
+class Entry(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True, gc=False):
     at: datetime
 
 
@@ -70,7 +72,7 @@ class AccountClosedEntry(Entry, frozen=True, kw_only=True, tag="ledger.account.c
     account: str
 
 
-class Remote(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Remote(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """The other network's side of a cross-network transfer.
 
     Outgoing (payee is a peer account): the neighbour's ``origin`` and the ``account`` to be paid there.
