@@ -104,6 +104,11 @@ class Replay:
         self._found: dict[str, int] = {}
         self._wanted: set[str] = set()
         self._originals: dict[int, LogEntry | None] = {}
+        # Reversals judged by ``settle`` (what they undid first, and what was wrong, by index), and the ones left
+        # for ``finish`` to judge.
+        self._reversed_by: dict[str, int] = {}
+        self._verdicts: list[tuple[int, str]] = []
+        self._later: list[tuple[int, Transfer]] = []
         self.size = 0
         self._next = 0  # the index after the last entry replayed
         self.transfer_count = 0  # known when the replay finishes
@@ -218,6 +223,44 @@ class Replay:
             located.append(self._index_of(position))
         if located:
             self._originals.update(read(sorted(located)))
+        for index, entry in fresh:
+            at = found.get(entry.reverses or "")
+            if at is not None and (original := self._index_of(at)) in self._originals:
+                self._judge(index, entry, at, self._originals[original], self._reversed_by, self._verdicts)
+            else:
+                self._later.append((index, entry))
+
+    def _judge(
+        self,
+        index: int,
+        entry: Transfer,
+        at: int | None,
+        was: LogEntry | None,
+        reversed_by: dict[str, int],
+        verdicts: list[tuple[int, str]],
+    ) -> None:
+        """Judge the reversal ``entry`` at ``index``, given the place among the ids of the transfer it names (None:
+        nowhere) and that transfer as read (``was``); what is wrong goes to ``verdicts``."""
+        target = entry.reverses
+        assert target is not None
+        if at is None or (original := self._index_of(at)) >= index:
+            verdicts.append((index, f"transfer {entry.id} reverses {target}, not an earlier transfer"))
+            return
+        earlier = reversed_by.setdefault(target, index)
+        if earlier != index:
+            verdicts.append(
+                (index, f"transfer {entry.id} reverses {target} (entry {original}) a second time; entry {earlier} did")
+            )
+        if not isinstance(was, Transfer):  # it was read as a transfer a moment ago: the files changed
+            verdicts.append((index, f"entry {original} no longer reads as a transfer"))
+        elif (was.payer, was.payee, was.minutes) != (entry.payee, entry.payer, entry.minutes):
+            verdicts.append(
+                (
+                    index,
+                    f"transfer {entry.id} does not undo {was.id} (entry {original}): it must pay {was.minutes} "
+                    f"minutes from {was.payee} back to {was.payer}",
+                )
+            )
 
     def _index_of(self, position: int) -> int:
         """The log index of the transfer whose id is ``self.ids[position]``."""
@@ -270,8 +313,9 @@ class Replay:
         fail = self.checks.fail
         ids, index_of = self.ids, self._index_of
         self.transfer_count = len(ids)
-        # Where each id a reversal names is first used.
-        found = self._found
+        # Where each id a reversal names is first used, and the reversals left to judge.
+        found, pending = self._found, self._later
+        reversed_by, verdicts = self._reversed_by, self._verdicts
         if len(self.distinct) != len(ids):
             first: dict[str, int] = {}
             for position, tid in enumerate(ids):
@@ -282,44 +326,23 @@ class Replay:
                         f"transfer id {tid} was already used by entry {index_of(earlier)}",
                         index=index_of(position),
                     )
+            # What ``settle`` judged assumed that every id is used once: judge every reversal again.
             found = {tid: at for tid, at in first.items() if tid in self._found or tid in self._wanted}
+            pending, reversed_by, verdicts = self.reversals, {}, []
         elif self._wanted:  # named by reversals but not near them
             wanted = self._wanted - found.keys()
             found.update((tid, position) for position, tid in enumerate(ids) if tid in wanted)
-        reversed_by: dict[str, int] = {}
-        undone: list[tuple[int, Transfer, int]] = []
-        for index, entry in self.reversals:
-            target = entry.reverses
-            assert target is not None
-            at = found.get(target)
-            if at is None or index_of(at) >= index:
-                fail("ledger.reversals", f"transfer {entry.id} reverses {target}, not an earlier transfer", index=index)
-                continue
-            original = index_of(at)
-            earlier = reversed_by.setdefault(target, index)
-            if earlier != index:
-                fail(
-                    "ledger.reversals",
-                    f"transfer {entry.id} reverses {target} (entry {original}) a second time; entry {earlier} did",
-                    index=index,
-                )
-            undone.append((index, entry, original))
+        places = {index: found.get(entry.reverses or "") for index, entry in pending}
         originals = self._originals
-        unread = sorted({original for _, _, original in undone if original not in originals})
+        unread = sorted({index_of(at) for at in places.values() if at is not None} - originals.keys())
         if unread:
             originals.update(read(unread))
-        for index, entry, original in undone:
-            was = originals.get(original)
-            if not isinstance(was, Transfer):  # it was read as a transfer a moment ago: the files changed
-                fail("ledger.reversals", f"entry {original} no longer reads as a transfer", index=index)
-            elif (was.payer, was.payee, was.minutes) != (entry.payee, entry.payer, entry.minutes):
-                fail(
-                    "ledger.reversals",
-                    f"transfer {entry.id} does not undo {was.id} (entry {original}): it must pay {was.minutes} "
-                    f"minutes from {was.payee} back to {was.payer}",
-                    index=index,
-                )
-        self.ids, self.distinct, self._found, self._originals = [], set(), {}, {}
+        for index, entry in pending:
+            at = places[index]
+            self._judge(index, entry, at, None if at is None else originals.get(index_of(at)), reversed_by, verdicts)
+        for index, message in sorted(verdicts, key=lambda verdict: verdict[0]):
+            fail("ledger.reversals", message, index=index)
+        self.ids, self.distinct, self._found, self._originals, self._later = [], set(), {}, {}, []
 
     def _open(self, index: int, entry: AccountOpened) -> None:
         existing = self.account(entry.account)
