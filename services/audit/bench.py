@@ -194,7 +194,7 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         print()
         for name, cost in (("1 process", one_cost), ("2 processes", two_cost)):
             print(
-                f"full verification, {name}: {cost.wall:.2f} s = {ceiling.wall / cost.wall:.0%} of the bare hashing "
+                f"full verification, {name}: {cost.wall:.2f} s = {ceiling.wall / cost.wall:.1%} of the bare hashing "
                 f"rate (target >= 25%), {'under' if cost.wall < 20 else 'OVER'} 20 s"
             )
         print(f"audit over HTTP, download included: {http_cost.wall:.2f} s ({one.entries:,} entries)")

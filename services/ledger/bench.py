@@ -358,7 +358,7 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         print()
         print(f"mean group-commit batch with 64 submitters: {mean_batch:.1f} transfers; the bare inserts commit 64")
         for bare in (r for r in results if r.name.startswith("bare insert")):
-            print(f"in-process 64 submitters / {bare.name}: {in64.rate / bare.rate:.0%}")
+            print(f"in-process 64 submitters / {bare.name}: {in64.rate / bare.rate:.1%}")
 
 
 def run(args: argparse.Namespace) -> int:
