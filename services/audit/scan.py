@@ -44,9 +44,9 @@ class Chunks:
 
     The replay takes the chunks in order. Workers and this process alike take the next chunk nobody has claimed:
     this process when the chunk the replay needs next is not ready, so that it never stands idle and no chunk is
-    left to prepare and replay after the workers are done. Each worker
-    reports on a pipe of its own that this process reads only when it needs to (a ``ProcessPoolExecutor`` would
-    hand work out through a thread that a busy replay starves of the GIL).
+    left to prepare and replay after the workers are done. Each worker reports on a pipe of its own that this
+    process reads only when it needs to (a ``ProcessPoolExecutor`` would hand work out through a thread that a
+    busy replay starves of the GIL).
     """
 
     def __init__(self, directory: Path, size: int, workers: int, compare: bool) -> None:
@@ -149,10 +149,14 @@ def worker_context() -> ForkContext | ForkServerContext | SpawnContext:
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([tree.__name__])
-        return context
+        return _fork_server()
     return multiprocessing.get_context("spawn")
+
+
+def _fork_server() -> ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([tree.__name__])
+    return context
 
 
 def warm_up(size: int, jobs: int, download: bool) -> None:
@@ -162,7 +166,7 @@ def warm_up(size: int, jobs: int, download: bool) -> None:
     if jobs < 2 or tree.bundle_count(size) < PARALLEL_MIN_BUNDLES:
         return
     if (download or threading.active_count() > 1) and "forkserver" in multiprocessing.get_all_start_methods():
-        multiprocessing.get_context("forkserver").set_forkserver_preload([tree.__name__])
+        _fork_server()
         forkserver.ensure_running()
 
 

@@ -125,11 +125,6 @@ def json_array(entries: list[bytes]) -> bytes | None:
     return array
 
 
-def raw_entries(array: bytes | memoryview) -> list[msgspec.Raw]:
-    """The entries of a JSON array that ``json_array`` made (and so found to be the entries' exact bytes)."""
-    return _raw_decoder.decode(array)
-
-
 def prepare_bundle(data: bytes, index: int, width: int) -> Prepared:
     """Split, hash and frame one entry bundle (``index``, ``width`` entries) for the replay.
 
