@@ -193,8 +193,9 @@ class Replay:
         self.size = self._next = index + 1 if entries else self.size
 
     def settle(self, read: Callable[[list[int]], dict[int, LogEntry | None]]) -> None:
-        """Count the ids recorded since the last call, and look among them and the ones counted by the call
-        before for the transfers that the reversals name, taking those transfers while they are at hand.
+        """Count the ids recorded since the last call; look among them and the ones counted by the call before
+        for the transfers that the new reversals name, and judge those reversals while the transfers are at hand
+        (the others are judged when the replay finishes).
 
         Called after each bundle while the work is shared with worker processes, rather than in one pass when the
         replay finishes and the workers are done: the ids are still in the cache, no worker waits, and a
