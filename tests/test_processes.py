@@ -8,8 +8,10 @@ import asyncpg
 import nats
 from nats.js.api import StreamConfig
 
-from shared.processes import NatsServer, PostgresServer, free_port
-from shared.testing.plugin import NatsFactory
+from services.node.nats import NatsServer
+from services.node.postgres import PostgresServer
+from services.node.processes import free_port
+from services.node.testing import NatsFactory
 
 
 async def test_postgres_accepts_connections(database_url: str) -> None:

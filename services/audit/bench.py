@@ -32,9 +32,9 @@ from services.audit.signatures import Trust
 from services.audit.source import DirectorySource, HttpSource, Source
 from services.audit.verify import Options, audit
 from services.ledger.bench import ORIGIN, grow_log, serve_node
-from shared.benchdb import bench_databases
+from services.node.benchdb import bench_databases
+from services.node.processes import server_tempdir
 from shared.note import Signer, write_signer_key
-from shared.processes import server_tempdir
 
 
 def _entries(directory: Path, size: int) -> list[bytes]:

@@ -39,10 +39,10 @@ from services.exchange.ledger_client import LedgerClient, OpenedAccount
 from services.exchange.service import account_key, new_id
 from services.exchange.vault import Vault
 from services.exchange.writes import compose
-from shared.benchdb import bench_databases
+from services.node.benchdb import bench_databases
+from services.node.processes import free_port, server_tempdir
 from shared.db import Connection
 from shared.note import Signer, write_signer_key
-from shared.processes import free_port, server_tempdir
 
 ORIGIN = "bench.timebank.local/exchange"
 SERVICE_TOKEN = "bench-service-token"
@@ -586,7 +586,7 @@ async def _measure(args: argparse.Namespace, root: Path, url: str, postmaster: i
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "shared.cli",
+            "services.node.cli",
             "--config",
             str(_config(root, url, port)),
             "serve",

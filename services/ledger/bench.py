@@ -43,11 +43,11 @@ from services.ledger.ledger import (
     transfer_id,
 )
 from services.ledger.tlog import CheckpointSigner
+from services.node.benchdb import bench_databases
+from services.node.processes import free_port, server_tempdir
 from shared import merkle
-from shared.benchdb import bench_databases
 from shared.db import create_pool, migrate
 from shared.note import Signer, write_signer_key
-from shared.processes import free_port, server_tempdir
 from shared.tiles import RightEdge
 
 ORIGIN = "bench.timebank.local/ledger"
@@ -200,7 +200,7 @@ async def serve_node(url: str, workdir: Path) -> AsyncIterator[str]:
     # A plain child process, not asyncio's: asyncio watches its children with a thread of its own, and the audit
     # benchmark measures a process that runs no other thread (as `timebank audit` of an export is).
     proc = subprocess.Popen(  # noqa: ASYNC220 - starting a process is quick; watching it would start a thread
-        [sys.executable, "-m", "shared.cli", "--config", str(config), "serve", "--only", "ledger"],
+        [sys.executable, "-m", "services.node.cli", "--config", str(config), "serve", "--only", "ledger"],
         stdout=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

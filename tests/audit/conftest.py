@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.cli import main
+from services.node.cli import main
+from services.node.postgres import PostgresServer
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer
 from tests.ledger.conftest import ORIGIN, auth
 from tests.ledger.processes import serve
 

@@ -9,8 +9,8 @@ import httpx
 import msgspec
 import pytest
 
+from services.node.cli import main
 from shared import tiles
-from shared.cli import main
 from tests.audit.conftest import Node, populate
 from tests.audit.support import audit
 

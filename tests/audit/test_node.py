@@ -16,9 +16,9 @@ import msgspec
 import pytest
 
 from services.ledger.tlog import CheckpointSigner
+from services.node.processes import free_port
 from shared import merkle, tiles
 from shared.note import Signer, write_signer_key
-from shared.processes import free_port
 from tests.audit.conftest import Node, populate
 from tests.audit.support import audit, edit_entry
 from tests.ledger.conftest import ORIGIN, TOKENS, auth, ledger_settings
@@ -194,7 +194,7 @@ def test_download_resumes_from_the_cache(node: Node, tmp_path: Path, capsys: Cap
 
 def timebank(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "services.node.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "XDG_STATE_HOME": "/nonexistent-state", "XDG_CACHE_HOME": "/nonexistent-cache"},
@@ -239,7 +239,9 @@ def test_audit_finds_the_ledger_under_the_root_of_a_node_that_serves_both_servic
     config.write_bytes(msgspec.toml.encode(settings))
     log = (server_tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "--config", str(config), "serve"], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "services.node.cli", "--config", str(config), "serve"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     root = f"http://127.0.0.1:{port}"
     try:

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from services.ledger.ledger import CrossnetRejected, Remote, Transfer, entry_decoder, entry_encoder, transfer_id
-from shared.cli import main
+from services.node.cli import main
+from services.node.postgres import PostgresServer
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer
 from tests.audit.support import Audit, audit, copy_export, edit_entry, read_entries, rewrite
 from tests.ledger.conftest import ORIGIN, auth
 from tests.ledger.processes import serve

@@ -15,7 +15,7 @@ from tests.audit.conftest import Node
 
 
 def command(exported: Path, node: Node) -> list[str]:
-    return [sys.executable, "-m", "shared.cli", "audit", str(exported), "--vkey", node.vkey, "--no-state"]
+    return [sys.executable, "-m", "services.node.cli", "audit", str(exported), "--vkey", node.vkey, "--no-state"]
 
 
 def size_of(exported: Path) -> int:

@@ -20,9 +20,10 @@ from litestar.testing import AsyncTestClient
 from services.exchange import store
 from services.exchange.app import create_app as create_exchange_app
 from services.exchange.ledger_client import LedgerClient
+from services.node.postgres import PostgresServer
+from services.node.processes import free_port, server_tempdir
 from shared.db import create_pool, migrate
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer, free_port, server_tempdir
 from tests.exchange.support import Exchange, exchange_settings
 from tests.ledger.conftest import ORIGIN, TOKENS
 from tests.ledger.processes import serve

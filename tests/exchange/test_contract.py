@@ -15,8 +15,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from services.node.postgres import PostgresServer
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer
 from tests.exchange.support import COORDINATOR, PASSWORD, Exchange, Member
 from tests.ledger.conftest import ORIGIN, TOKENS
 from tests.ledger.processes import serve

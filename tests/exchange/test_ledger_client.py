@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from services.exchange.ledger_client import LedgerClient, LedgerRefused, LedgerUnavailable
-from shared.processes import free_port
+from services.node.processes import free_port
 from tests.ledger.conftest import TOKENS
 
 

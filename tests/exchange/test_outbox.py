@@ -28,9 +28,9 @@ from services.exchange.outbox import (
     enqueue,
 )
 from services.exchange.writes import Write, compose
+from services.node.processes import free_port
 from shared.db import Connection, create_pool
 from shared.note import Signer, write_signer_key
-from shared.processes import free_port
 from tests.ledger.conftest import ORIGIN, TOKENS
 from tests.ledger.processes import serve
 

@@ -14,8 +14,8 @@ import tests.ledger.processes
 from services.exchange import outbox
 from services.exchange.app import create_app
 from services.exchange.ledger_client import LedgerClient
+from services.node.processes import free_port
 from shared.note import Signer, write_signer_key
-from shared.processes import free_port
 from tests.exchange.support import Exchange, Member, exchange_settings
 from tests.ledger.conftest import ORIGIN
 from tests.ledger.processes import serve

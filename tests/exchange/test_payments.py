@@ -12,7 +12,7 @@ from services.exchange import events as ev
 from services.exchange.app import create_app as create_exchange_app
 from services.exchange.eventstore import load
 from services.exchange.vault import Vault
-from shared.processes import free_port
+from services.node.processes import free_port
 from tests.exchange.support import Exchange, Member, exchange_settings
 from tests.ledger.support import assert_problem
 

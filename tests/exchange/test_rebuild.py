@@ -19,7 +19,7 @@ from tests.exchange.support import COORDINATOR, Exchange, Member
 def rebuild_command(database_url: str) -> subprocess.CompletedProcess[str]:
     """`timebank rebuild exchange`, as an operator runs it against the database."""
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", "rebuild", "exchange"],
+        [sys.executable, "-m", "services.node.cli", "rebuild", "exchange"],
         capture_output=True,
         text=True,
         env={**os.environ, "TIMEBANK_DATABASE__URL": database_url},

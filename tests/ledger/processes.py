@@ -15,7 +15,7 @@ import httpx
 import msgspec
 import pytest
 
-from shared.processes import free_port
+from services.node.processes import free_port
 from tests.ledger.conftest import ORIGIN, ledger_settings
 
 
@@ -45,7 +45,7 @@ def serve(
     config = write_config(workdir, database_url, key_file, port, extra)
     log = (workdir / f"serve-{port}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "--config", str(config), "serve", "--only", only],
+        [sys.executable, "-m", "services.node.cli", "--config", str(config), "serve", "--only", only],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -18,7 +18,8 @@ from playwright.async_api import Browser, Page, Route, expect
 
 from services.ledger import pages
 from services.ledger.app import create_app
-from shared.node import Node
+from services.node.compose import Node
+from services.node.postgres import PostgresServer
 from shared.note import (
     CosignatureSigner,
     Signer,
@@ -28,7 +29,6 @@ from shared.note import (
     sign_note,
     write_signer_key,
 )
-from shared.processes import PostgresServer
 from tests.ledger.conftest import ORIGIN, Ledger, auth, ledger_settings
 from tests.ledger.processes import serve
 

@@ -10,8 +10,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from services.node.postgres import PostgresServer
 from shared.note import Signer, write_signer_key
-from shared.processes import PostgresServer
 from tests.ledger.conftest import ORIGIN, auth
 from tests.ledger.processes import serve
 

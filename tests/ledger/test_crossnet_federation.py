@@ -18,8 +18,8 @@ from litestar.testing import AsyncTestClient
 
 from services.ledger.app import create_app
 from services.ledger.ledger import AccountOpened, CrossnetRejected, LogEntry, Transfer, transfer_id
+from services.node.postgres import PostgresServer
 from shared.note import Signer
-from shared.processes import PostgresServer
 from tests.ledger.conftest import ORIGIN, Ledger, auth, ledger_settings
 from tests.ledger.support import assert_problem, entries, log_of, relay
 from tests.ledger.test_concurrency import all_balances, assert_log_verifies

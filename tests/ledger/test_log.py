@@ -12,9 +12,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from services.ledger.app import create_app
+from services.node.postgres import PostgresServer
 from shared import merkle, tiles
 from shared.note import Signer, UnverifiedNoteError, open_note, parse_checkpoint
-from shared.processes import PostgresServer
 from tests.ledger.conftest import ORIGIN, Ledger, auth, ledger_settings
 from tests.ledger.support import assert_problem, checkpoint, entries, gather_in_chunks, leaf_hashes, log_state
 

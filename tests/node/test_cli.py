@@ -14,7 +14,7 @@ from shared.note import Verifier, read_signer_key
 
 def timebank(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "services.node.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

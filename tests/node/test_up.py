@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.processes import free_port
+from services.node.processes import free_port
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
@@ -24,7 +24,7 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
         "PYTHONUNBUFFERED": "1",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up"],
+        [sys.executable, "-m", "services.node.cli", "up"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""One process serving several services: a small ASGI dispatcher by path prefix.
+"""One process serving several services: the apps wired together behind a small ASGI dispatcher by path prefix.
 
 ``timebank serve`` mounts the ledger at ``/ledger`` and the exchange at ``/``. Each mounted app keeps its own
 lifespan (pool, writer, outbox worker): the dispatcher starts them in order and stops them in reverse.
@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from services.exchange.app import create_app as create_exchange
+from services.ledger.app import create_app as create_ledger
+from shared.settings import Settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,3 +101,18 @@ class Node:
             await send({"type": "lifespan.shutdown.failed", "message": str(error)})
         else:
             await send({"type": "lifespan.shutdown.complete"})
+
+
+def build_node(settings: Settings, database_url: str, only: str | None = None) -> Any:
+    """The app ``timebank serve`` runs: both services (the ledger under /ledger), or just one of them (``only``).
+
+    Raises ValueError when the exchange's settings are incomplete.
+    """
+    if only == "ledger":
+        return create_ledger(settings, database_url=database_url)
+    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::", "") else settings.http.host
+    ledger_url = settings.exchange.ledger_url or f"http://{host}:{settings.http.port}/ledger"
+    exchange = create_exchange(settings, database_url=database_url, ledger_url=ledger_url)
+    if only == "exchange":
+        return exchange
+    return Node({"/ledger": create_ledger(settings, database_url=database_url), "": exchange})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared.processes import PostgresServer
+from services.node.postgres import PostgresServer
 
 
 @dataclass(frozen=True)

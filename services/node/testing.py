@@ -2,16 +2,14 @@
 
 The server fixtures are synchronous (they only manage processes), so they work with
 any event loop scope. ``browser`` is async (Playwright's async API) on the session loop.
+Chromium is installed by the test command's setup (``tests/setup-browser``), never by a fixture.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +17,9 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_asyncio
 
-from shared.processes import MissingBinaryError, NatsServer, PostgresServer, server_tempdir
+from services.node.nats import NatsServer
+from services.node.postgres import PostgresServer
+from services.node.processes import MissingBinaryError, server_tempdir
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking")
-_APT_WAIT_SECONDS = 1800
 
 _database_numbers = itertools.count(1)
 
@@ -151,43 +150,16 @@ def _find_chromium() -> str | None:
     return found
 
 
-def _apt_get(*args: str, deadline: float) -> None:
-    """Run apt-get as root; while another apt or dpkg holds its lock, wait for it rather than fail."""
-    command = ["apt-get", "-o", "DPkg::Lock::Timeout=60", *args]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    while True:
-        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        if result.returncode == 0:
-            return
-        output = result.stdout + result.stderr
-        locked = "Could not get lock" in output or "Unable to lock" in output
-        if locked and time.monotonic() < deadline:
-            time.sleep(5)
-            continue
-        pytest.fail(
-            f"chromium is missing and `{' '.join(command)}` failed (exit {result.returncode}):\n{output[-3000:]}",
-            pytrace=False,
-        )
-
-
 @pytest.fixture(scope="session")
 def chromium_executable() -> str:
-    """Path of Debian's chromium; missing, it is installed with apt-get (as root). Browser tests never skip."""
-    found = _find_chromium()
-    if found is not None:
-        return found
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.fail(
-            "the browser tests need Debian's chromium, which is not installed; install it as root with "
-            "`apt-get update && apt-get install -y chromium`",
-            pytrace=False,
-        )
-    deadline = time.monotonic() + _APT_WAIT_SECONDS
-    _apt_get("update", deadline=deadline)
-    _apt_get("install", "-y", "chromium", deadline=deadline)
+    """Path of Debian's chromium. Missing, the browser tests fail saying how to install it (they never skip)."""
     found = _find_chromium()
     if found is None:
-        pytest.fail("apt-get installed chromium, but no `chromium` executable is on the PATH", pytrace=False)
+        pytest.fail(
+            "the browser tests need Debian's chromium, which is not installed; run `tests/setup-browser` "
+            "(as root it runs `apt-get update && apt-get install -y chromium`)",
+            pytrace=False,
+        )
     return found
 
 

@@ -1,0 +1,85 @@
+"""``timebank up``: the embedded node, with a private PostgreSQL and NATS under data_dir, migrated and served."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+from services.node.database import migrate_all
+from services.node.nats import NatsServer
+from services.node.postgres import PostgresServer
+from services.node.serve import serve
+from shared.note import Signer, write_signer_key
+from shared.settings import ApiToken, Settings
+
+
+def _embedded_tokens(data_dir: Path) -> dict[str, str]:
+    """Tokens for the embedded node's coordinator and services, made once and kept in data_dir (0600)."""
+    path = data_dir / "tokens.json"
+    if path.exists():
+        return dict(msgspec.json.decode(path.read_bytes()))
+    tokens = {role: f"{role}-{secrets.token_urlsafe(24)}" for role in ("coordinator", "service", "auditor")}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(msgspec.json.format(msgspec.json.encode(tokens)))
+    return tokens
+
+
+def run_up(settings: Settings) -> int:
+    """Embedded node: private PostgreSQL and NATS under data_dir, key and tokens made if missing."""
+    data_dir = Path(settings.data_dir).absolute()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.key_path.exists():
+        write_signer_key(settings.key_path, Signer.generate(settings.origin))
+        print(f"created the network signing key {settings.key_path}")
+    tokens = _embedded_tokens(data_dir)
+    configured = [
+        ApiToken(name=f"embedded-{role}", role=role, sha256=hashlib.sha256(t.encode()).hexdigest())  # type: ignore[arg-type]
+        for role, t in tokens.items()
+    ]
+    settings.ledger.tokens = [*settings.ledger.tokens, *configured]
+    settings.exchange.ledger_token = settings.exchange.ledger_token or tokens["service"]
+
+    postgres = PostgresServer(data_dir / "postgres")
+    nats = NatsServer(data_dir / "nats", server_name="timebank")
+    try:
+        print("starting PostgreSQL ...", flush=True)
+        postgres.start()
+        print("starting NATS (JetStream) ...", flush=True)
+        nats.start()
+        settings.nats.url = nats.url
+        database_url = postgres.dsn("timebank")
+        if not _database_exists(postgres):
+            postgres.create_database("timebank")
+        applied = asyncio.run(migrate_all(database_url))
+        if applied:
+            print("migrated: " + ", ".join(applied))
+        print(f"data in {data_dir}; tokens in {data_dir / 'tokens.json'}")
+        print(f"  coordinator token: {tokens['coordinator']}")
+        print(f"  service token:     {tokens['service']}")
+        print("Ctrl-C stops the node.")
+        serve(settings, database_url)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping ...", flush=True)
+        nats.stop()
+        postgres.stop()
+    return 0
+
+
+def _database_exists(postgres: PostgresServer) -> bool:
+    async def check() -> bool:
+        conn = await asyncpg.connect(postgres.dsn("postgres"))
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'timebank'"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(check())

@@ -1,0 +1,38 @@
+"""``timebank serve``: run the node's apps under uvicorn against a database and NATS the operator runs."""
+
+from __future__ import annotations
+
+from shared.settings import Settings
+
+
+def serve(settings: Settings, database_url: str, only: str | None = None) -> None:
+    """Serve the node: the exchange at / and the ledger at /ledger, or just one of them (``only``)."""
+    import uvicorn
+
+    from services.node.compose import build_node
+
+    try:
+        app = build_node(settings, database_url, only)
+    except ValueError as exc:
+        raise SystemExit(f"timebank: {exc}") from None
+    config = uvicorn.Config(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+    print(f"timebank node {settings.origin} serving on http://{settings.http.host}:{settings.http.port}")
+    uvicorn.Server(config).run()
+
+
+def run_serve(settings: Settings, only: str | None) -> int:
+    """Serve against the configured database; refuse, saying what to do, without one or without a signing key."""
+    if not settings.database.url:
+        raise SystemExit("timebank: set database.url (or TIMEBANK_DATABASE__URL); `timebank up` runs embedded")
+    if not settings.key_path.exists():
+        raise SystemExit(f"timebank: no signing key at {settings.key_path}; create one with `timebank keygen`")
+    serve(settings, settings.database.url, only)
+    return 0

@@ -1,1 +1,0 @@
-"""Test support: the pytest plugin with private PostgreSQL and NATS server fixtures."""
