@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -103,3 +106,41 @@ async def test_nats_factory_links_leafnodes(nats_factory: NatsFactory) -> None:
     finally:
         await nc_hub.close()
         await nc_leaf.close()
+
+
+def test_browser_tests_fail_saying_how_to_install_chromium_and_never_install_it(tmp_path: Path) -> None:
+    # A session of its own where chromium cannot be found, and where any apt-get run would leave a mark.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "apt-get-ran"
+    (bin_dir / "apt-get").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    (bin_dir / "apt-get").chmod(0o755)
+    (tmp_path / "conftest.py").write_text(
+        "import services.node.testing as plugin\n\nplugin._find_chromium = lambda: None\n"
+    )
+    (tmp_path / "test_page.py").write_text("def test_page(chromium_executable):\n    pass\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "services.node.testing",
+            "-p",
+            "no:cacheprovider",
+            "-rA",
+            "test_page.py",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "1 error" in output, output
+    assert "skipped" not in output, output
+    assert "tests/setup-browser" in output, output
+    assert "apt-get update && apt-get install -y chromium" in output, output
+    assert not marker.exists()
