@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import uvicorn
+
+from services.node.compose import build_node
 from shared.settings import Settings
 
 
 def serve(settings: Settings, database_url: str, only: str | None = None) -> None:
     """Serve the node: the exchange at / and the ledger at /ledger, or just one of them (``only``)."""
-    import uvicorn
-
-    from services.node.compose import build_node
-
     try:
         app = build_node(settings, database_url, only)
     except ValueError as exc:
