@@ -17,7 +17,7 @@ from services.audit.signatures import (
 )
 from services.audit.source import Source, SourceError
 from services.audit.state import SeenCheckpoint
-from services.ledger.ledger import LogEntry, Transfer, entry_decoder
+from services.ledger.entries import LogEntry, Transfer, entry_decoder
 from shared import merkle
 
 CHECK = "entry.inclusion"

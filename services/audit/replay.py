@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from services.audit.report import Checks
-from services.ledger.ledger import (
+from services.ledger.entries import (
     MAX_MINUTES,
     AccountClosedEntry,
     AccountOpened,

@@ -23,26 +23,17 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.ledger import store
-from services.ledger.ledger import (
-    Account,
+from services.ledger.commands import Command, DecideRemote, MakeTransfer, OpenAccount, Reverse, fingerprint
+from services.ledger.entries import (
     AccountOpened,
-    Book,
-    Command,
     CrossnetRejected,
-    DecideRemote,
     LogEntry,
-    MakeTransfer,
-    OpenAccount,
-    Replay,
-    Reverse,
     Transfer,
-    TransferRecord,
-    decide,
     entry_decoder,
     entry_encoder,
-    fingerprint,
     transfer_id,
 )
+from services.ledger.ledger import Account, Book, Replay, TransferRecord, decide
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
 from shared.db import Connection

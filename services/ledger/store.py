@@ -10,20 +10,17 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from services.ledger.ledger import (
-    Account,
-    Book,
+from services.ledger.commands import (
     ChangeLimits,
     CloseAccount,
     Command,
     DecideRemote,
-    DecisionRecord,
     MakeTransfer,
     OpenAccount,
     Reverse,
-    TransferRecord,
-    transfer_id,
 )
+from services.ledger.entries import transfer_id
+from services.ledger.ledger import Account, Book, DecisionRecord, TransferRecord
 from shared.db import Connection, load_queries
 
 MIGRATIONS = Path(__file__).with_name("migrations")

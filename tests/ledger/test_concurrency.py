@@ -14,7 +14,8 @@ from litestar.testing import AsyncTestClient
 from services.ledger import store
 from services.ledger.app import create_app
 from services.ledger.appender import Appended, Appender
-from services.ledger.ledger import Command, MakeTransfer, OpenAccount, Reverse, Transfer, entry_decoder, transfer_id
+from services.ledger.commands import Command, MakeTransfer, OpenAccount, Reverse
+from services.ledger.entries import Transfer, entry_decoder, transfer_id
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
 from shared.db import create_pool, migrate

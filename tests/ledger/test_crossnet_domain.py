@@ -16,22 +16,17 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from services.ledger.ledger import (
-    ChangeLimits,
-    CloseAccount,
+from services.ledger.commands import ChangeLimits, CloseAccount, DecideRemote, MakeTransfer, Reverse, fingerprint
+from services.ledger.entries import (
     CrossnetRejected,
-    DecideRemote,
-    MakeTransfer,
     Remote,
-    Replay,
-    Reverse,
     Transfer,
     crossnet_transfer_id,
     entry_decoder,
     entry_encoder,
-    fingerprint,
     transfer_id,
 )
+from services.ledger.ledger import Replay
 from shared.errors import Conflict, InsufficientHours, Invalid, NotFound
 from tests.ledger.test_domain import AT, UNKNOWN, Scenario
 
