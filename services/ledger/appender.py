@@ -306,9 +306,9 @@ class Appender:
             await self._resolve_replays(conn, outcomes)
             if write.entry_data:
                 await store.write_batch(conn, write)
-            await conn.execute("COMMIT")
+            await store.commit(conn)
         except BaseException:
-            await conn.execute("ROLLBACK")
+            await store.rollback(conn)
             raise
         return outcomes, _State(edge, book.accounts, book.transfers)
 
@@ -364,16 +364,16 @@ class Appender:
             edge.append(merkle.leaf_hash(data))
             if isinstance(decided, Transfer):
                 write.transfers.append(
-                    (
-                        decided.id,
-                        size,
-                        book.transfers[decided.id].fingerprint,
-                        decided.payer,
-                        decided.payee,
-                        decided.minutes,
-                        decided.reverses,
-                        book.accounts[decided.payer].balance,
-                        book.accounts[decided.payee].balance,
+                    store.TransferRow(
+                        id=decided.id,
+                        idx=size,
+                        fingerprint=book.transfers[decided.id].fingerprint,
+                        payer=decided.payer,
+                        payee=decided.payee,
+                        minutes=decided.minutes,
+                        reverses=decided.reverses,
+                        payer_balance=book.accounts[decided.payer].balance,
+                        payee_balance=book.accounts[decided.payee].balance,
                     )
                 )
                 if isinstance(command, DecideRemote):
@@ -392,22 +392,24 @@ class Appender:
         for entry, command, index in opened:
             a = book.accounts[entry.account]
             write.new_accounts.append(
-                (
-                    a.id,
-                    a.kind,
-                    a.floor,
-                    a.ceiling,
-                    a.closed,
-                    entry.peer,
-                    index,
-                    command.key,
-                    fingerprint(command),
+                store.NewAccountRow(
+                    id=a.id,
+                    kind=a.kind,
+                    floor=a.floor,
+                    ceiling=a.ceiling,
+                    closed=a.closed,
+                    peer=entry.peer,
+                    opened_idx=index,
+                    open_key=command.key,
+                    open_fingerprint=fingerprint(command),
                 )
             )
         # Balances live in the transfer rows; only limit changes and closures touch an existing account row.
         for account_id in touched & existing:
             a = book.accounts[account_id]
-            write.changed_accounts.append((a.id, a.floor, a.ceiling, a.closed))
+            write.changed_accounts.append(
+                store.ChangedAccountRow(id=a.id, floor=a.floor, ceiling=a.ceiling, closed=a.closed)
+            )
         if write.entry_data:
             write.size = edge.size
             write.root = edge.root()
@@ -468,9 +470,11 @@ class _Unresolved(DomainError):
         self.index = index
 
 
-def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | None) -> tuple[object, ...]:
+def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | None) -> store.DecisionRow:
     record = book.decisions[(command.origin, command.transfer)]
-    return (command.origin, command.transfer, index, record.fingerprint, reason)
+    return store.DecisionRow(
+        origin=command.origin, transfer=command.transfer, idx=index, fingerprint=record.fingerprint, reason=reason
+    )
 
 
 _Answer = tuple[_Pending, "Appended | DomainError"]

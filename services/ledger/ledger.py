@@ -69,6 +69,15 @@ class DecisionRecord:
     fingerprint: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class OpenRecord:
+    """An account open already decided, by its idempotency key: the account, the command's fingerprint, where."""
+
+    account: str
+    fingerprint: bytes
+    index: int
+
+
 @dataclass(slots=True)
 class Replay:
     """A command whose idempotency key was already used: the answer is the original entry."""
@@ -82,8 +91,8 @@ class Book:
 
     accounts: dict[str, Account] = field(default_factory=dict)
     transfers: dict[str, TransferRecord] = field(default_factory=dict)
-    # Account opens by idempotency key: key -> (account id, fingerprint, index).
-    opens: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
+    # Account opens by idempotency key.
+    opens: dict[str, OpenRecord] = field(default_factory=dict)
     # Open peer clearing accounts by the neighbour's origin: one per neighbour.
     peers: dict[str, str] = field(default_factory=dict)
     # Decided neighbour transfers by (origin, neighbour's transfer id).
@@ -162,7 +171,7 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
     elif isinstance(command, OpenAccount):
         known = book.opens.get(command.key)
         if known is not None:
-            return _replay(known[1], fingerprint(command), known[2], command.key)
+            return _replay(known.fingerprint, fingerprint(command), known.index, command.key)
         if (command.kind == "peer") != (command.peer is not None):
             raise Invalid("a peer account names its peer network's origin, and only a peer account does")
         if command.peer is not None and command.peer in book.peers:
@@ -180,7 +189,7 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
             ceiling=command.ceiling,
             peer=command.peer,
         )
-        book.opens[command.key] = (entry.account, fingerprint(command), index)
+        book.opens[command.key] = OpenRecord(account=entry.account, fingerprint=fingerprint(command), index=index)
     elif isinstance(command, ChangeLimits):
         account = _open_account(book, command.account)
         _check_limits(command.floor, command.ceiling)

@@ -56,7 +56,7 @@ def b() -> Scenario:
 
 
 def account(s: Scenario, key: str) -> str:
-    return s.book.opens[key][0]
+    return s.book.opens[key].account
 
 
 def incoming(transfer: str, payee: str, minutes: int, index: int = 7, **fields: object) -> DecideRemote:
