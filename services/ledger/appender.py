@@ -23,6 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.ledger import store
+from services.ledger.batch import BatchWrite, ChangedAccountRow, DecisionRow, NewAccountRow, TransferRow
 from services.ledger.commands import Command, DecideRemote, MakeTransfer, OpenAccount, Reverse, fingerprint
 from services.ledger.entries import (
     AccountOpened,
@@ -338,13 +339,13 @@ class Appender:
 
     def _decide(
         self, book: Book, commands: list[Command], edge: RightEdge
-    ) -> tuple[list[Appended | DomainError], store.BatchWrite]:
+    ) -> tuple[list[Appended | DomainError], BatchWrite]:
         """Decide every command in order; collect the rows to write, extend the tree's right edge and sign the
         checkpoint the batch ends at. All of it is fixed here, so the next batch may be decided before this one
         is written."""
         at = datetime.now(UTC)
         start = edge.size
-        write = store.BatchWrite(start=start, size=start)
+        write = BatchWrite(start=start, size=start)
         outcomes: list[Appended | DomainError] = []
         existing = set(book.accounts)
         touched: set[str] = set()
@@ -364,7 +365,7 @@ class Appender:
             edge.append(merkle.leaf_hash(data))
             if isinstance(decided, Transfer):
                 write.transfers.append(
-                    store.TransferRow(
+                    TransferRow(
                         id=decided.id,
                         idx=size,
                         fingerprint=book.transfers[decided.id].fingerprint,
@@ -392,7 +393,7 @@ class Appender:
         for entry, command, index in opened:
             a = book.accounts[entry.account]
             write.new_accounts.append(
-                store.NewAccountRow(
+                NewAccountRow(
                     id=a.id,
                     kind=a.kind,
                     floor=a.floor,
@@ -407,9 +408,7 @@ class Appender:
         # Balances live in the transfer rows; only limit changes and closures touch an existing account row.
         for account_id in touched & existing:
             a = book.accounts[account_id]
-            write.changed_accounts.append(
-                store.ChangedAccountRow(id=a.id, floor=a.floor, ceiling=a.ceiling, closed=a.closed)
-            )
+            write.changed_accounts.append(ChangedAccountRow(id=a.id, floor=a.floor, ceiling=a.ceiling, closed=a.closed))
         if write.entry_data:
             write.size = edge.size
             write.root = edge.root()
@@ -439,7 +438,7 @@ class _Ahead:
     epoch: int
     book: Book
     outcomes: list[Appended | DomainError]
-    write: store.BatchWrite
+    write: BatchWrite
 
 
 class _Stale(Exception):
@@ -470,9 +469,9 @@ class _Unresolved(DomainError):
         self.index = index
 
 
-def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | None) -> store.DecisionRow:
+def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | None) -> DecisionRow:
     record = book.decisions[(command.origin, command.transfer)]
-    return store.DecisionRow(
+    return DecisionRow(
         origin=command.origin, transfer=command.transfer, idx=index, fingerprint=record.fingerprint, reason=reason
     )
 

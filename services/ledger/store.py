@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
-from msgspec.structs import astuple
 
+from services.ledger.batch import (
+    BatchWrite,
+    ChangedAccountRow,
+    DecisionRow,
+    NewAccountRow,
+    TransferRow,
+    columns,
+    tile_columns,
+)
 from services.ledger.commands import (
     ChangeLimits,
     CloseAccount,
@@ -58,76 +65,6 @@ class Posting(msgspec.Struct, frozen=True, kw_only=True):
     transfer: str
     counterparty: str
     data: bytes
-
-
-# ---- Rows one batch writes: each type's fields are the columns of its INSERT (or UPDATE), in order ----
-# (gc=False: they hold only strings, numbers and bytes; one is built per entry on the appender's hot path.)
-
-
-class NewAccountRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """An account opened in the batch, with its limits and status as the batch leaves them."""
-
-    id: str
-    kind: str
-    floor: int
-    ceiling: int | None
-    closed: bool
-    peer: str | None
-    opened_idx: int
-    open_key: str
-    open_fingerprint: bytes
-
-
-class ChangedAccountRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """An existing account whose limits changed or that was closed in the batch."""
-
-    id: str
-    floor: int
-    ceiling: int | None
-    closed: bool
-
-
-class TransferRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A transfer, with the payer's and payee's balances after it."""
-
-    id: str
-    idx: int
-    fingerprint: bytes
-    payer: str
-    payee: str
-    minutes: int
-    reverses: str | None
-    payer_balance: int
-    payee_balance: int
-
-
-class DecisionRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A cross-network decision on a neighbour's transfer; ``reason`` is None when it was accepted."""
-
-    origin: str
-    transfer: str
-    idx: int
-    fingerprint: bytes
-    reason: str | None
-
-
-@dataclass(slots=True)
-class BatchWrite:
-    """Everything one batch appends or changes: entries from log index ``start``, leaving the log at ``size``
-    with ``root`` and its signed ``checkpoint``; the rest as rows, sent as column arrays."""
-
-    start: int
-    size: int
-    root: bytes = b""
-    checkpoint: bytes = b""
-
-    entry_data: list[bytes] = field(default_factory=list)
-    new_accounts: list[NewAccountRow] = field(default_factory=list)
-    changed_accounts: list[ChangedAccountRow] = field(default_factory=list)
-    transfers: list[TransferRow] = field(default_factory=list)
-    decisions: list[DecisionRow] = field(default_factory=list)
-    # (level, tile index, hashes), as the tree's right edge gives them.
-    tiles: list[tuple[int, int, bytes]] = field(default_factory=list)
 
 
 async def begin_locked(conn: Connection) -> None:
@@ -285,17 +222,6 @@ async def find_transfers(conn: Connection, ids: list[str]) -> dict[str, Transfer
     return {r["id"]: _transfer_record(r) for r in await conn.fetch(Q["transfers_by_id"], ids)}
 
 
-def _columns(rows: Sequence[msgspec.Struct], row_type: type[msgspec.Struct]) -> Sequence[Sequence[Any]]:
-    """The rows as one array per field, in the field order (the order of the statement's columns)."""
-    if not rows:
-        return [[] for _ in row_type.__struct_fields__]
-    return list(zip(*map(astuple, rows), strict=True))
-
-
-def _tile_columns(rows: list[tuple[int, int, bytes]]) -> Sequence[Sequence[Any]]:
-    return list(zip(*rows, strict=True)) if rows else [[], [], []]
-
-
 async def write_batch(conn: Connection, w: BatchWrite) -> None:
     """Append the batch and move the head, in one statement (atomic on its own, or inside the locked path's
     transaction)."""
@@ -304,8 +230,8 @@ async def write_batch(conn: Connection, w: BatchWrite) -> None:
             Q["write_transfers"],
             w.start,
             w.entry_data,
-            *_columns(w.transfers, TransferRow),
-            *_tile_columns(w.tiles),
+            *columns(w.transfers, TransferRow),
+            *tile_columns(w.tiles),
             w.size,
             w.root,
             w.checkpoint,
@@ -315,14 +241,14 @@ async def write_batch(conn: Connection, w: BatchWrite) -> None:
         Q["write_batch"],
         w.start,
         w.entry_data,
-        *_columns(w.new_accounts, NewAccountRow),
-        *_columns(w.changed_accounts, ChangedAccountRow),
-        *_columns(w.transfers, TransferRow),
-        *_tile_columns(w.tiles),
+        *columns(w.new_accounts, NewAccountRow),
+        *columns(w.changed_accounts, ChangedAccountRow),
+        *columns(w.transfers, TransferRow),
+        *tile_columns(w.tiles),
         w.size,
         w.root,
         w.checkpoint,
-        *_columns(w.decisions, DecisionRow),
+        *columns(w.decisions, DecisionRow),
     )
 
 

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from services.ledger import store
+from services.ledger.batch import ChangedAccountRow, DecisionRow, NewAccountRow, TransferRow
 from shared.db import load_queries, migrate
 
 QUERIES = load_queries(Path(store.__file__).with_name("queries.sql"))
@@ -106,11 +107,11 @@ def _columns(sql: str, pattern: str) -> list[str]:
 @pytest.mark.parametrize(
     ("query", "pattern", "row_type"),
     [
-        ("write_batch", r"INSERT INTO ledger\.accounts \(([^)]*)\)", store.NewAccountRow),
-        ("write_batch", r"unnest\([^)]*\) AS c \(([^)]*)\)", store.ChangedAccountRow),
-        ("write_batch", r"INSERT INTO ledger\.transfers \(([^)]*)\)", store.TransferRow),
-        ("write_batch", r"INSERT INTO ledger\.crossnet \(([^)]*)\)", store.DecisionRow),
-        ("write_transfers", r"INSERT INTO ledger\.transfers \(([^)]*)\)", store.TransferRow),
+        ("write_batch", r"INSERT INTO ledger\.accounts \(([^)]*)\)", NewAccountRow),
+        ("write_batch", r"unnest\([^)]*\) AS c \(([^)]*)\)", ChangedAccountRow),
+        ("write_batch", r"INSERT INTO ledger\.transfers \(([^)]*)\)", TransferRow),
+        ("write_batch", r"INSERT INTO ledger\.crossnet \(([^)]*)\)", DecisionRow),
+        ("write_transfers", r"INSERT INTO ledger\.transfers \(([^)]*)\)", TransferRow),
     ],
 )
 def test_each_written_row_names_the_columns_of_its_statement_in_order(
