@@ -1,4 +1,4 @@
-"""The auditor reads the log's schema alone: no module of the audit loads the web framework or the ledger's logic."""
+"""The audit and the pure modules import no web framework, database or messaging client, nor the decide logic."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import services.audit
 
 PROBE = """
 import importlib, json, pkgutil, sys
+import pytest
+
 import services.audit
 names = sorted(m.name for m in pkgutil.iter_modules(services.audit.__path__, "services.audit."))
 for name in names:
@@ -32,3 +36,20 @@ def test_every_audit_module_imports_without_litestar_or_the_ledgers_decide_logic
     assert sorted(name for name in loaded if name == "litestar" or name.startswith("litestar.")) == []
     assert "services.ledger.ledger" not in loaded
     assert "services.ledger.commands" not in loaded
+
+
+def loaded_after_importing(module: str) -> set[str]:
+    probe = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
+    root = Path(__file__).resolve().parent.parent.parent
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+    return set(json.loads(result.stdout))
+
+
+@pytest.mark.parametrize(
+    "module", ["shared.errors", "shared.logverify", "services.ledger.entries", "services.ledger.ledger"]
+)
+def test_pure_modules_load_no_web_framework_database_or_messaging_client(module: str) -> None:
+    loaded = loaded_after_importing(module)
+    assert module in loaded
+    heavy = {name.split(".")[0] for name in loaded} & {"litestar", "asyncpg", "nats", "aiohttp"}
+    assert heavy == set()
