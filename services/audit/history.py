@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 
-from services.audit import tree
 from services.audit.report import Checks, b64
 from services.audit.signatures import SignedCheckpoint
 from services.audit.source import Source, SourceError
 from services.audit.state import SeenCheckpoint
-from shared import merkle
+from shared import logverify
 
 CHECK = "log.consistency"
 FIRST_SEEN = "no checkpoint of this log was seen before; this one is now remembered"
@@ -48,22 +47,24 @@ def _recomputed(
     size = signed.checkpoint.size
     matched = [0]
     for old in seen:
-        if old.size > size:
-            _too_small(checks, source, old, size)
+        try:
+            logverify.verify_prefix(old.size, base64.b64decode(old.root), tile_set, size)
+        except logverify.LogVerifyError as exc:
+            if exc.reason == "shrank":
+                _too_small(checks, source, old, size)
+                continue
+            found = b64(exc.root) if exc.root is not None else "another root"
+            # The log still agrees with the biggest older checkpoint that matched: the rewrite is after it.
+            since = max(s for s in matched if s <= old.size)
+            checks.fail(
+                CHECK,
+                f"the first {old.size:,} entries hash to {found}, but the checkpoint of that size seen on "
+                f"{old.seen_at} from {old.source} has root {old.root}: the log was rewritten, somewhere in entries "
+                f"{since:,} to {old.size - 1:,}",
+                index=since,
+            )
             continue
-        root = tree.root_at(tile_set, old.size)
-        if b64(root) == old.root:
-            matched.append(old.size)
-            continue
-        # The log still agrees with the biggest older checkpoint that matched: the rewrite is after it.
-        since = max(s for s in matched if s <= old.size)
-        checks.fail(
-            CHECK,
-            f"the first {old.size:,} entries hash to {b64(root)}, but the checkpoint of that size seen on "
-            f"{old.seen_at} from {old.source} has root {old.root}: the log was rewritten, somewhere in entries "
-            f"{since:,} to {old.size - 1:,}",
-            index=since,
-        )
+        matched.append(old.size)
     checks.passed(CHECK, f"consistent with {len(seen)} checkpoint(s) seen before (recomputed from the entries)")
 
 
@@ -88,35 +89,40 @@ async def _by_proofs(
     proved = 0
     unprovable = 0
     for old in seen:
-        if old.size == new.size:
-            if old.root != b64(new.root_hash):
+        if old.size > new.size:
+            _too_small(checks, source, old, new.size)
+            continue
+        # Only a tree strictly between empty and the new one needs a proof from the source.
+        proof: list[bytes] = []
+        try:
+            if 0 < old.size < new.size:
+                if source is None:
+                    unprovable += 1
+                    continue
+                proof = await source.consistency_proof(old.size, new.size)
+            logverify.verify_consistency(old.size, base64.b64decode(old.root), new.size, new.root_hash, proof)
+            proved += 1
+        except logverify.LogVerifyError as exc:
+            if exc.reason == "fork":
                 checks.fail(
                     CHECK,
                     f"a different checkpoint of the same size {old.size:,} was seen on {old.seen_at} "
                     f"from {old.source} (root {old.root}): the log was rewritten",
                 )
-            proved += 1
-            continue
-        if old.size == 0:
-            proved += 1  # the empty tree is a prefix of every tree
-            continue
-        if old.size > new.size:
-            _too_small(checks, source, old, new.size)
-            continue
-        if source is None:
-            unprovable += 1
-            continue
-        try:
-            proof = await source.consistency_proof(old.size, new.size)
-            merkle.verify_consistency(old.size, new.size, base64.b64decode(old.root), new.root_hash, proof)
-            proved += 1
-        except (merkle.ProofError, SourceError, ValueError) as exc:
-            checks.fail(
-                CHECK,
-                f"no valid consistency proof from the checkpoint of size {old.size:,} seen on {old.seen_at} "
-                f"(root {old.root}) to this one: {exc}",
-            )
+                proved += 1
+                continue
+            _no_proof(checks, old, exc)
+        except (SourceError, ValueError) as exc:
+            _no_proof(checks, old, exc)
     if unprovable and not proved and not checks.failed(CHECK):
         checks.skip(CHECK, f"{unprovable} checkpoint(s) seen before can only be linked with the log itself")
     else:
         checks.passed(CHECK, f"consistent with {proved} checkpoint(s) seen before (by consistency proofs)")
+
+
+def _no_proof(checks: Checks, old: SeenCheckpoint, exc: Exception) -> None:
+    checks.fail(
+        CHECK,
+        f"no valid consistency proof from the checkpoint of size {old.size:,} seen on {old.seen_at} "
+        f"(root {old.root}) to this one: {exc}",
+    )

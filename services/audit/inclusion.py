@@ -17,8 +17,8 @@ from services.audit.signatures import (
 )
 from services.audit.source import Source, SourceError
 from services.audit.state import SeenCheckpoint
-from services.ledger.ledger import LogEntry, Transfer, entry_decoder
-from shared import merkle
+from services.ledger.entries import LogEntry, Transfer, entry_decoder
+from shared import logverify
 
 CHECK = "entry.inclusion"
 
@@ -73,8 +73,8 @@ def _included(checks: Checks, name: str, bundle: ProofBundle, signed: SignedChec
         checks.fail(CHECK, f"{name} carries no entry bytes (no extra line)", index=bundle.index)
         return False
     try:
-        merkle.verify_inclusion(merkle.leaf_hash(bundle.entry), bundle.index, cp.size, bundle.proof, cp.root_hash)
-    except merkle.ProofError as exc:
+        logverify.verify_inclusion(bundle.entry, bundle.index, bundle.proof, cp)
+    except logverify.LogVerifyError as exc:
         checks.fail(CHECK, f"{name}: {exc}", index=bundle.index)
         return False
     try:

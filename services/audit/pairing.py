@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from services.audit.replay import Replay
 from services.audit.report import Checks
-from services.ledger.ledger import CrossnetRejected, Transfer
+from services.ledger.entries import CrossnetRejected, Transfer
 
 CHECK = "federation.pairing"
 

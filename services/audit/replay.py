@@ -1,7 +1,8 @@
 """Replaying the ledger from its entries, checking the invariants the ledger promises as each entry is met.
 
-The replay is the auditor's own reading of the log: it imports the entry types (the log's schema) from the ledger
-and nothing else, keeps only what the checks need, and reports through ``Checks`` with the entry's index.
+The replay is the auditor's own reading of the log: it imports the entry types from the ledger's log schema
+(``services.ledger.entries``) and nothing else, keeps only what the checks need, and reports through ``Checks``
+with the entry's index.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import msgspec
 
 from services.audit.report import Checks
-from services.ledger.ledger import (
+from services.ledger.entries import (
     MAX_MINUTES,
     AccountClosedEntry,
     AccountOpened,

@@ -24,7 +24,7 @@ from services.audit import tree
 from services.audit.progress import Reporter
 from services.audit.replay import Replay, decode_entries
 from services.audit.report import Checks
-from services.ledger.ledger import LogEntry, entry_decoder
+from services.ledger.entries import LogEntry, entry_decoder
 from shared import tiles
 
 # Bundles per chunk of work handed to a worker process: enough (about 25 ms of work) that waiting for the GIL to

@@ -8,19 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.audit.report import Checks
-from shared.note import (
-    Checkpoint,
-    CosignatureVerifier,
-    InvalidSignatureError,
-    NoteError,
-    Signature,
-    UnverifiedNoteError,
-    Verifier,
-    open_note,
-    parse_checkpoint,
-    parse_signature_line,
-    verify_cosignature,
-)
+from shared import logverify
+from shared.note import Checkpoint, CosignatureVerifier, Verifier
 
 
 @dataclass(frozen=True)
@@ -40,43 +29,19 @@ class SignedCheckpoint:
     signed: bool  # the network key's signature verified
 
 
-def _split(note: bytes) -> tuple[str, list[str]]:
-    """(text, signature lines) of a note, without verifying anything; raises NoteError if it has no blank line."""
-    whole = note.decode("utf-8", "replace")
-    cut = whole.rfind("\n\n")
-    if cut < 0:
-        raise NoteError("the checkpoint note has no blank line before its signatures")
-    return whole[: cut + 1], [line for line in whole[cut + 2 :].split("\n") if line]
-
-
 def check_checkpoint(note: bytes, trust: Trust, checks: Checks) -> SignedCheckpoint | None:
     """Check the checkpoint's signature under the network key and its origin; None if it is not a checkpoint."""
     check = "checkpoint.signature"
     try:
-        text, _ = _split(note)
-        checkpoint = parse_checkpoint(text)
-    except NoteError as exc:
-        checks.fail(check, f"the checkpoint cannot be read: {exc}")
+        verdict = logverify.read_checkpoint(note, trust.verifier)
+    except logverify.LogVerifyError as exc:
+        checks.fail(check, str(exc))
         return None
-    key = f"{trust.verifier.name}+{trust.verifier.key_id:08x}"
-    signed = False
-    try:
-        open_note(note, [trust.verifier])
-        signed = True
-    except InvalidSignatureError:
-        checks.fail(check, f"the signature under the network key {key} does not verify")
-    except UnverifiedNoteError as exc:
-        others = ", ".join(f"{s.name}+{s.key_id:08x}" for s in exc.note.unverified_signatures) or "nobody"
-        checks.fail(check, f"the checkpoint is not signed by the network key {key} (signed by: {others})")
-    except NoteError as exc:
-        checks.fail(check, f"the checkpoint note is malformed: {exc}")
-    if checkpoint.origin != trust.verifier.name:
-        checks.fail(
-            check, f"the checkpoint's origin {checkpoint.origin!r} is not the network's {trust.verifier.name!r}"
-        )
-    if signed:
-        checks.passed(check, f"signed by {key}, size {checkpoint.size:,}")
-    return SignedCheckpoint(checkpoint, note, text, signed)
+    for _, problem in verdict.problems:
+        checks.fail(check, problem)
+    if verdict.signed:
+        checks.passed(check, f"signed by {verdict.key}, size {verdict.checkpoint.size:,}")
+    return SignedCheckpoint(verdict.checkpoint, note, verdict.text, verdict.signed)
 
 
 def check_witnesses(signed: SignedCheckpoint, trust: Trust, checks: Checks) -> None:
@@ -85,31 +50,18 @@ def check_witnesses(signed: SignedCheckpoint, trust: Trust, checks: Checks) -> N
     if not trust.witnesses and trust.quorum == 0:
         checks.skip(check, "no witness keys given")
         return
-    lines: list[Signature] = []
-    for line in _split(signed.note)[1]:
-        try:
-            lines.append(parse_signature_line(line))
-        except NoteError:
-            continue
-    valid: list[str] = []
-    missing: list[str] = []
-    for witness in trust.witnesses:
-        mine = [s for s in lines if (s.name, s.key_id) == (witness.name, witness.key_id)]
-        if not mine:
-            missing.append(witness.name)
-            continue
-        try:
-            when = max(verify_cosignature(s.to_line(), signed.text, witness) for s in mine)
-        except NoteError as exc:
-            checks.fail(check, f"the cosignature of {witness.name} does not verify: {exc}")
-            continue
-        stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
-        valid.append(f"{witness.name} at {stamp}")
+    verdict = logverify.check_cosignatures(signed.note, trust.witnesses)
+    for witness, why in verdict.bad:
+        checks.fail(check, f"the cosignature of {witness} does not verify: {why}")
+    valid = [
+        f"{c.witness} at {datetime.fromtimestamp(c.timestamp, UTC).isoformat(timespec='seconds')}"
+        for c in verdict.cosigned
+    ]
     if len(valid) < trust.quorum:
         checks.fail(
             check,
             f"{len(valid)} valid cosignature(s) of the {trust.quorum} required"
-            + (f"; none from {', '.join(missing)}" if missing else ""),
+            + (f"; none from {', '.join(verdict.missing)}" if verdict.missing else ""),
         )
     checks.passed(check, f"{len(valid)} of {len(trust.witnesses)} witnesses cosigned ({'; '.join(valid) or 'none'})")
 

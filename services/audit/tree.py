@@ -267,13 +267,6 @@ def build_tiles(level0: Iterable[tuple[bytes, bytes | None]]) -> dict[tuple[int,
     return out
 
 
-def root_at(tile_set: dict[tuple[int, int], bytes], size: int) -> bytes:
-    """The root of the first ``size`` leaves, from tiles of a tree at least that big."""
-    if size == 0:
-        return merkle.EMPTY_ROOT
-    return tiles.range_hash_from_tiles(0, size, tile_set)
-
-
 def first_difference(ours: bytes, theirs: bytes) -> int | None:
     """Position of the first 32-byte hash that differs between two tiles (or where one ends); None if equal."""
     if ours == theirs:

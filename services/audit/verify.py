@@ -25,7 +25,7 @@ from services.audit.scan import Hashed, scan, warm_up
 from services.audit.signatures import SignedCheckpoint, Trust, check_checkpoint, check_witnesses
 from services.audit.source import ServedBalances, Source
 from services.audit.state import AuditState, SeenCheckpoint
-from shared import merkle, tiles
+from shared import logverify, merkle, tiles
 
 Mode = Literal["full", "checkpoint", "entry"]
 
@@ -219,13 +219,10 @@ async def _check_root(
     tile_set = None
     if not errors:
         tile_set = tree.build_tiles((data, root) for data, root, _, _ in hashed)
-        root = tree.root_at(tile_set, size)
-        if root != signed.checkpoint.root_hash:
-            checks.fail(
-                "log.entries",
-                f"the {size:,} entries hash to the root {b64(root)}, not to the signed root "
-                f"{b64(signed.checkpoint.root_hash)}",
-            )
+        try:
+            logverify.check_root(logverify.root_from_tiles(tile_set, size), signed.checkpoint)
+        except logverify.LogVerifyError as exc:
+            checks.fail("log.entries", str(exc))
     if checks.failed("log.entries"):
         await _locate(run, source, size, hashed)
     checks.passed("log.entries", f"{size:,} entries hashed into the root of the checkpoint")

@@ -20,7 +20,7 @@ from services.exchange.ledger_client import LedgerClient
 from services.exchange.outbox import OutboxWorker
 from services.exchange.service import Commands
 from shared.db import create_pool, migrate
-from shared.errors import EXCEPTION_HANDLERS
+from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
 
 ROUTES: list[ControllerRouterHandler] = [

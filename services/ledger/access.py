@@ -17,7 +17,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from services.ledger.ledger import ACCOUNT_ID_PATTERN
+from services.ledger.entries import ACCOUNT_ID_PATTERN
 from shared.errors import Forbidden, Unauthorized
 from shared.settings import ApiToken
 

@@ -15,23 +15,25 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from services.ledger import store, tlog
 from services.ledger.access import Access, require_reader_of, require_writer
 from services.ledger.appender import Appended, Appender
-from services.ledger.ledger import (
+from services.ledger.commands import (
+    Ceiling,
+    ChangeLimits,
+    CloseAccount,
+    DecideRemote,
+    Floor,
+    Key,
+    MakeTransfer,
+    OpenAccount,
+    Reverse,
+)
+from services.ledger.entries import (
     ACCOUNT_ID_PATTERN,
     ORIGIN_PATTERN,
     TRANSFER_ID_PATTERN,
     AccountOpened,
-    Ceiling,
-    ChangeLimits,
-    CloseAccount,
     CrossnetRejected,
-    DecideRemote,
-    Floor,
-    Key,
     LogEntry,
-    MakeTransfer,
-    OpenAccount,
     Remote,
-    Reverse,
     Transfer,
     entry_decoder,
 )

@@ -18,8 +18,8 @@ from services.ledger.access import Access
 from services.ledger.appender import Appender
 from services.ledger.tlog import CheckpointSigner
 from shared.db import create_pool, migrate
-from shared.errors import EXCEPTION_HANDLERS
 from shared.note import Signer, read_signer_key
+from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
 
 

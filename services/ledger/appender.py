@@ -23,26 +23,18 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.ledger import store
-from services.ledger.ledger import (
-    Account,
+from services.ledger.batch import BatchWrite, ChangedAccountRow, DecisionRow, NewAccountRow, TransferRow
+from services.ledger.commands import Command, DecideRemote, MakeTransfer, OpenAccount, Reverse, fingerprint
+from services.ledger.entries import (
     AccountOpened,
-    Book,
-    Command,
     CrossnetRejected,
-    DecideRemote,
     LogEntry,
-    MakeTransfer,
-    OpenAccount,
-    Replay,
-    Reverse,
     Transfer,
-    TransferRecord,
-    decide,
     entry_decoder,
     entry_encoder,
-    fingerprint,
     transfer_id,
 )
+from services.ledger.ledger import Account, Book, Replay, TransferRecord, decide
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
 from shared.db import Connection
@@ -315,9 +307,9 @@ class Appender:
             await self._resolve_replays(conn, outcomes)
             if write.entry_data:
                 await store.write_batch(conn, write)
-            await conn.execute("COMMIT")
+            await store.commit(conn)
         except BaseException:
-            await conn.execute("ROLLBACK")
+            await store.rollback(conn)
             raise
         return outcomes, _State(edge, book.accounts, book.transfers)
 
@@ -347,13 +339,13 @@ class Appender:
 
     def _decide(
         self, book: Book, commands: list[Command], edge: RightEdge
-    ) -> tuple[list[Appended | DomainError], store.BatchWrite]:
+    ) -> tuple[list[Appended | DomainError], BatchWrite]:
         """Decide every command in order; collect the rows to write, extend the tree's right edge and sign the
         checkpoint the batch ends at. All of it is fixed here, so the next batch may be decided before this one
         is written."""
         at = datetime.now(UTC)
         start = edge.size
-        write = store.BatchWrite(start=start, size=start)
+        write = BatchWrite(start=start, size=start)
         outcomes: list[Appended | DomainError] = []
         existing = set(book.accounts)
         touched: set[str] = set()
@@ -373,16 +365,16 @@ class Appender:
             edge.append(merkle.leaf_hash(data))
             if isinstance(decided, Transfer):
                 write.transfers.append(
-                    (
-                        decided.id,
-                        size,
-                        book.transfers[decided.id].fingerprint,
-                        decided.payer,
-                        decided.payee,
-                        decided.minutes,
-                        decided.reverses,
-                        book.accounts[decided.payer].balance,
-                        book.accounts[decided.payee].balance,
+                    TransferRow(
+                        id=decided.id,
+                        idx=size,
+                        fingerprint=book.transfers[decided.id].fingerprint,
+                        payer=decided.payer,
+                        payee=decided.payee,
+                        minutes=decided.minutes,
+                        reverses=decided.reverses,
+                        payer_balance=book.accounts[decided.payer].balance,
+                        payee_balance=book.accounts[decided.payee].balance,
                     )
                 )
                 if isinstance(command, DecideRemote):
@@ -401,22 +393,22 @@ class Appender:
         for entry, command, index in opened:
             a = book.accounts[entry.account]
             write.new_accounts.append(
-                (
-                    a.id,
-                    a.kind,
-                    a.floor,
-                    a.ceiling,
-                    a.closed,
-                    entry.peer,
-                    index,
-                    command.key,
-                    fingerprint(command),
+                NewAccountRow(
+                    id=a.id,
+                    kind=a.kind,
+                    floor=a.floor,
+                    ceiling=a.ceiling,
+                    closed=a.closed,
+                    peer=entry.peer,
+                    opened_idx=index,
+                    open_key=command.key,
+                    open_fingerprint=fingerprint(command),
                 )
             )
         # Balances live in the transfer rows; only limit changes and closures touch an existing account row.
         for account_id in touched & existing:
             a = book.accounts[account_id]
-            write.changed_accounts.append((a.id, a.floor, a.ceiling, a.closed))
+            write.changed_accounts.append(ChangedAccountRow(id=a.id, floor=a.floor, ceiling=a.ceiling, closed=a.closed))
         if write.entry_data:
             write.size = edge.size
             write.root = edge.root()
@@ -446,7 +438,7 @@ class _Ahead:
     epoch: int
     book: Book
     outcomes: list[Appended | DomainError]
-    write: store.BatchWrite
+    write: BatchWrite
 
 
 class _Stale(Exception):
@@ -477,9 +469,11 @@ class _Unresolved(DomainError):
         self.index = index
 
 
-def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | None) -> tuple[object, ...]:
+def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | None) -> DecisionRow:
     record = book.decisions[(command.origin, command.transfer)]
-    return (command.origin, command.transfer, index, record.fingerprint, reason)
+    return DecisionRow(
+        origin=command.origin, transfer=command.transfer, idx=index, fingerprint=record.fingerprint, reason=reason
+    )
 
 
 _Answer = tuple[_Pending, "Appended | DomainError"]

@@ -27,21 +27,9 @@ import uvloop
 
 from services.ledger import store, tlog
 from services.ledger.appender import Appender
-from services.ledger.ledger import (
-    AccountOpened,
-    Book,
-    Command,
-    LogEntry,
-    MakeTransfer,
-    OpenAccount,
-    Replay,
-    Reverse,
-    Transfer,
-    decide,
-    entry_encoder,
-    fingerprint,
-    transfer_id,
-)
+from services.ledger.commands import Command, MakeTransfer, OpenAccount, Reverse, fingerprint
+from services.ledger.entries import AccountOpened, LogEntry, Transfer, entry_encoder, transfer_id
+from services.ledger.ledger import Book, Replay, decide
 from services.ledger.tlog import CheckpointSigner
 from services.node.benchdb import bench_databases
 from services.node.processes import free_port, server_tempdir

@@ -1,201 +1,39 @@
-"""The ledger's pure domain: log entry types, commands, and decide/apply.
+"""The ledger's pure domain: the state a batch needs, and decide/apply.
 
 Nothing here talks to a database or the network. The appender loads the few accounts and transfers a batch
 touches into a ``Book``, calls ``decide`` for each command in order (which applies the accepted entry to the
-book, so later commands in the same batch see its effect), and writes what was decided.
+book, so later commands in the same batch see its effect), and writes what was decided. The entry types are in
+``services.ledger.entries``, the commands in ``services.ledger.commands``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Literal
 
-import msgspec
-
+from services.ledger.commands import (
+    ChangeLimits,
+    Command,
+    DecideRemote,
+    MakeTransfer,
+    OpenAccount,
+    Reverse,
+    fingerprint,
+)
+from services.ledger.entries import (
+    AccountClosedEntry,
+    AccountOpened,
+    CrossnetRejected,
+    LimitsChanged,
+    LogEntry,
+    RejectionReason,
+    Remote,
+    Transfer,
+    crossnet_transfer_id,
+    new_account_id,
+    transfer_id,
+)
 from shared.errors import AccountClosed, Conflict, InsufficientHours, Invalid, NotFound
-
-AccountKind = Literal["member", "community", "peer"]
-
-# A single transfer may move at most 1,000 hours; anything bigger is a typo, not a favour.
-MAX_MINUTES = 60_000
-# Balances and limits stay well inside PostgreSQL bigint and JavaScript's safe integers.
-MAX_LIMIT = 10**12
-
-Minutes = Annotated[int, msgspec.Meta(ge=1, le=MAX_MINUTES)]
-Floor = Annotated[int, msgspec.Meta(ge=-MAX_LIMIT, le=0)]
-Ceiling = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
-ACCOUNT_ID_PATTERN = r"^acct_[0-9a-f]{20}$"
-TRANSFER_ID_PATTERN = r"^tr_[0-9a-f]{32}$"
-AccountId = Annotated[str, msgspec.Meta(pattern=ACCOUNT_ID_PATTERN)]
-TransferId = Annotated[str, msgspec.Meta(pattern=TRANSFER_ID_PATTERN)]
-# Keys and references are printable text: no control characters (PostgreSQL text cannot even hold NUL).
-Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
-Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-ORIGIN_PATTERN = r"^[A-Za-z0-9._/-]{1,200}$"
-Origin = Annotated[str, msgspec.Meta(pattern=ORIGIN_PATTERN)]
-# An index in a (neighbour's) log.
-LogIndex = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
-
-# Why a network refused a neighbour's payment to one of its accounts (recorded in its log).
-RejectionReason = Literal["unknown_payee", "not_a_member", "account_closed", "trust_limit", "ceiling"]
-
-
-# ---- Log entries (stored, hashed, federated: frozen, tagged, never forbid unknown fields) ----
-
-
-# Entries hold only strings, numbers and other entries' parts, so they can never form a reference cycle: the
-# cyclic garbage collector need not track them (gc=False), which makes the millions an audit decodes cheaper.
-class Entry(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True, gc=False):
-    at: datetime
-
-
-class AccountOpened(Entry, frozen=True, kw_only=True, tag="ledger.account.opened.v1"):
-    account: str
-    kind: AccountKind
-    floor: int
-    ceiling: int | None = None
-    # For a peer clearing account: the neighbour network's log origin.
-    peer: str | None = None
-
-
-class LimitsChanged(Entry, frozen=True, kw_only=True, tag="ledger.account.limits.v1"):
-    account: str
-    floor: int
-    ceiling: int | None = None
-
-
-class AccountClosedEntry(Entry, frozen=True, kw_only=True, tag="ledger.account.closed.v1"):
-    account: str
-
-
-class Remote(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """The other network's side of a cross-network transfer.
-
-    Outgoing (payee is a peer account): the neighbour's ``origin`` and the ``account`` to be paid there.
-    Incoming (payer is a peer account): the neighbour's ``origin``, its ``transfer`` id and that entry's ``index``
-    in the neighbour's log.
-    """
-
-    origin: str
-    account: str | None = None
-    transfer: str | None = None
-    index: int | None = None
-
-
-class Transfer(Entry, frozen=True, kw_only=True, tag="ledger.transfer.v1"):
-    id: str
-    payer: str
-    payee: str
-    minutes: int
-    # SHA-256(salt || memo), hex; the memo and salt stay with the exchange service.
-    memo_digest: str | None = None
-    exchange_ref: str | None = None
-    reverses: str | None = None
-    remote: Remote | None = None
-
-
-class CrossnetRejected(Entry, frozen=True, kw_only=True, tag="ledger.crossnet.rejected.v1"):
-    """This network refused the neighbour ``origin``'s transfer ``transfer`` (at ``index`` in its log)."""
-
-    origin: str
-    transfer: str
-    index: int
-    payee: str
-    minutes: int
-    # A RejectionReason; read as any string, since a newer neighbour may give reasons this version does not know.
-    reason: str
-
-
-LogEntry = AccountOpened | LimitsChanged | AccountClosedEntry | Transfer | CrossnetRejected
-
-entry_encoder = msgspec.json.Encoder()
-entry_decoder = msgspec.json.Decoder(LogEntry)
-
-
-# ---- Commands (what callers ask for; strict: unknown fields are refused) ----
-
-
-class OpenAccount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    key: Key
-    kind: AccountKind = "member"
-    floor: Floor | None = None
-    ceiling: Ceiling | None = None
-    peer: Origin | None = None
-
-
-class ChangeLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    account: AccountId
-    floor: Floor
-    ceiling: Ceiling | None = None
-
-
-class CloseAccount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    account: AccountId
-
-
-class MakeTransfer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    key: Key
-    payer: AccountId
-    payee: AccountId
-    minutes: Minutes
-    memo_digest: Digest | None = None
-    exchange_ref: Ref | None = None
-    # Required when the payee is a peer clearing account: the account to be paid in that network.
-    remote_payee: AccountId | None = None
-
-
-class Reverse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    key: Key
-    transfer: TransferId
-
-
-class DecideRemote(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Decide a neighbour's transfer to a local account, as read from the neighbour's log."""
-
-    origin: Origin
-    transfer: TransferId
-    index: LogIndex
-    payee: AccountId
-    minutes: Minutes
-    memo_digest: Digest | None = None
-
-
-Command = OpenAccount | ChangeLimits | CloseAccount | MakeTransfer | Reverse | DecideRemote
-
-
-def new_account_id() -> str:
-    return "acct_" + secrets.token_hex(10)
-
-
-def transfer_id(key: str) -> str:
-    """The transfer id is derived from the idempotency key, so a replayed key can never make a second id."""
-    return "tr_" + hashlib.sha256(b"timebank/transfer-id\x00" + key.encode()).hexdigest()[:32]
-
-
-def crossnet_transfer_id(origin: str, transfer: str) -> str:
-    """The id of the local transfer that accepts ``origin``'s transfer ``transfer``.
-
-    Keys cannot contain NUL, so no idempotency key can ever derive the same id.
-    """
-    return transfer_id(f"crossnet\x00{origin}\x00{transfer}")
-
-
-_UNSET_REMOTE_PAYEE = b',"remote_payee":null}'
-
-
-def fingerprint(command: Command) -> bytes:
-    """What a replayed key must match: the whole command, canonically encoded."""
-    encoded = msgspec.json.encode(command)
-    if isinstance(command, MakeTransfer) and encoded.endswith(_UNSET_REMOTE_PAYEE):
-        # remote_payee (the last field) came later: left out while unset, fingerprints stored before it existed
-        # still match.
-        encoded = encoded[: -len(_UNSET_REMOTE_PAYEE)] + b"}"
-    return hashlib.sha256(encoded).digest()[:16]
-
 
 # ---- State the decisions need ----
 
@@ -231,6 +69,15 @@ class DecisionRecord:
     fingerprint: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class OpenRecord:
+    """An account open already decided, by its idempotency key: the account, the command's fingerprint, where."""
+
+    account: str
+    fingerprint: bytes
+    index: int
+
+
 @dataclass(slots=True)
 class Replay:
     """A command whose idempotency key was already used: the answer is the original entry."""
@@ -244,8 +91,8 @@ class Book:
 
     accounts: dict[str, Account] = field(default_factory=dict)
     transfers: dict[str, TransferRecord] = field(default_factory=dict)
-    # Account opens by idempotency key: key -> (account id, fingerprint, index).
-    opens: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
+    # Account opens by idempotency key.
+    opens: dict[str, OpenRecord] = field(default_factory=dict)
     # Open peer clearing accounts by the neighbour's origin: one per neighbour.
     peers: dict[str, str] = field(default_factory=dict)
     # Decided neighbour transfers by (origin, neighbour's transfer id).
@@ -324,7 +171,7 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
     elif isinstance(command, OpenAccount):
         known = book.opens.get(command.key)
         if known is not None:
-            return _replay(known[1], fingerprint(command), known[2], command.key)
+            return _replay(known.fingerprint, fingerprint(command), known.index, command.key)
         if (command.kind == "peer") != (command.peer is not None):
             raise Invalid("a peer account names its peer network's origin, and only a peer account does")
         if command.peer is not None and command.peer in book.peers:
@@ -342,7 +189,7 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
             ceiling=command.ceiling,
             peer=command.peer,
         )
-        book.opens[command.key] = (entry.account, fingerprint(command), index)
+        book.opens[command.key] = OpenRecord(account=entry.account, fingerprint=fingerprint(command), index=index)
     elif isinstance(command, ChangeLimits):
         account = _open_account(book, command.account)
         _check_limits(command.floor, command.ceiling)

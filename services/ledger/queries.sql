@@ -2,6 +2,12 @@
 -- One round trip: open the batch transaction and take the ledger's single-writer lock (the head row).
 BEGIN; SELECT 1 FROM ledger.head FOR UPDATE
 
+-- name: commit
+COMMIT
+
+-- name: rollback
+ROLLBACK
+
 -- name: head_and_transfers
 -- The tree head with the transfers a batch names (one row with NULL transfer columns if none exist).
 SELECT h.size, h.root, t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, t.reversed_by

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
 
-from services.ledger.ledger import (
-    Account,
-    Book,
+from services.ledger.batch import (
+    BatchWrite,
+    ChangedAccountRow,
+    DecisionRow,
+    NewAccountRow,
+    TransferRow,
+    columns,
+    tile_columns,
+)
+from services.ledger.commands import (
     ChangeLimits,
     CloseAccount,
     Command,
     DecideRemote,
-    DecisionRecord,
     MakeTransfer,
     OpenAccount,
     Reverse,
-    TransferRecord,
-    transfer_id,
 )
+from services.ledger.entries import transfer_id
+from services.ledger.ledger import Account, Book, DecisionRecord, OpenRecord, TransferRecord
 from shared.db import Connection, load_queries
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -62,29 +67,17 @@ class Posting(msgspec.Struct, frozen=True, kw_only=True):
     data: bytes
 
 
-@dataclass(slots=True)
-class BatchWrite:
-    """Everything one batch appends or changes: entries from log index ``start``, leaving the log at ``size``
-    with ``root`` and its signed ``checkpoint``; the rest as column arrays."""
-
-    start: int
-    size: int
-    root: bytes = b""
-    checkpoint: bytes = b""
-
-    entry_data: list[bytes] = field(default_factory=list)
-    new_accounts: list[tuple[Any, ...]] = field(default_factory=list)
-    changed_accounts: list[tuple[Any, ...]] = field(default_factory=list)
-    # (id, index, fingerprint, payer, payee, minutes, reversed id, payer's balance after, payee's balance after)
-    transfers: list[tuple[Any, ...]] = field(default_factory=list)
-    # Cross-network decisions: (origin, neighbour's transfer id, index, fingerprint, rejection reason or None).
-    decisions: list[tuple[Any, ...]] = field(default_factory=list)
-    tiles: list[tuple[int, int, bytes]] = field(default_factory=list)
-
-
 async def begin_locked(conn: Connection) -> None:
-    """Begin a transaction holding the ledger's single-writer lock until COMMIT or ROLLBACK."""
+    """Begin a transaction holding the ledger's single-writer lock until ``commit`` or ``rollback``."""
     await conn.execute(Q["begin_locked"])
+
+
+async def commit(conn: Connection) -> None:
+    await conn.execute(Q["commit"])
+
+
+async def rollback(conn: Connection) -> None:
+    await conn.execute(Q["rollback"])
 
 
 async def head(conn: Connection) -> Head:
@@ -136,7 +129,13 @@ def _referenced(commands: list[Command], *, with_keys: bool) -> _Referenced:
 
 def _transfer_record(r: asyncpg.Record) -> TransferRecord:
     return TransferRecord(
-        r["id"], r["idx"], bytes(r["fingerprint"]), r["payer"], r["payee"], r["minutes"], r["reversed_by"]
+        id=r["id"],
+        index=r["idx"],
+        fingerprint=bytes(r["fingerprint"]),
+        payer=r["payer"],
+        payee=r["payee"],
+        minutes=r["minutes"],
+        reversed_by=r["reversed_by"],
     )
 
 
@@ -144,7 +143,9 @@ async def _fill(conn: Connection, book: Book, refs: _Referenced) -> None:
     account_ids = set(refs.account_ids)
     if refs.opens:
         for r in await conn.fetch(Q["opens_by_key"], [o.key for o in refs.opens]):
-            book.opens[r["open_key"]] = (r["id"], bytes(r["open_fingerprint"]), r["opened_idx"])
+            book.opens[r["open_key"]] = OpenRecord(
+                account=r["id"], fingerprint=bytes(r["open_fingerprint"]), index=r["opened_idx"]
+            )
     origins = {o.peer for o in refs.opens if o.peer is not None} | {d.origin for d in refs.decisions}
     if origins:
         peers = {r["peer"]: r["id"] for r in await conn.fetch(Q["peers_by_origin"], list(origins))}
@@ -155,12 +156,20 @@ async def _fill(conn: Connection, book: Book, refs: _Referenced) -> None:
             Q["decisions_by_key"], [d.origin for d in refs.decisions], [d.transfer for d in refs.decisions]
         )
         for r in rows:
-            book.decisions[(r["origin"], r["transfer"])] = DecisionRecord(r["idx"], bytes(r["fingerprint"]))
+            book.decisions[(r["origin"], r["transfer"])] = DecisionRecord(
+                index=r["idx"], fingerprint=bytes(r["fingerprint"])
+            )
     missing = [a for a in account_ids if a not in book.accounts]
     if missing:
         for r in await conn.fetch(Q["accounts_by_id"], missing):
             book.accounts[r["id"]] = Account(
-                r["id"], r["kind"], r["floor"], r["ceiling"], r["balance"], r["closed"], r["peer"]
+                id=r["id"],
+                kind=r["kind"],
+                floor=r["floor"],
+                ceiling=r["ceiling"],
+                balance=r["balance"],
+                closed=r["closed"],
+                peer=r["peer"],
             )
 
 
@@ -216,17 +225,13 @@ async def find_transfers(conn: Connection, ids: list[str]) -> dict[str, Transfer
 async def write_batch(conn: Connection, w: BatchWrite) -> None:
     """Append the batch and move the head, in one statement (atomic on its own, or inside the locked path's
     transaction)."""
-
-    def cols(rows: list[tuple[Any, ...]], width: int) -> Sequence[Sequence[Any]]:
-        return list(zip(*rows, strict=True)) if rows else [[] for _ in range(width)]
-
     if not (w.new_accounts or w.changed_accounts or w.decisions):
         await conn.execute(
             Q["write_transfers"],
             w.start,
             w.entry_data,
-            *cols(w.transfers, 9),
-            *cols(w.tiles, 3),
+            *columns(w.transfers, TransferRow),
+            *tile_columns(w.tiles),
             w.size,
             w.root,
             w.checkpoint,
@@ -236,14 +241,14 @@ async def write_batch(conn: Connection, w: BatchWrite) -> None:
         Q["write_batch"],
         w.start,
         w.entry_data,
-        *cols(w.new_accounts, 9),
-        *cols(w.changed_accounts, 4),
-        *cols(w.transfers, 9),
-        *cols(w.tiles, 3),
+        *columns(w.new_accounts, NewAccountRow),
+        *columns(w.changed_accounts, ChangedAccountRow),
+        *columns(w.transfers, TransferRow),
+        *tile_columns(w.tiles),
         w.size,
         w.root,
         w.checkpoint,
-        *cols(w.decisions, 5),
+        *columns(w.decisions, DecisionRow),
     )
 
 
@@ -321,5 +326,13 @@ async def statement(conn: Connection, account_id: str, before: int, limit: int) 
     ]
 
 
-async def all_balances(conn: Connection) -> list[tuple[str, str, int]]:
-    return [(r["id"], r["kind"], r["balance"]) for r in await conn.fetch(Q["all_balances"])]
+class Balance(NamedTuple):
+    """An account's current balance (a NamedTuple: callers unpack it)."""
+
+    id: str
+    kind: str
+    balance: int
+
+
+async def all_balances(conn: Connection) -> list[Balance]:
+    return [Balance(id=r["id"], kind=r["kind"], balance=r["balance"]) for r in await conn.fetch(Q["all_balances"])]

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from services.ledger.ledger import AccountOpened, Transfer, entry_decoder, entry_encoder
+from services.ledger.entries import AccountOpened, Transfer, entry_decoder, entry_encoder
 from services.node.cli import main
 from shared import merkle, tiles
 from shared.note import Checkpoint, CosignatureSigner, Signer, add_cosignatures, cosign, format_checkpoint, sign_note

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.ledger.ledger import CrossnetRejected, Remote, Transfer, entry_decoder, entry_encoder, transfer_id
+from services.ledger.entries import CrossnetRejected, Remote, Transfer, entry_decoder, entry_encoder, transfer_id
 from services.node.cli import main
 from services.node.postgres import PostgresServer
 from shared.note import Signer, write_signer_key

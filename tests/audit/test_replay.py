@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from services.audit.replay import Replay
 from services.audit.report import Checks
-from services.ledger.ledger import AccountOpened, LogEntry, Transfer
+from services.ledger.entries import AccountOpened, LogEntry, Transfer
 
 AT = datetime(2026, 11, 21, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ledger.ledger import Transfer, entry_decoder
+from services.ledger.entries import Transfer, entry_decoder
 from shared import tiles
 from shared.note import CosignatureSigner, Signer
 from tests.audit.conftest import Node

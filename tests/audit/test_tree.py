@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from services.audit import tree
-from shared import merkle, tiles
+from shared import logverify, merkle, tiles
 
 
 def entries(n: int) -> list[bytes]:
@@ -32,17 +32,17 @@ def test_tiles_built_from_bundles_equal_the_appenders_tiles(size: int) -> None:
     assert all(p.error is None and p.array is not None for p in hashed)
     built = tree.build_tiles((p.tile, p.root) for p in hashed)
     assert built == expected
-    assert tree.root_at(built, size) == edge.root()
+    assert logverify.root_from_tiles(built, size) == edge.root()
 
 
-def test_root_at_every_smaller_size_is_the_root_of_that_prefix() -> None:
+def test_root_from_tiles_at_every_smaller_size_is_the_root_of_that_prefix() -> None:
     data = entries(600)
     hashed = [tree.prepare_bundle(b, i, tree.bundle_width(600, i)) for i, b in enumerate(bundles(data))]
     assert all(p.error is None for p in hashed)
     built = tree.build_tiles((p.tile, p.root) for p in hashed)
     leaves = [merkle.leaf_hash(e) for e in data]
     for size in range(0, 601, 7):
-        assert tree.root_at(built, size) == merkle.root(leaves[:size])
+        assert logverify.root_from_tiles(built, size) == merkle.root(leaves[:size])
 
 
 def test_truncated_bundle_is_an_error_not_fewer_entries() -> None:

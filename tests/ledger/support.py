@@ -11,7 +11,7 @@ import httpx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from services.ledger.ledger import LogEntry, Transfer, entry_decoder
+from services.ledger.entries import LogEntry, Transfer, entry_decoder
 from shared import merkle
 from shared.note import Checkpoint, Signer, open_note, parse_checkpoint
 from tests.ledger.conftest import auth

@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from services.ledger.app import create_app
-from services.ledger.ledger import Transfer, entry_decoder, transfer_id
+from services.ledger.entries import Transfer, entry_decoder, transfer_id
 from shared.note import Signer
 from tests.ledger.conftest import Ledger, auth, ledger_settings
 from tests.ledger.support import assert_problem, entries, log_state

@@ -14,7 +14,9 @@ from litestar.testing import AsyncTestClient
 from services.ledger import store
 from services.ledger.app import create_app
 from services.ledger.appender import Appended, Appender
-from services.ledger.ledger import Command, MakeTransfer, OpenAccount, Reverse, Transfer, entry_decoder, transfer_id
+from services.ledger.batch import BatchWrite
+from services.ledger.commands import Command, MakeTransfer, OpenAccount, Reverse
+from services.ledger.entries import Transfer, entry_decoder, transfer_id
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
 from shared.db import create_pool, migrate
@@ -330,7 +332,7 @@ async def test_a_batch_written_at_the_wrong_place_is_refused_whole(database_url:
         async with pool.acquire() as conn:
             before = await store.head(conn)
             for start in (before.size + 1, before.size - 1):
-                gap = store.BatchWrite(start=start, size=start + 1, root=b"\0" * 32, checkpoint=b"forged")
+                gap = BatchWrite(start=start, size=start + 1, root=b"\0" * 32, checkpoint=b"forged")
                 gap.entry_data.append(b'{"type":"forged"}')
                 with pytest.raises(asyncpg.SerializationError, match="decided at"):
                     await store.write_batch(conn, gap)

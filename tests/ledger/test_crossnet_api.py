@@ -12,14 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.ledger.ledger import (
-    CrossnetRejected,
-    Remote,
-    Transfer,
-    crossnet_transfer_id,
-    entry_decoder,
-    transfer_id,
-)
+from services.ledger.entries import CrossnetRejected, Remote, Transfer, crossnet_transfer_id, entry_decoder, transfer_id
 from tests.ledger.conftest import Ledger, auth
 from tests.ledger.support import assert_problem, entries, log_state
 

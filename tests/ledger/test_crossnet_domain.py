@@ -16,22 +16,17 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from services.ledger.ledger import (
-    ChangeLimits,
-    CloseAccount,
+from services.ledger.commands import ChangeLimits, CloseAccount, DecideRemote, MakeTransfer, Reverse, fingerprint
+from services.ledger.entries import (
     CrossnetRejected,
-    DecideRemote,
-    MakeTransfer,
     Remote,
-    Replay,
-    Reverse,
     Transfer,
     crossnet_transfer_id,
     entry_decoder,
     entry_encoder,
-    fingerprint,
     transfer_id,
 )
+from services.ledger.ledger import Replay
 from shared.errors import Conflict, InsufficientHours, Invalid, NotFound
 from tests.ledger.test_domain import AT, UNKNOWN, Scenario
 
@@ -61,7 +56,7 @@ def b() -> Scenario:
 
 
 def account(s: Scenario, key: str) -> str:
-    return s.book.opens[key][0]
+    return s.book.opens[key].account
 
 
 def incoming(transfer: str, payee: str, minutes: int, index: int = 7, **fields: object) -> DecideRemote:

@@ -17,7 +17,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from services.ledger.app import create_app
-from services.ledger.ledger import AccountOpened, CrossnetRejected, LogEntry, Transfer, transfer_id
+from services.ledger.entries import AccountOpened, CrossnetRejected, LogEntry, Transfer, transfer_id
 from services.node.postgres import PostgresServer
 from shared.note import Signer
 from tests.ledger.conftest import ORIGIN, Ledger, auth, ledger_settings

@@ -13,25 +13,18 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, find, given, settings
 from hypothesis import strategies as st
 
-from services.ledger.ledger import (
+from services.ledger.commands import ChangeLimits, CloseAccount, Command, MakeTransfer, OpenAccount, Reverse
+from services.ledger.entries import (
     AccountClosedEntry,
     AccountOpened,
-    Book,
-    ChangeLimits,
-    CloseAccount,
-    Command,
     LimitsChanged,
     LogEntry,
-    MakeTransfer,
-    OpenAccount,
-    Replay,
-    Reverse,
     Transfer,
-    decide,
     entry_decoder,
     entry_encoder,
     transfer_id,
 )
+from services.ledger.ledger import Book, Replay, decide
 from shared.errors import AccountClosed, Conflict, DomainError, InsufficientHours, Invalid, NotFound
 
 AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 
 from services.ledger import store
+from services.ledger.batch import ChangedAccountRow, DecisionRow, NewAccountRow, TransferRow
 from shared.db import load_queries, migrate
 
 QUERIES = load_queries(Path(store.__file__).with_name("queries.sql"))
@@ -87,6 +89,36 @@ def test_queries_file_defines_the_queries_the_store_uses() -> None:
     used = set(re.findall(r'Q\["([a-z_]+)"\]', STORE_SOURCE))
     assert used
     assert used <= set(QUERIES), used - set(QUERIES)
+
+
+def test_store_and_appender_hold_no_inline_sql() -> None:
+    appender = Path(store.__file__).with_name("appender.py").read_text()
+    for name, source in (("store.py", STORE_SOURCE), ("appender.py", appender)):
+        inline = re.findall(r"\.(?:execute|executemany|fetch|fetchrow|fetchval|prepare)\(\s*[rbf]?[\"']", source)
+        assert inline == [], f"{name} runs SQL that is not a named query"
+
+
+def _columns(sql: str, pattern: str) -> list[str]:
+    match = re.search(pattern, sql)
+    assert match is not None, pattern
+    return [c.strip() for c in match.group(1).split(",")]
+
+
+@pytest.mark.parametrize(
+    ("query", "pattern", "row_type"),
+    [
+        ("write_batch", r"INSERT INTO ledger\.accounts \(([^)]*)\)", NewAccountRow),
+        ("write_batch", r"unnest\([^)]*\) AS c \(([^)]*)\)", ChangedAccountRow),
+        ("write_batch", r"INSERT INTO ledger\.transfers \(([^)]*)\)", TransferRow),
+        ("write_batch", r"INSERT INTO ledger\.crossnet \(([^)]*)\)", DecisionRow),
+        ("write_transfers", r"INSERT INTO ledger\.transfers \(([^)]*)\)", TransferRow),
+    ],
+)
+def test_each_written_row_names_the_columns_of_its_statement_in_order(
+    query: str, pattern: str, row_type: type[msgspec.Struct]
+) -> None:
+    # The rows are sent as one array per field, in field order: the fields must be the statement's columns.
+    assert list(row_type.__struct_fields__) == _columns(QUERIES[query], pattern)
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))

@@ -1,0 +1,98 @@
+"""The single mapping of errors to RFC 9457 problem details responses, for both services' apps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
+
+from shared.errors import DomainError, TooManyRequests
+
+PROBLEM_TYPE_BASE = "https://timebank.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details body."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] | None = None
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[Problem]:
+    return Response(problem, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + exc.slug,
+            title=exc.title,
+            status=exc.status,
+            detail=exc.detail,
+            instance=request.url.path,
+            extra=exc.extra or None,
+        ),
+        headers,
+    )
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    errors = None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        errors = [e if isinstance(e, dict) else {"message": str(e)} for e in exc.extra]
+    status = exc.status_code
+    slug = "server-error" if status >= 500 else "http-" + str(status)
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + slug,
+            title=exc.detail if status < 500 else "Internal server error",
+            status=status,
+            detail=exc.detail if status < 500 else None,
+            instance=request.url.path,
+            errors=errors,
+        )
+    )
+
+
+def undecodable_body_handler(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Problem]:
+    """A JSON body that is not UTF-8: Litestar's body decoding lets the UnicodeDecodeError out (a 500 otherwise)."""
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + "http-400",
+            title="Malformed JSON body",
+            status=400,
+            detail=f"the request body is not valid UTF-8 (byte {exc.start})",
+            instance=request.url.path,
+        )
+    )
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    request.logger.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + "server-error",
+            title="Internal server error",
+            status=HTTP_500_INTERNAL_SERVER_ERROR,
+            instance=request.url.path,
+        )
+    )
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: domain_error_handler,
+    HTTPException: http_error_handler,
+    UnicodeDecodeError: undecodable_body_handler,
+    Exception: unexpected_error_handler,
+}
