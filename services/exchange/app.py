@@ -21,6 +21,7 @@ from services.exchange.outbox import OutboxWorker
 from services.exchange.service import Commands
 from shared.db import create_pool, migrate
 from shared.errors import EXCEPTION_HANDLERS
+from shared.http_metrics import MetricsController, request_metrics
 from shared.settings import Settings
 
 ROUTES: list[ControllerRouterHandler] = [
@@ -34,6 +35,7 @@ ROUTES: list[ControllerRouterHandler] = [
     api.ready,
     pages.ROUTER,
     create_static_files_router(path="/static", directories=[forms.STATIC], name="exchange-static"),
+    MetricsController,
 ]
 
 
@@ -99,6 +101,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
         ),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=api.refuse_control_characters,
+        middleware=[request_metrics("exchange")],
         template_config=TemplateConfig(
             directory=forms.TEMPLATES, engine=JinjaTemplateEngine, engine_callback=forms.configure
         ),

@@ -19,6 +19,7 @@ from services.ledger.appender import Appender
 from services.ledger.tlog import CheckpointSigner
 from shared.db import create_pool, migrate
 from shared.errors import EXCEPTION_HANDLERS
+from shared.http_metrics import MetricsController, request_metrics
 from shared.note import Signer, read_signer_key
 from shared.settings import Settings
 
@@ -67,7 +68,9 @@ def create_app(settings: Settings, *, database_url: str | None = None, signer: S
             api.ready,
             pages.audit_page,
             create_static_files_router(path="/static", directories=[pages.STATIC], name="ledger-static"),
+            MetricsController,
         ],
+        middleware=[request_metrics("ledger")],
         lifespan=[lifespan],
         state=State(
             {
