@@ -22,6 +22,7 @@ from services.exchange.service import Commands
 from shared.db import create_pool, migrate
 from shared.errors import EXCEPTION_HANDLERS
 from shared.http_metrics import MetricsController, request_metrics
+from shared.logs import AppLogging
 from shared.settings import Settings
 
 ROUTES: list[ControllerRouterHandler] = [
@@ -102,6 +103,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=api.refuse_control_characters,
         middleware=[request_metrics("exchange")],
+        logging_config=AppLogging(),
         template_config=TemplateConfig(
             directory=forms.TEMPLATES, engine=JinjaTemplateEngine, engine_callback=forms.configure
         ),

@@ -20,6 +20,7 @@ from services.ledger.tlog import CheckpointSigner
 from shared.db import create_pool, migrate
 from shared.errors import EXCEPTION_HANDLERS
 from shared.http_metrics import MetricsController, request_metrics
+from shared.logs import AppLogging
 from shared.note import Signer, read_signer_key
 from shared.settings import Settings
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, signer: S
             MetricsController,
         ],
         middleware=[request_metrics("ledger")],
+        logging_config=AppLogging(),
         lifespan=[lifespan],
         state=State(
             {
