@@ -68,6 +68,17 @@ class ExchangeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     secure_cookies: bool = False
 
 
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class LogSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # "json": one JSON object a line (for collectors); "console": readable, coloured on a terminal;
+    # "auto": console when stderr is a terminal, JSON otherwise.
+    format: LogFormat = "auto"
+    level: LogLevel = "info"
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Log origin, e.g. "timebank.example/riverside"; the key name in signed checkpoints.
     origin: str = "timebank.local/node"
@@ -79,6 +90,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
     exchange: ExchangeSettings = msgspec.field(default_factory=ExchangeSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
 
     @property
     def key_path(self) -> Path:

@@ -20,6 +20,8 @@ from services.exchange.ledger_client import LedgerClient
 from services.exchange.outbox import OutboxWorker
 from services.exchange.service import Commands
 from shared.db import create_pool, migrate
+from shared.http_metrics import MetricsController, request_metrics
+from shared.logs import AppLogging
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
 
@@ -34,6 +36,7 @@ ROUTES: list[ControllerRouterHandler] = [
     api.ready,
     pages.ROUTER,
     create_static_files_router(path="/static", directories=[forms.STATIC], name="exchange-static"),
+    MetricsController,
 ]
 
 
@@ -99,6 +102,8 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
         ),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=api.refuse_control_characters,
+        middleware=[request_metrics("exchange")],
+        logging_config=AppLogging(),
         template_config=TemplateConfig(
             directory=forms.TEMPLATES, engine=JinjaTemplateEngine, engine_callback=forms.configure
         ),

@@ -18,6 +18,8 @@ from services.ledger.access import Access
 from services.ledger.appender import Appender
 from services.ledger.tlog import CheckpointSigner
 from shared.db import create_pool, migrate
+from shared.http_metrics import MetricsController, request_metrics
+from shared.logs import AppLogging
 from shared.note import Signer, read_signer_key
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
@@ -67,7 +69,10 @@ def create_app(settings: Settings, *, database_url: str | None = None, signer: S
             api.ready,
             pages.audit_page,
             create_static_files_router(path="/static", directories=[pages.STATIC], name="ledger-static"),
+            MetricsController,
         ],
+        middleware=[request_metrics("ledger")],
+        logging_config=AppLogging(),
         lifespan=[lifespan],
         state=State(
             {

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.ledger import store
+from services.ledger import metrics, store
 from services.ledger.batch import BatchWrite, ChangedAccountRow, DecisionRow, NewAccountRow, TransferRow
 from services.ledger.commands import Command, DecideRemote, MakeTransfer, OpenAccount, Reverse, fingerprint
 from services.ledger.entries import (
@@ -115,6 +115,7 @@ class Appender:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-appender")
+        metrics.watch_queue(self._queue)
 
     async def stop(self, grace: float = 30.0) -> None:
         """Refuse new commands, finish the ones already submitted, then stop the writer."""
@@ -131,6 +132,7 @@ class Appender:
                 await self._task
         _fail(self._queue, RuntimeError("the ledger stopped before this command was written"))
         self._queue.clear()
+        metrics.unwatch_queue(self._queue)
         await self._drop_connection()
 
     async def _connection(self) -> Connection:
@@ -210,6 +212,7 @@ class Appender:
         try:
             return await self._commit_or_fail(batch, ahead)
         except BaseException as exc:
+            metrics.BATCHES_FAILED.inc()
             _fail(batch, exc)
             raise
 
@@ -221,6 +224,7 @@ class Appender:
                 log.warning("ledger batch failed (attempt %d/%d): %s", attempt, _RETRIES, exc)
                 await self._drop_connection()
                 if attempt == _RETRIES:
+                    metrics.BATCHES_FAILED.inc()
                     _fail(batch, exc)
                     return []
                 await asyncio.sleep(0.05 * attempt)
@@ -233,11 +237,14 @@ class Appender:
                         answers += await self._commit_or_fail([pending], None)
                     return answers
                 log.exception("ledger command failed")
+                metrics.BATCHES_FAILED.inc()
                 _fail(batch, exc)
                 return []
             else:
                 self.batches += 1
                 self.commands += len(batch)
+                metrics.BATCHES_WRITTEN.inc()
+                metrics.BATCH_COMMANDS.observe(len(batch))
                 return list(zip(batch, outcomes, strict=True))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
