@@ -16,9 +16,9 @@ from litestar.types import ControllerRouterHandler
 
 from services.exchange import api, forms, pages, store
 from services.exchange.auth import Gate
-from services.exchange.ledger_client import LedgerClient
 from services.exchange.outbox import OutboxWorker
 from services.exchange.service import Commands
+from services.ledger.client import LedgerClient
 from shared.db import create_pool, migrate
 from shared.errors import EXCEPTION_HANDLERS
 from shared.settings import Settings

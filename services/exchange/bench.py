@@ -35,10 +35,10 @@ import uvloop
 from services.exchange import events as ev
 from services.exchange import outbox, projections
 from services.exchange.auth import hash_password, token_digest
-from services.exchange.ledger_client import LedgerClient, OpenedAccount
 from services.exchange.service import account_key, new_id
 from services.exchange.vault import Vault
 from services.exchange.writes import compose
+from services.ledger.client import LedgerClient, OpenedAccount
 from shared.benchdb import bench_databases
 from shared.db import Connection
 from shared.note import Signer, write_signer_key

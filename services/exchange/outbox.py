@@ -32,7 +32,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from services.exchange.ledger_client import (
+from services.exchange.writes import Write
+from services.ledger.client import (
     AccountKind,
     LedgerClient,
     LedgerRefused,
@@ -40,7 +41,6 @@ from services.exchange.ledger_client import (
     OpenedAccount,
     PostedTransfer,
 )
-from services.exchange.writes import Write
 from shared.db import Connection
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 
 from services.exchange import store
 from services.exchange.app import create_app as create_exchange_app
-from services.exchange.ledger_client import LedgerClient
+from services.ledger.client import LedgerClient
 from shared.db import create_pool, migrate
 from shared.note import Signer, write_signer_key
 from shared.processes import PostgresServer, free_port, server_tempdir
