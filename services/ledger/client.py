@@ -198,6 +198,8 @@ class LedgerClient:
                     max_connections=self._max_connections, max_keepalive_connections=self._max_connections
                 ),
                 follow_redirects=False,
+                # The ledger's address is configured; proxies from the environment are not put in between.
+                trust_env=False,
                 transport=self._transport,
             )
 
