@@ -21,14 +21,20 @@ from services.ledger.client_types import (
     AccountView,
     Balances,
     ConsistencyProof,
+    DecideRequest,
     Entries,
     InclusionProof,
     LedgerStatus,
+    LimitsRequest,
+    OpenAccountRequest,
     OpenedAccount,
+    OpenedAccountBody,
     PostedTransfer,
     RemoteDecision,
+    ReverseRequest,
     StatementLine,
     StatementPage,
+    TransferRequest,
 )
 
 AccountKind = Literal["member", "community"]
@@ -92,59 +98,8 @@ class LedgerUnavailable(LedgerError):
         super().__init__(message)
 
 
-class _AccountBody(msgspec.Struct, kw_only=True):
-    """The ledger's answer to opening an account (its account view, with the owner token)."""
-
-    id: str
-    kind: str
-    floor: int
-    ceiling: int | None
-    opened_index: int
-    owner_token: str
-
-
-# ---- Request bodies (None fields are left out, so an older ledger still understands them) ----
-
-
-class _OpenAccountBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    key: str
-    kind: str = "member"
-    floor: int | None = None
-    ceiling: int | None = None
-    peer: str | None = None
-
-
-class _LimitsBody(msgspec.Struct, frozen=True, kw_only=True):
-    floor: int
-    # Sent as null when absent: the ledger reads a missing ceiling as "none" too.
-    ceiling: int | None = None
-
-
-class _TransferBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    key: str
-    payer: str
-    payee: str
-    minutes: int
-    memo_digest: str | None = None
-    exchange_ref: str | None = None
-    remote_payee: str | None = None
-
-
-class _ReverseBody(msgspec.Struct, frozen=True, kw_only=True):
-    key: str
-
-
-class _DecideBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    origin: str
-    transfer: str
-    index: int
-    payee: str
-    minutes: int
-    memo_digest: str | None = None
-
-
 _encoder = msgspec.json.Encoder()
-_account_body = msgspec.json.Decoder(_AccountBody)
+_account_body = msgspec.json.Decoder(OpenedAccountBody)
 _posted_transfer = msgspec.json.Decoder(PostedTransfer)
 _account_view = msgspec.json.Decoder(AccountView)
 _statement_page = msgspec.json.Decoder(StatementPage)
@@ -233,7 +188,7 @@ class LedgerClient:
         ``floor=None`` takes the ledger's default (the network's member floor, or 0 for the community pot).
         ``peer``: the neighbour's origin, for a ``peer`` (clearing) account.
         """
-        body = _OpenAccountBody(key=key, kind=kind, floor=floor, ceiling=ceiling, peer=peer)
+        body = OpenAccountRequest(key=key, kind=kind, floor=floor, ceiling=ceiling, peer=peer)
         status, data = await self._request("POST", "/accounts", body=body)
         opened = self._decode(_account_body, data)
         return OpenedAccount(
@@ -248,7 +203,7 @@ class LedgerClient:
 
     async def change_limits(self, account_id: str, floor: int, ceiling: int | None = None) -> AccountView:
         """Set the account's floor and ceiling (``None``: no ceiling); answers with the account as it now is."""
-        body = _LimitsBody(floor=floor, ceiling=ceiling)
+        body = LimitsRequest(floor=floor, ceiling=ceiling)
         _, data = await self._request("PUT", f"/accounts/{_segment(account_id)}/limits", body=body)
         return self._decode(_account_view, data)
 
@@ -271,7 +226,7 @@ class LedgerClient:
 
         ``remote_payee``: when ``payee`` is a neighbour's clearing account, the account to be paid over there.
         """
-        body = _TransferBody(
+        body = TransferRequest(
             key=key,
             payer=payer,
             payee=payee,
@@ -286,7 +241,7 @@ class LedgerClient:
     async def reverse(self, key: str, transfer_id: str) -> PostedTransfer:
         """Post the transfer that undoes ``transfer_id``, once per key; a repeat answers with the original."""
         _, data = await self._request(
-            "POST", f"/transfers/{_segment(transfer_id)}/reversal", body=_ReverseBody(key=key)
+            "POST", f"/transfers/{_segment(transfer_id)}/reversal", body=ReverseRequest(key=key)
         )
         return self._decode(_posted_transfer, data)
 
@@ -294,7 +249,7 @@ class LedgerClient:
         self, origin: str, transfer: str, index: int, payee: str, minutes: int, memo_digest: str | None = None
     ) -> RemoteDecision:
         """Have this ledger decide a neighbour's transfer to one of its accounts (accept or reject, once)."""
-        body = _DecideBody(
+        body = DecideRequest(
             origin=origin, transfer=transfer, index=index, payee=payee, minutes=minutes, memo_digest=memo_digest
         )
         _, data = await self._request("POST", "/crossnet/decisions", body=body)

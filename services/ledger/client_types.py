@@ -1,4 +1,4 @@
-"""What the ledger's HTTP API answers, as its client reads it (``services.ledger.client``).
+"""What the ledger's HTTP API answers, as its client reads it, and what the client sends (``services.ledger.client``).
 
 Tolerant of fields a newer ledger may add. ``OpenedAccount`` and ``PostedTransfer`` are also stored, inside the
 exchange's outbox outcomes, under their ``exchange.ledger.*.v1`` tags: their tags and fields never change, so the
@@ -156,3 +156,54 @@ class Balances(msgspec.Struct, frozen=True, kw_only=True):
 
     size: int
     accounts: list[Balance]
+
+
+class OpenedAccountBody(msgspec.Struct, kw_only=True):
+    """The ledger's answer to opening an account (its account view, with the owner token)."""
+
+    id: str
+    kind: str
+    floor: int
+    ceiling: int | None
+    opened_index: int
+    owner_token: str
+
+
+# ---- What the client sends (None fields are left out, so an older ledger still understands them) ----
+
+
+class OpenAccountRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    key: str
+    kind: str = "member"
+    floor: int | None = None
+    ceiling: int | None = None
+    peer: str | None = None
+
+
+class LimitsRequest(msgspec.Struct, frozen=True, kw_only=True):
+    floor: int
+    # Sent as null when absent: the ledger reads a missing ceiling as "none" too.
+    ceiling: int | None = None
+
+
+class TransferRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    key: str
+    payer: str
+    payee: str
+    minutes: int
+    memo_digest: str | None = None
+    exchange_ref: str | None = None
+    remote_payee: str | None = None
+
+
+class ReverseRequest(msgspec.Struct, frozen=True, kw_only=True):
+    key: str
+
+
+class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    origin: str
+    transfer: str
+    index: int
+    payee: str
+    minutes: int
+    memo_digest: str | None = None
