@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
+import httpx
 import msgspec
 
 from services.audit.progress import Task
@@ -206,17 +206,25 @@ class HttpSource:
         self.cache = cache
         self.concurrency = concurrency
         self._timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._client: httpx.AsyncClient | None = None
         self._located = False
         self._locating = asyncio.Lock()
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # One client for the whole audit: ``concurrency`` kept-alive connections, reused bundle after bundle.
+            # Each phase of a request (connecting, each read) is bounded by the timeout, not a whole download.
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout),
+                limits=httpx.Limits(
+                    max_connections=self.concurrency,
+                    max_keepalive_connections=self.concurrency,
+                    keepalive_expiry=30.0,
+                ),
+                # An auditor names the node it means; proxies from the environment are not silently put between.
+                trust_env=False,
             )
-        return self._session
+        return self._client
 
     async def _locate(self) -> None:
         """Find the ledger: at the URL given, or under /ledger of a node that serves the exchange at its root."""
@@ -229,23 +237,31 @@ class HttpSource:
                 self.description = self.base
             self._located = True
 
-    async def _get(self, path: str, params: dict[str, int] | None = None) -> tuple[int, bytes]:
-        """GET a path of the ledger; returns (status, body)."""
+    async def _get(
+        self, path: str, params: dict[str, int] | None = None, into: Path | None = None
+    ) -> tuple[int, bytes]:
+        """GET a path of the ledger; returns (status, body) (a 200 body streamed into ``into`` if given)."""
         if not self._located:
             await self._locate()
-        return await self._fetch(f"{self.base}{path}", params)
+        return await self._fetch(f"{self.base}{path}", params, into)
 
-    async def _fetch(self, url: str, params: dict[str, int] | None) -> tuple[int, bytes]:
-        """GET with a few retries on connection errors and 5xx answers; returns (status, body)."""
+    async def _fetch(self, url: str, params: dict[str, int] | None, into: Path | None = None) -> tuple[int, bytes]:
+        """GET with a few retries on connection errors and 5xx answers; returns (status, body).
+
+        ``into``: a 200 answer's body is streamed into that file (written whole or not at all) instead of returned.
+        """
         status = 0
         for attempt in range(5):
             try:
-                async with self._http().get(url, params=params) as r:
-                    status = r.status
-                    body = await r.read()
+                async with self._http().stream("GET", url, params=params) as r:
+                    status = r.status_code
+                    if status == 200 and into is not None:
+                        await _stream_to(r, into)
+                        return status, b""
+                    body = await r.aread()
                     if status < 500:
                         return status, body
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except httpx.HTTPError as exc:
                 if attempt == 4:
                     raise SourceError(f"cannot read {url}: {exc!r}") from None
             await asyncio.sleep(0.2 * 2**attempt)
@@ -285,10 +301,8 @@ class HttpSource:
             for index in queue:
                 width = bundle_width(size, index)
                 path = tiles.entries_path(index, width)
-                status, body = await self._get("/log/" + path)
-                if status == 200:
-                    write_atomic(self.cache / path, body)
-                elif status != 404:
+                status, _ = await self._get("/log/" + path, into=self.cache / path)
+                if status not in (200, 404):
                     raise SourceError(f"{self.base}/log/{path} answered HTTP {status}")
                 # A bundle the node cannot serve stays missing; the audit reports those entries.
                 task.advance(width)
@@ -324,8 +338,24 @@ class HttpSource:
             raise SourceError(f"the node's consistency proof is malformed: {exc}") from None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+
+async def _stream_to(response: httpx.Response, path: Path) -> None:
+    """Write the response's body to ``path`` as it arrives; the file appears only once it is complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in response.aiter_bytes():
+                f.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 class _ConsistencyProof(msgspec.Struct):

@@ -16,8 +16,8 @@ from services.exchange import auth, store
 from services.exchange import events as ev
 from services.exchange.auth import Principal
 from services.exchange.domain import MAX_MINUTES, Actor
-from services.exchange.ledger_client import LedgerClient, LedgerError, LedgerRefused
 from services.exchange.service import Commands
+from services.ledger.client import LedgerClient, LedgerError, LedgerRefused
 from shared.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
 from shared.web import AnyRequest, strict_body
 

@@ -16,12 +16,13 @@ from litestar.types import ControllerRouterHandler
 
 from services.exchange import api, forms, pages, store
 from services.exchange.auth import Gate
-from services.exchange.ledger_client import LedgerClient
 from services.exchange.outbox import OutboxWorker
 from services.exchange.service import Commands
+from services.ledger.client import LedgerClient
 from shared.db import create_pool, migrate
 from shared.http_metrics import MetricsController, request_metrics
 from shared.logs import AppLogging
+from shared.outbox import Wakeup
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
 
@@ -64,12 +65,19 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
             async with pool.acquire() as conn:
                 await migrate(conn, "exchange", store.MIGRATIONS)
             await client.start()
-            commands = Commands(pool, listing_days=ex.listing_days, invitation_days=ex.invitation_days)
+            # Made first and given to both: commands wake the worker after enqueueing, the worker waits on it.
+            wakeup = Wakeup()
+            commands = Commands(pool, wake=wakeup.set, listing_days=ex.listing_days, invitation_days=ex.invitation_days)
             # Under load, rounds start 50 ms apart, each taking the confirmations of those 50 ms at once.
             worker = OutboxWorker(
-                pool, client, commands.on_outcome, on_outcomes=commands.on_outcomes, lanes=4, linger=0.05
+                pool,
+                client,
+                commands.on_outcome,
+                on_outcomes=commands.on_outcomes,
+                wakeup=wakeup,
+                lanes=4,
+                linger=0.05,
             )
-            commands.wake = worker.wake
             worker.start()
             app.state.pool = pool
             app.state.ledger = client

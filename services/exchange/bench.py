@@ -27,18 +27,18 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import aiohttp
 import asyncpg
+import httpx
 import msgspec
 import uvloop
 
 from services.exchange import events as ev
 from services.exchange import outbox, projections
 from services.exchange.auth import hash_password, token_digest
-from services.exchange.ledger_client import LedgerClient, OpenedAccount
 from services.exchange.service import account_key, new_id
 from services.exchange.vault import Vault
 from services.exchange.writes import compose
+from services.ledger.client import LedgerClient, OpenedAccount
 from services.node.benchdb import bench_databases
 from services.node.processes import free_port, server_tempdir
 from shared.db import Connection
@@ -351,15 +351,15 @@ def _config(workdir: Path, url: str, port: int) -> Path:
 
 
 async def _wait_ready(base: str, proc: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with httpx.AsyncClient(trust_env=False) as http:
         for _ in range(600):
             if proc.returncode is not None:
                 raise RuntimeError("timebank serve exited during start-up")
             try:
-                async with http.get(base + "/ready") as r1, http.get(base + "/ledger/ready") as r2:
-                    if r1.status == r2.status == 200:
-                        return
-            except aiohttp.ClientError:
+                r1, r2 = await http.get(base + "/ready"), await http.get(base + "/ledger/ready")
+                if r1.status_code == r2.status_code == 200:
+                    return
+            except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError("timebank serve did not become ready")
@@ -413,15 +413,16 @@ async def search_phase(base: str, total: int, clients: int, seed: int) -> tuple[
     latencies: list[float] = []
     items = 0
 
-    async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=clients)) as http:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, trust_env=False) as http:
 
         async def get(params: dict[str, str]) -> dict[str, Any]:
             nonlocal items
             t0 = time.perf_counter()
-            async with http.get("/api/listings/", params=params) as r:
-                body = await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"search {params} answered {r.status}: {body[:300]!r}")
+            r = await http.get("/api/listings/", params=params)
+            body = r.content
+            if r.status_code != 200:
+                raise RuntimeError(f"search {params} answered {r.status_code}: {body[:300]!r}")
             latencies.append(time.perf_counter() - t0)
             page: dict[str, Any] = msgspec.json.decode(body)
             items += len(page["items"])
@@ -442,8 +443,9 @@ async def search_phase(base: str, total: int, clients: int, seed: int) -> tuple[
 
 class _Http:
     """A minimal HTTP/1.1 client for the measured flow: keep-alive connections (one per request in flight), JSON
-    POSTs, answers with a Content-Length or chunked. aiohttp spends several times the CPU per request, taken on a
-    shared machine from the node and PostgreSQL being measured; the requests and answers are the same."""
+    POSTs, answers with a Content-Length or chunked. A general client (httpx) spends several times the CPU per
+    request, taken on a shared machine from the node and PostgreSQL being measured; the requests and answers are
+    the same."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -640,13 +642,11 @@ async def _measure(args: argparse.Namespace, root: Path, url: str, postmaster: i
 async def _sign_in_check(base: str, network: Network) -> None:
     """One loaded member signs in for real (argon2id), so the loaded network is one the app accepts."""
     member = network.members[0]
-    async with (
-        aiohttp.ClientSession(base) as http,
-        http.post("/api/sessions", json={"email": network.emails[member], "password": PASSWORD}) as r,
-    ):
-        body = await r.json()
-        if r.status != 201 or body["member"] != member:
-            raise RuntimeError(f"a loaded member cannot sign in: {r.status} {body}")
+    async with httpx.AsyncClient(base_url=base, trust_env=False) as http:
+        r = await http.post("/api/sessions", json={"email": network.emails[member], "password": PASSWORD})
+    body = r.json()
+    if r.status_code != 201 or body["member"] != member:
+        raise RuntimeError(f"a loaded member cannot sign in: {r.status_code} {body}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,12 +22,12 @@ from services.exchange import events as ev
 from services.exchange.auth import Credentials, Session, principal_of
 from services.exchange.domain import Actor
 from services.exchange.eventstore import Loaded, StreamConflict, load
-from services.exchange.ledger_client import OpenedAccount, PostedTransfer
 from services.exchange.projections import project
 from services.exchange.store import ExchangeView, Q
 from services.exchange.unit import Unit
 from services.exchange.vault import Vault
 from services.exchange.writes import Write
+from services.ledger.client import OpenedAccount, PostedTransfer
 from shared.db import Connection
 from shared.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 

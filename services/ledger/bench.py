@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import asyncpg
+import httpx
 import uvloop
 
 from services.ledger import store, tlog
@@ -160,15 +160,14 @@ async def _in_process(url: str, signer: Signer, transfers: int) -> tuple[list[Re
 
 
 async def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with httpx.AsyncClient(trust_env=False) as http:
         for _ in range(300):
             if proc.poll() is not None:
                 raise RuntimeError("the ledger server exited during start-up")
             try:
-                async with http.get(base + "/ready") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
+                if (await http.get(base + "/ready")).status_code == 200:
+                    return
+            except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError("the ledger server did not become ready")
@@ -204,16 +203,15 @@ async def serve_node(url: str, workdir: Path) -> AsyncIterator[str]:
 async def _over_http(url: str, workdir: Path, accounts: list[str], transfers: int) -> list[Result]:
     async with serve_node(url, workdir) as base:
         headers = {"Authorization": f"Bearer {SERVICE_TOKEN}", "Content-Type": "application/json"}
-        connector = aiohttp.TCPConnector(limit=64)
-        async with aiohttp.ClientSession(base, connector=connector, headers=headers) as http:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, trust_env=False) as http:
 
             def submit(run: str) -> Callable[[int], Awaitable[None]]:
                 async def op(i: int) -> None:
                     body = entry_encoder.encode(_transfer(run, i, accounts))
-                    async with http.post("/transfers", data=body) as r:
-                        if r.status != 201:
-                            raise RuntimeError(f"transfer refused: {r.status} {await r.text()}")
-                        await r.read()
+                    r = await http.post("/transfers", content=body)
+                    if r.status_code != 201:
+                        raise RuntimeError(f"transfer refused: {r.status_code} {r.text}")
 
                 return op
 

@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 
 from services.exchange import store
 from services.exchange.app import create_app as create_exchange_app
-from services.exchange.ledger_client import LedgerClient
+from services.ledger.client import LedgerClient
 from services.node.postgres import PostgresServer
 from services.node.processes import free_port, server_tempdir
 from shared.db import create_pool, migrate

@@ -16,7 +16,6 @@ import pytest
 
 import tests.ledger.processes
 from services.exchange import outbox
-from services.exchange.ledger_client import LedgerClient, OpenedAccount, PostedTransfer
 from services.exchange.outbox import (
     AnyOutcome,
     Delivered,
@@ -28,6 +27,7 @@ from services.exchange.outbox import (
     enqueue,
 )
 from services.exchange.writes import Write, compose
+from services.ledger.client import LedgerClient, OpenedAccount, PostedTransfer
 from services.node.processes import free_port
 from shared.db import Connection, create_pool
 from shared.note import Signer, write_signer_key
@@ -253,7 +253,7 @@ async def test_while_the_ledger_is_down_the_command_waits_and_is_posted_once_whe
             assert waiting.done_at is None
             assert waiting.outcome is None
             assert waiting.last_error is not None
-            assert "ClientConnectorError" in waiting.last_error
+            assert "ConnectError" in waiting.last_error
             assert recorder.calls == []
 
             with serve(server_tmp_path, database_url, key_file):

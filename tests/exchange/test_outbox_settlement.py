@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 import tests.ledger.processes
 from services.exchange import outbox
 from services.exchange.app import create_app
-from services.exchange.ledger_client import LedgerClient
+from services.ledger.client import LedgerClient
 from services.node.processes import free_port
 from shared.note import Signer, write_signer_key
 from tests.exchange.support import Exchange, Member, exchange_settings
@@ -80,7 +80,7 @@ async def test_a_confirmation_while_the_ledger_is_down_settles_once_when_it_retu
             lambda: outbox_entry(exchange, ex), lambda row: row.attempts >= 2, "a second attempt"
         )
         assert waiting.last_error is not None
-        assert "ClientConnectorError" in waiting.last_error
+        assert "ConnectError" in waiting.last_error
 
         with serve(server_tmp_path, database_url, key_file):
             done = await exchange.exchange_status(ex, ben, "completed", patience=40)

@@ -1,0 +1,381 @@
+"""The ledger's HTTP client: every call another service (or a tool) makes to a ledger's API, on httpx.
+
+Every call either returns the ledger's answer as a Struct, or raises one of two errors that tell the caller what
+to do next: ``LedgerRefused`` (the ledger looked at the request and said no; sending it again will not help) or
+``LedgerUnavailable`` (no answer, a timeout or a server error; send it again later with the same key, which the
+ledger deduplicates). The answer Structs are tolerant: a newer ledger may add fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from services.ledger.client_types import (
+    AccountView,
+    Balances,
+    ConsistencyProof,
+    DecideRequest,
+    Entries,
+    InclusionProof,
+    LedgerStatus,
+    LimitsRequest,
+    OpenAccountRequest,
+    OpenedAccount,
+    OpenedAccountBody,
+    PostedTransfer,
+    RemoteDecision,
+    ReverseRequest,
+    StatementLine,
+    StatementPage,
+    TransferRequest,
+)
+
+AccountKind = Literal["member", "community"]
+# A peer account is a neighbour network's clearing account, opened by the federation, not the exchange.
+AnyAccountKind = Literal["member", "community", "peer"]
+
+__all__ = [
+    "AccountKind",
+    "AccountView",
+    "AnyAccountKind",
+    "Balances",
+    "ConsistencyProof",
+    "Entries",
+    "InclusionProof",
+    "LedgerClient",
+    "LedgerError",
+    "LedgerRefused",
+    "LedgerStatus",
+    "LedgerUnavailable",
+    "OpenedAccount",
+    "PostedTransfer",
+    "RemoteDecision",
+    "StatementLine",
+    "StatementPage",
+]
+
+# Statuses that mean "not now" rather than "no": request timeout and rate limiting.
+_RETRYABLE_4XX = frozenset({408, 429})
+_T = TypeVar("_T")
+
+
+class LedgerError(Exception):
+    """Base of the errors a ledger call raises."""
+
+
+class LedgerRefused(LedgerError):
+    """The ledger answered with a 4xx problem document: resending the same request will be refused again.
+
+    ``problem`` is the RFC 9457 body as the ledger sent it (``type``, ``title``, ``status``, ``detail``,
+    ``extra``...). A 409 covers both a domain refusal (``insufficient-hours``, ``account-closed``) and an
+    idempotency conflict (the key was already used for a different request): both are permanent.
+    """
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        super().__init__(f"ledger refused ({status} {self.slug}): {problem.get('detail') or problem.get('title')}")
+
+    @property
+    def slug(self) -> str:
+        """The last segment of the problem type, e.g. ``insufficient-hours``, ``conflict``, ``not-found``."""
+        kind = self.problem.get("type")
+        return kind.rsplit("/", 1)[-1] if isinstance(kind, str) and kind else f"http-{self.status}"
+
+
+class LedgerUnavailable(LedgerError):
+    """No usable answer (connection error, timeout, 5xx, 408/429, an unreadable body): try again later."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+_encoder = msgspec.json.Encoder()
+_account_body = msgspec.json.Decoder(OpenedAccountBody)
+_posted_transfer = msgspec.json.Decoder(PostedTransfer)
+_account_view = msgspec.json.Decoder(AccountView)
+_statement_page = msgspec.json.Decoder(StatementPage)
+_ledger_status = msgspec.json.Decoder(LedgerStatus)
+_remote_decision = msgspec.json.Decoder(RemoteDecision)
+_entries = msgspec.json.Decoder(Entries)
+_inclusion = msgspec.json.Decoder(InclusionProof)
+_consistency = msgspec.json.Decoder(ConsistencyProof)
+_balances = msgspec.json.Decoder(Balances)
+_problem = msgspec.json.Decoder(dict[str, Any])
+
+
+def _segment(value: str) -> str:
+    """``value`` as one path segment, whatever it holds."""
+    return quote(value, safe="")
+
+
+class LedgerClient:
+    """Async client for one ledger. Owns one ``httpx.AsyncClient``: ``start()``/``close()``, or ``async with``.
+
+    ``timeout`` bounds a whole call (connecting, sending, waiting and reading), as the outbox's retries expect.
+    ``transport`` lets a caller put the client on another transport (an in-process app, say).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    async def start(self) -> None:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                headers=self._headers,
+                timeout=httpx.Timeout(self._timeout),
+                limits=httpx.Limits(
+                    max_connections=self._max_connections, max_keepalive_connections=self._max_connections
+                ),
+                follow_redirects=False,
+                # The ledger's address is configured; proxies from the environment are not put in between.
+                trust_env=False,
+                transport=self._transport,
+            )
+
+    async def close(self) -> None:
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ---- Commands (idempotent by key, or by their nature) ----
+
+    async def open_account(
+        self,
+        key: str,
+        kind: AnyAccountKind = "member",
+        floor: int | None = None,
+        ceiling: int | None = None,
+        *,
+        peer: str | None = None,
+    ) -> OpenedAccount:
+        """Open an account for ``key``; the same key (with the same request) answers with the same account.
+
+        ``floor=None`` takes the ledger's default (the network's member floor, or 0 for the community pot).
+        ``peer``: the neighbour's origin, for a ``peer`` (clearing) account.
+        """
+        body = OpenAccountRequest(key=key, kind=kind, floor=floor, ceiling=ceiling, peer=peer)
+        status, data = await self._request("POST", "/accounts", body=body)
+        opened = self._decode(_account_body, data)
+        return OpenedAccount(
+            account=opened.id,
+            kind=opened.kind,
+            floor=opened.floor,
+            ceiling=opened.ceiling,
+            index=opened.opened_index,
+            owner_token=opened.owner_token,
+            replayed=status == 200,
+        )
+
+    async def change_limits(self, account_id: str, floor: int, ceiling: int | None = None) -> AccountView:
+        """Set the account's floor and ceiling (``None``: no ceiling); answers with the account as it now is."""
+        body = LimitsRequest(floor=floor, ceiling=ceiling)
+        _, data = await self._request("PUT", f"/accounts/{_segment(account_id)}/limits", body=body)
+        return self._decode(_account_view, data)
+
+    async def close_account(self, account_id: str) -> AccountView:
+        """Close the account (its balance must be zero); closing a closed account is refused."""
+        _, data = await self._request("POST", f"/accounts/{_segment(account_id)}/close")
+        return self._decode(_account_view, data)
+
+    async def transfer(
+        self,
+        key: str,
+        payer: str,
+        payee: str,
+        minutes: int,
+        memo_digest: str | None = None,
+        exchange_ref: str | None = None,
+        remote_payee: str | None = None,
+    ) -> PostedTransfer:
+        """Post ``minutes`` from ``payer`` to ``payee`` once per key; a repeat answers with the original transfer.
+
+        ``remote_payee``: when ``payee`` is a neighbour's clearing account, the account to be paid over there.
+        """
+        body = TransferRequest(
+            key=key,
+            payer=payer,
+            payee=payee,
+            minutes=minutes,
+            memo_digest=memo_digest,
+            exchange_ref=exchange_ref,
+            remote_payee=remote_payee,
+        )
+        _, data = await self._request("POST", "/transfers", body=body)
+        return self._decode(_posted_transfer, data)
+
+    async def reverse(self, key: str, transfer_id: str) -> PostedTransfer:
+        """Post the transfer that undoes ``transfer_id``, once per key; a repeat answers with the original."""
+        _, data = await self._request(
+            "POST", f"/transfers/{_segment(transfer_id)}/reversal", body=ReverseRequest(key=key)
+        )
+        return self._decode(_posted_transfer, data)
+
+    async def decide_remote(
+        self, origin: str, transfer: str, index: int, payee: str, minutes: int, memo_digest: str | None = None
+    ) -> RemoteDecision:
+        """Have this ledger decide a neighbour's transfer to one of its accounts (accept or reject, once)."""
+        body = DecideRequest(
+            origin=origin, transfer=transfer, index=index, payee=payee, minutes=minutes, memo_digest=memo_digest
+        )
+        _, data = await self._request("POST", "/crossnet/decisions", body=body)
+        return self._decode(_remote_decision, data)
+
+    # ---- Reads ----
+
+    async def remote_decision(self, origin: str, transfer: str) -> RemoteDecision:
+        """This ledger's decision on ``origin``'s ``transfer`` (``LedgerRefused`` 404 while undecided)."""
+        # The origin may hold slashes: the route takes the rest of the path and splits at the last one.
+        path = "/".join(_segment(part) for part in origin.split("/"))
+        _, data = await self._request("GET", f"/crossnet/decisions/{path}/{_segment(transfer)}")
+        return self._decode(_remote_decision, data)
+
+    async def account(self, account_id: str, at_size: int | None = None) -> AccountView:
+        """The account's limits and balance (after the first ``at_size`` log entries, if given)."""
+        params = {} if at_size is None else {"at_size": str(at_size)}
+        _, data = await self._request("GET", f"/accounts/{_segment(account_id)}", params=params)
+        return self._decode(_account_view, data)
+
+    async def statement(self, account_id: str, *, before: int | None = None, limit: int = 50) -> StatementPage:
+        """One page (newest first) of the account's postings with a log index below ``before``."""
+        params = {"limit": str(limit)}
+        if before is not None:
+            params["before"] = str(before)
+        _, data = await self._request("GET", f"/accounts/{_segment(account_id)}/statement", params=params)
+        return self._decode(_statement_page, data)
+
+    async def statement_lines(self, account_id: str, *, page_size: int = 200) -> AsyncIterator[StatementLine]:
+        """Every line of the account's statement, newest first, reading page after page."""
+        before: int | None = None
+        while True:
+            page = await self.statement(account_id, before=before, limit=page_size)
+            for line in page.lines:
+                yield line
+            if page.next_before is None:
+                return
+            before = page.next_before
+
+    async def ready(self) -> LedgerStatus:
+        """The ledger's readiness (it can reach its database) and its log size."""
+        _, data = await self._request("GET", "/ready")
+        return self._decode(_ledger_status, data)
+
+    async def checkpoint(self) -> bytes:
+        """The latest signed checkpoint note, as served (with any witness cosignatures appended)."""
+        _, data = await self._request("GET", "/log/checkpoint")
+        return data
+
+    async def entries(self, start: int, end: int | None = None) -> Entries:
+        """Log entries from ``start`` (up to ``end``, at most 1000 per call) as the exact stored bytes."""
+        params = {"start": str(start)} if end is None else {"start": str(start), "end": str(end)}
+        _, data = await self._request("GET", "/log/entries", params=params)
+        return self._decode(_entries, data)
+
+    async def inclusion_proof(self, index: int, size: int) -> InclusionProof:
+        """The proof that entry ``index`` is in the tree of the first ``size`` entries."""
+        _, data = await self._request("GET", "/log/proof/inclusion", params={"index": str(index), "size": str(size)})
+        return self._decode(_inclusion, data)
+
+    async def consistency_proof(self, old: int, new: int) -> ConsistencyProof:
+        """The proof that the tree of ``old`` entries is a prefix of the tree of ``new`` entries."""
+        _, data = await self._request("GET", "/log/proof/consistency", params={"old": str(old), "new": str(new)})
+        return self._decode(_consistency, data)
+
+    async def proof_bundle(self, index: int) -> str:
+        """A C2SP tlog-proof for entry ``index``, to keep and verify offline."""
+        _, data = await self._request("GET", "/log/proof/bundle", params={"index": str(index)})
+        return data.decode()
+
+    async def balances(self) -> Balances:
+        """Every account's balance at one log size, read in one snapshot."""
+        _, data = await self._request("GET", "/log/balances")
+        return self._decode(_balances, data)
+
+    # ---- Plumbing ----
+
+    async def _request(
+        self, method: str, path: str, *, body: msgspec.Struct | None = None, params: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        if self._http is None:
+            raise RuntimeError("the ledger client is not started (call start() or use it as a context manager)")
+        url = self._base + path
+        try:
+            # httpx bounds each phase; the whole call is bounded here, as callers count on.
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.request(
+                    method,
+                    url,
+                    params=params,
+                    content=None if body is None else _encoder.encode(body),
+                    headers=None if body is None else {"Content-Type": "application/json"},
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
+            # A timeout may hide a request the ledger did commit: resending with the same key is what finds out.
+            raise LedgerUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        status, data = response.status_code, response.content
+        if 200 <= status < 300:
+            return status, data
+        if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+            content_type = response.headers.get("content-type", "").split(";", 1)[0].strip()
+            raise LedgerRefused(status, _problem_of(status, content_type, data))
+        raise LedgerUnavailable(f"{method} {url}: HTTP {status}: {data[:200].decode(errors='replace')}", status)
+
+    @staticmethod
+    def _decode(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
+        try:
+            return decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            # Not an answer this client understands (a proxy's page, a mismatched version): not the request's fault.
+            raise LedgerUnavailable(f"unexpected answer from the ledger: {exc}") from exc
+
+
+def _problem_of(status: int, content_type: str, data: bytes) -> dict[str, Any]:
+    """The problem document of a refusal, or one made up from the body if the answer was not one."""
+    if content_type in ("application/problem+json", "application/json"):
+        try:
+            problem = _problem.decode(data)
+        except msgspec.DecodeError:
+            pass
+        else:
+            problem.setdefault("status", status)
+            return problem
+    return {
+        "type": "about:blank",
+        "title": f"HTTP {status}",
+        "status": status,
+        "detail": data[:500].decode(errors="replace"),
+    }
