@@ -81,9 +81,9 @@ class Commands:
         transaction) and the one statement at the end is atomic by itself.
         """
         for _ in range(8):
-            try:
-                async with self.pool.acquire() as conn:
-                    unit = Unit(conn, Vault(conn))
+            async with self.pool.acquire() as conn:
+                unit = Unit(conn, Vault(conn))
+                try:
                     if transaction:
                         async with conn.transaction():
                             result = await work(unit)
@@ -91,12 +91,15 @@ class Commands:
                     else:
                         result = await work(unit)
                         await unit.flush()
-            except (StreamConflict, asyncpg.DeadlockDetectedError):
-                continue
-            except asyncpg.UniqueViolationError as exc:
-                if exc.constraint_name == "members_email":
-                    raise Conflict("a member with this email address already exists") from None
-                raise
+                except (StreamConflict, asyncpg.DeadlockDetectedError):
+                    continue
+                except asyncpg.IntegrityConstraintViolationError as exc:
+                    # Rolled back now: whether the work lost a race can be asked (``flush`` asks it outside one).
+                    if transaction and await unit.lost_race():
+                        continue
+                    if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == "members_email":
+                        raise Conflict("a member with this email address already exists") from None
+                    raise
             if unit.enqueued:
                 self.wake()
             return result

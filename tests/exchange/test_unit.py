@@ -40,9 +40,8 @@ async def test_every_named_query_fits_the_migrated_schema(exchange_pool: asyncpg
     queries = {
         **{f"store.{name}": q for name, q in store.Q.items()},
         **{f"projections.{name}": q for name, q in projections.Q.items()},
-        "eventstore.load_with_keys": eventstore._LOAD_WITH_KEYS,
-        "eventstore.append": eventstore._APPEND,
-        "vault.insert_keys": vault._INSERT_KEYS,
+        **{f"eventstore.{name}": q for name, q in eventstore.Q.items()},
+        **{f"vault.{name}": q for name, q in vault.Q.items()},
     }
     async with exchange_pool.acquire() as conn:
         for name, query in queries.items():
