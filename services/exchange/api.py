@@ -13,6 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from services.exchange import auth, store
+from services.exchange import commands as cmd
 from services.exchange import events as ev
 from services.exchange.auth import Principal
 from services.exchange.domain import MAX_MINUTES, Actor
@@ -255,20 +256,23 @@ class MemberController(Controller):
     async def apply(self, request: AnyRequest, data: JSONBody[Application], state: State) -> Created:
         body = await strict_body(request, Application)
         commands: Commands = state.commands
-        member = await commands.apply(member_details(body, await auth.hash_password(body.password)))
+        member = await commands.apply(
+            cmd.ApplyToJoin(details=member_details(body, await auth.hash_password(body.password)))
+        )
         return Created(id=member, status="pending")
 
     @post("/invitations", operation_id="invite", status_code=HTTP_201_CREATED)
     async def invite(self, request: AnyRequest, data: JSONBody[InvitationBody], state: State, me: Me) -> InvitationView:
         actor = coordinator(me)
         body = await strict_body(request, InvitationBody)
-        invitation, token = await state.commands.invite(actor, body.role)
+        invitation, token = await state.commands.invite(actor, cmd.Invite(role=body.role))
         return InvitationView(id=invitation, role=body.role, token=token, link=f"/join/{token}")
 
     @post("/invitations/join", operation_id="joinByInvitation", status_code=HTTP_201_CREATED)
     async def join(self, request: AnyRequest, data: JSONBody[JoinBody], state: State) -> Created:
         body = await strict_body(request, JoinBody)
-        member = await state.commands.join(body.token, member_details(body, await auth.hash_password(body.password)))
+        details = member_details(body, await auth.hash_password(body.password))
+        member = await state.commands.join(cmd.JoinByInvitation(token=body.token, details=details))
         return Created(id=member, status="approved")
 
     @post("/sessions", operation_id="signIn", status_code=HTTP_201_CREATED)
@@ -305,8 +309,8 @@ class MemberController(Controller):
     async def update(self, request: AnyRequest, data: JSONBody[ProfileBody], state: State, me: Me) -> store.MemberView:
         actor = signed_in(me)
         body = await strict_body(request, ProfileBody)
-        changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
-        await state.commands.update_profile(actor, changes)
+        update = cmd.UpdateProfile(name=body.name, skills=body.skills, area=body.area, bio=body.bio)
+        await state.commands.update_profile(actor, update)
         return await member_view(state, actor.member)
 
     @get("/members", operation_id="listMembers")
@@ -335,12 +339,12 @@ class MemberController(Controller):
 
     @post("/members/{member_id:str}/approval", operation_id="approveMember", status_code=HTTP_200_OK)
     async def approve(self, member_id: FromPath[str], state: State, me: Me) -> store.MemberView:
-        await state.commands.approve(coordinator(me), member_id)
+        await state.commands.approve(coordinator(me), cmd.ApproveMember(member=member_id))
         return await member_view(state, member_id)
 
     @post("/members/{member_id:str}/rejection", operation_id="rejectMember", status_code=HTTP_200_OK)
     async def reject(self, member_id: FromPath[str], state: State, me: Me) -> store.MemberView:
-        await state.commands.reject(coordinator(me), member_id)
+        await state.commands.reject(coordinator(me), cmd.RejectMember(member=member_id))
         return await member_view(state, member_id)
 
     @put("/members/{member_id:str}/role", operation_id="changeRole")
@@ -349,12 +353,12 @@ class MemberController(Controller):
     ) -> store.MemberView:
         actor = coordinator(me)
         body = await strict_body(request, RoleBody)
-        await state.commands.change_role(actor, member_id, body.role)
+        await state.commands.change_role(actor, cmd.ChangeRole(member=member_id, role=body.role))
         return await member_view(state, member_id)
 
     @post("/members/{member_id:str}/erasure", operation_id="eraseMember", status_code=HTTP_200_OK)
     async def erase(self, member_id: FromPath[str], state: State, me: Me) -> store.MemberView:
-        await state.commands.erase(signed_in(me), member_id)
+        await state.commands.erase(signed_in(me), cmd.EraseMember(member=member_id))
         return await member_view(state, member_id)
 
 
@@ -400,9 +404,10 @@ class ListingController(Controller):
     @post("/{listing_id:str}/{action:str}", operation_id="changeListingStatus", status_code=HTTP_200_OK)
     async def status(self, listing_id: FromPath[str], action: FromPath[str], state: State, me: Me) -> store.ListingView:
         """``action`` is pause, resume or withdraw."""
-        if action not in ("pause", "resume", "withdraw"):
+        command = cmd.LISTING_STATUS.get(action)
+        if command is None:
             raise NotFound(f"no such action {action!r}: pause, resume or withdraw")
-        await state.commands.listing_status(signed_in(me), listing_id, action)
+        await state.commands.listing_status(signed_in(me), command(listing=listing_id))
         return await listing_view(state, listing_id, withdrawn=action == "withdraw")
 
     @get("/mine", operation_id="myListings")
@@ -421,14 +426,14 @@ class ExchangeController(Controller):
         who = caller(request, state)
         body = await strict_body(request, ProposalBody)
         commands: Commands = state.commands
-        return await commands.propose(
-            who,
+        proposal = cmd.ProposeExchange(
             listing=body.listing,
             providers=body.providers,
             receivers=body.receivers,
             note=body.note,
             category=body.category,
         )
+        return await commands.propose(who, proposal)
 
     @get("/", operation_id="myExchanges")
     async def mine(
@@ -454,15 +459,15 @@ class ExchangeController(Controller):
 
     @post("/{exchange_id:str}/accept", operation_id="acceptExchange", status_code=HTTP_200_OK)
     async def accept(self, exchange_id: FromPath[str], request: AnyRequest, state: State) -> store.ExchangeView:
-        return await _act(state, caller(request, state), exchange_id, "accept")
+        return await _act(state, caller(request, state), cmd.AcceptExchange(exchange=exchange_id))
 
     @post("/{exchange_id:str}/decline", operation_id="declineExchange", status_code=HTTP_200_OK)
     async def decline(self, exchange_id: FromPath[str], request: AnyRequest, state: State) -> store.ExchangeView:
-        return await _act(state, caller(request, state), exchange_id, "decline")
+        return await _act(state, caller(request, state), cmd.DeclineExchange(exchange=exchange_id))
 
     @post("/{exchange_id:str}/cancel", operation_id="cancelExchange", status_code=HTTP_200_OK)
     async def cancel(self, exchange_id: FromPath[str], request: AnyRequest, state: State) -> store.ExchangeView:
-        return await _act(state, caller(request, state), exchange_id, "cancel")
+        return await _act(state, caller(request, state), cmd.CancelExchange(exchange=exchange_id))
 
     @post("/{exchange_id:str}/record", operation_id="recordTime", status_code=HTTP_200_OK)
     async def record(
@@ -470,11 +475,11 @@ class ExchangeController(Controller):
     ) -> store.ExchangeView:
         who = caller(request, state)
         body = await strict_body(request, RecordBody)
-        return await _act(state, who, exchange_id, "record", minutes=body.minutes, memo=body.memo)
+        return await _act(state, who, cmd.RecordTime(exchange=exchange_id, minutes=body.minutes, memo=body.memo))
 
     @post("/{exchange_id:str}/confirm", operation_id="confirmTime", status_code=HTTP_200_OK)
     async def confirm(self, exchange_id: FromPath[str], request: AnyRequest, state: State) -> store.ExchangeView:
-        return await _act(state, caller(request, state), exchange_id, "confirm")
+        return await _act(state, caller(request, state), cmd.ConfirmExchange(exchange=exchange_id))
 
     @post("/{exchange_id:str}/dispute", operation_id="disputeTime", status_code=HTTP_200_OK)
     async def dispute(
@@ -482,14 +487,14 @@ class ExchangeController(Controller):
     ) -> store.ExchangeView:
         who = caller(request, state)
         body = await strict_body(request, DisputeBody)
-        return await _act(state, who, exchange_id, "dispute", reason=body.reason)
+        return await _act(state, who, cmd.DisputeExchange(exchange=exchange_id, reason=body.reason))
 
     @post("/{exchange_id:str}/resolve", operation_id="resolveDispute", status_code=HTTP_200_OK)
     async def resolve(
         self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[ResolveBody], state: State, me: Me
     ) -> store.ExchangeView:
         body = await strict_body(request, ResolveBody)
-        return await _act(state, coordinator(me), exchange_id, "resolve", minutes=body.minutes)
+        return await _act(state, coordinator(me), cmd.ResolveDispute(exchange=exchange_id, minutes=body.minutes))
 
 
 class PaymentController(Controller):
@@ -620,19 +625,26 @@ async def publish_listing(state: State, actor: Actor, body: ListingBody) -> str:
         availability=body.availability,
     )
     commands: Commands = state.commands
-    return await commands.publish(
-        actor, kind=body.kind, category=body.category, text=text, shared=body.shared, expires=body.expires
+    command = cmd.PublishListing(
+        kind=body.kind, category=body.category, text=text, shared=body.shared, expires=body.expires
     )
+    return await commands.publish(actor, command)
 
 
 async def edit_listing(state: State, actor: Actor, listing_id: str, body: ListingPatch) -> None:
     # An empty area or availability clears it (title and description cannot be empty).
-    fields = ("title", "description", "area", "availability")
-    text = {k: getattr(body, k) for k in fields if getattr(body, k) is not None}
     commands: Commands = state.commands
-    await commands.edit_listing(
-        actor, listing_id, category=body.category, text=text, shared=body.shared, expires=body.expires
+    command = cmd.EditListing(
+        listing=listing_id,
+        category=body.category,
+        title=body.title,
+        description=body.description,
+        area=body.area,
+        availability=body.availability,
+        shared=body.shared,
+        expires=body.expires,
     )
+    await commands.edit_listing(actor, command)
 
 
 async def make_payment(state: State, actor: Actor, body: PaymentBody) -> str:
@@ -642,7 +654,8 @@ async def make_payment(state: State, actor: Actor, body: PaymentBody) -> str:
     if body.kind != "donation" and body.to is None:
         raise Invalid("say who receives the hours in 'to'")
     commands: Commands = state.commands
-    return await commands.pay(actor, kind=body.kind, payee=body.to or ev.POT, minutes=body.minutes, memo=body.memo)
+    command = cmd.MakePayment(kind=body.kind, payee=body.to or ev.POT, minutes=body.minutes, memo=body.memo)
+    return await commands.pay(actor, command)
 
 
 async def read_balance(state: State, account: str) -> Balance:
@@ -759,12 +772,10 @@ async def exchange_view(state: State, exchange_id: str, actor: Actor) -> store.E
     return found[0]
 
 
-async def _act(
-    state: State, who: Actor | auth.Credentials, exchange_id: str, action: str, **args: Any
-) -> store.ExchangeView:
+async def _act(state: State, who: Actor | auth.Credentials, command: cmd.ExchangeCommand) -> store.ExchangeView:
     """Act on the exchange and answer with it as the action left it."""
     commands: Commands = state.commands
-    return await commands.act(who, exchange_id, action, **args)
+    return await commands.act(who, command)
 
 
 async def payment_view(state: State, payment_id: str, actor: Actor) -> store.PaymentView:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -20,6 +19,7 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from services.exchange import api, auth, forms, store
+from services.exchange import commands as cmd
 from services.exchange import events as ev
 from services.exchange.domain import Actor
 from services.exchange.forms import HEADERS, SignInNeeded, Visit, Visitor, duration, optional, read_form
@@ -108,7 +108,9 @@ async def apply(visit: Visitor) -> Template | Redirect:
     try:
         visit.check_form_token()
         body = read_form(api.Application, _application(visit.form))
-        await _commands(visit).apply(api.member_details(body, await auth.hash_password(body.password)))
+        await _commands(visit).apply(
+            cmd.ApplyToJoin(details=api.member_details(body, await auth.hash_password(body.password)))
+        )
     except DomainError as exc:
         return visit.failed(exc, "join.html", invitation=None, token=None)
     return visit.redirect("/login", "applied")
@@ -135,7 +137,8 @@ async def join(visit: Visitor, token: FromPath[str]) -> Template | Redirect:
     try:
         visit.check_form_token()
         body = read_form(api.JoinBody, _application(visit.form, token))
-        await _commands(visit).join(token, api.member_details(body, await auth.hash_password(body.password)))
+        details = api.member_details(body, await auth.hash_password(body.password))
+        await _commands(visit).join(cmd.JoinByInvitation(token=token, details=details))
         session, _, expires = await api.sign_in(
             visit.request, visit.state, api.SignIn(email=body.email, password=body.password, kind="cookie")
         )
@@ -255,7 +258,9 @@ async def profile(visit: Visitor) -> Template | Redirect:
                 "bio": f.get("bio", ""),
             },
         )
-        await _commands(visit).update_profile(actor, msgspec.structs.asdict(body))
+        await _commands(visit).update_profile(
+            actor, cmd.UpdateProfile(name=body.name, skills=body.skills, area=body.area, bio=body.bio)
+        )
     except DomainError as exc:
         return await _me(visit, status=exc.status, error=exc.detail)
     return visit.redirect("/me", "profile")
@@ -268,7 +273,7 @@ async def erase(visit: Visitor) -> Template | Redirect:
     try:
         if visit.form.get("confirm") != "yes":
             raise Invalid("tick the box to confirm that you want your personal data erased for good")
-        await _commands(visit).erase(actor, actor.member)
+        await _commands(visit).erase(actor, cmd.EraseMember(member=actor.member))
     except DomainError as exc:
         return await _me(visit, status=exc.status, error=exc.detail)
     return visit.redirect("/", "erased", cookies=[api.expired_cookie()])
@@ -320,7 +325,7 @@ async def propose(visit: Visitor, listing_id: FromPath[str]) -> Template | Redir
     listing = await api.listing_view(visit.state, listing_id)
     try:
         body = read_form(api.ProposalBody, {"listing": listing_id, "note": optional(visit.form, "note")})
-        exchange = (await _commands(visit).propose(actor, listing=listing_id, note=body.note)).id
+        exchange = (await _commands(visit).propose(actor, cmd.ProposeExchange(listing=listing_id, note=body.note))).id
     except DomainError as exc:
         return visit.failed(exc, "listing.html", listing=listing)
     return visit.redirect(f"/exchanges/{exchange}", "proposed")
@@ -358,9 +363,10 @@ async def listing_status(visit: Visitor, listing_id: FromPath[str]) -> Template 
     actor = visit.actor()
     action = visit.form.get("action", "")
     try:
-        if action not in ("pause", "resume", "withdraw"):
+        command = cmd.LISTING_STATUS.get(action)
+        if command is None:
             raise Invalid("choose pause, resume or withdraw")
-        await _commands(visit).listing_status(actor, listing_id, action)
+        await _commands(visit).listing_status(actor, command(listing=listing_id))
     except DomainError as exc:
         return await _me(visit, status=exc.status, error=exc.detail)
     return visit.redirect("/me", action)
@@ -420,19 +426,34 @@ async def exchange_action(visit: Visitor, exchange_id: FromPath[str], action: Fr
         raise NotFound(f"no such action {action!r}")
     f = visit.form
     try:
-        args: dict[str, Any] = {}
-        if action == "record":
-            body = read_form(api.RecordBody, {"minutes": duration(f), "memo": optional(f, "memo")})
-            args = {"minutes": body.minutes, "memo": body.memo}
-        elif action == "dispute":
-            args = {"reason": read_form(api.DisputeBody, {"reason": f.get("reason", "")}).reason}
-        elif action == "resolve":
-            visit.coordinator()
-            args = {"minutes": read_form(api.ResolveBody, {"minutes": duration(f)}).minutes}
-        await _commands(visit).act(actor, exchange_id, action, **args)
+        await _commands(visit).act(actor, _exchange_command(visit, exchange_id, action))
     except DomainError as exc:
         return await _exchange(visit, exchange_id, status=exc.status, error=exc.detail)
     return visit.redirect(forms.safe_next(f.get("next"), f"/exchanges/{exchange_id}"), action)
+
+
+def _exchange_command(visit: Visit, exchange_id: str, action: str) -> cmd.ExchangeCommand:
+    """The command an exchange page's form asks for (``action`` is one of EXCHANGE_ACTIONS)."""
+    f = visit.form
+    match action:
+        case "accept":
+            return cmd.AcceptExchange(exchange=exchange_id)
+        case "decline":
+            return cmd.DeclineExchange(exchange=exchange_id)
+        case "cancel":
+            return cmd.CancelExchange(exchange=exchange_id)
+        case "record":
+            body = read_form(api.RecordBody, {"minutes": duration(f), "memo": optional(f, "memo")})
+            return cmd.RecordTime(exchange=exchange_id, minutes=body.minutes, memo=body.memo)
+        case "confirm":
+            return cmd.ConfirmExchange(exchange=exchange_id)
+        case "dispute":
+            reason = read_form(api.DisputeBody, {"reason": f.get("reason", "")}).reason
+            return cmd.DisputeExchange(exchange=exchange_id, reason=reason)
+        case _:
+            visit.coordinator()
+            minutes = read_form(api.ResolveBody, {"minutes": duration(f)}).minutes
+            return cmd.ResolveDispute(exchange=exchange_id, minutes=minutes)
 
 
 # ---- Sending hours ----
@@ -518,9 +539,9 @@ async def decide(visit: Visitor, member_id: FromPath[str], decision: FromPath[st
     actor = visit.coordinator()
     try:
         if decision == "approve":
-            await _commands(visit).approve(actor, member_id)
+            await _commands(visit).approve(actor, cmd.ApproveMember(member=member_id))
         elif decision == "reject":
-            await _commands(visit).reject(actor, member_id)
+            await _commands(visit).reject(actor, cmd.RejectMember(member=member_id))
         else:
             raise NotFound(f"no such decision {decision!r}: approve or reject")
     except DomainError as exc:
@@ -534,7 +555,7 @@ async def invite(visit: Visitor) -> Template:
     actor = visit.coordinator()
     try:
         body = read_form(api.InvitationBody, {"role": visit.form.get("role", "member")})
-        _, token = await _commands(visit).invite(actor, body.role)
+        _, token = await _commands(visit).invite(actor, cmd.Invite(role=body.role))
     except DomainError as exc:
         return await _coordinate(visit, status=exc.status, error=exc.detail)
     link = str(visit.request.base_url).rstrip("/") + f"/join/{token}"

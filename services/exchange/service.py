@@ -20,6 +20,32 @@ import asyncpg
 from services.exchange import domain, outbox
 from services.exchange import events as ev
 from services.exchange.auth import Credentials, Session, principal_of
+from services.exchange.commands import (
+    AcceptExchange,
+    ApplyToJoin,
+    ApproveMember,
+    CancelExchange,
+    ChangeRole,
+    ConfirmExchange,
+    DeclineExchange,
+    DisputeExchange,
+    EditListing,
+    EraseMember,
+    ExchangeCommand,
+    Invite,
+    JoinByInvitation,
+    ListingStatusCommand,
+    MakePayment,
+    PauseListing,
+    ProposeExchange,
+    PublishListing,
+    RecordTime,
+    RejectMember,
+    ResolveDispute,
+    ResumeListing,
+    UpdateProfile,
+    WithdrawListing,
+)
 from services.exchange.domain import Actor
 from services.exchange.eventstore import Loaded, StreamConflict, load
 from services.exchange.ledger_client import OpenedAccount, PostedTransfer
@@ -107,8 +133,9 @@ class Commands:
 
     # ---- Members ----
 
-    async def apply(self, details: ev.MemberDetails) -> str:
+    async def apply(self, command: ApplyToJoin) -> str:
         member = new_id("mem")
+        details = command.details
 
         async def work(u: Unit) -> str:
             u.new_stream(member)
@@ -118,7 +145,7 @@ class Commands:
 
         return await self._tx(work)
 
-    async def invite(self, actor: Actor, role: ev.Role) -> tuple[str, str]:
+    async def invite(self, actor: Actor, command: Invite) -> tuple[str, str]:
         """A coordinator's invitation: returns its id and the secret token for the join link."""
         if not actor.coordinator:
             raise Forbidden("only coordinators invite")
@@ -126,7 +153,7 @@ class Commands:
         created = ev.InvitationCreated(
             at=now(),
             invitation=invitation,
-            role=role,
+            role=command.role,
             token_sha256=hashlib.sha256(token.encode()).hexdigest(),
             expires=now() + timedelta(days=self.invitation_days),
             by=actor.member,
@@ -138,10 +165,11 @@ class Commands:
 
         return await self._tx(work)
 
-    async def join(self, token: str, details: ev.MemberDetails) -> str:
+    async def join(self, command: JoinByInvitation) -> str:
         """Join by invitation: the member is approved at once and their ledger account is opened."""
         member = new_id("mem")
-        digest = hashlib.sha256(token.encode()).hexdigest()
+        details = command.details
+        digest = hashlib.sha256(command.token.encode()).hexdigest()
 
         async def work(u: Unit) -> str:
             row = await u.conn.fetchrow(
@@ -167,7 +195,9 @@ class Commands:
 
         return await self._tx(work)
 
-    async def approve(self, actor: Actor, member_id: str) -> None:
+    async def approve(self, actor: Actor, command: ApproveMember) -> None:
+        member_id = command.member
+
         async def work(u: Unit) -> None:
             history = await u.load(member_id)
             member = _exists(domain.fold_member(member_id, history), "member", member_id)
@@ -178,14 +208,15 @@ class Commands:
 
         await self._tx(work)
 
-    async def reject(self, actor: Actor, member_id: str) -> None:
-        await self._member_change(member_id, lambda m: domain.reject(m, actor, now()))
+    async def reject(self, actor: Actor, command: RejectMember) -> None:
+        await self._member_change(command.member, lambda m: domain.reject(m, actor, now()))
 
-    async def change_role(self, actor: Actor, member_id: str, role: ev.Role) -> None:
-        await self._member_change(member_id, lambda m: domain.change_role(m, actor, role, now()))
+    async def change_role(self, actor: Actor, command: ChangeRole) -> None:
+        await self._member_change(command.member, lambda m: domain.change_role(m, actor, command.role, now()))
 
-    async def update_profile(self, actor: Actor, update: dict[str, Any]) -> None:
+    async def update_profile(self, actor: Actor, command: UpdateProfile) -> None:
         """Change some of a member's profile fields (name, skills, area, bio); the rest stay as they were."""
+        update = {k: v for k, v in _fields(command).items() if v is not None}
 
         async def work(u: Unit) -> None:
             history = await u.load(actor.member)
@@ -199,8 +230,9 @@ class Commands:
 
         await self._tx(work)
 
-    async def erase(self, actor: Actor, member_id: str) -> None:
+    async def erase(self, actor: Actor, command: EraseMember) -> None:
         """Erase a member's personal data for good: their key, and the keys of their exchanges' memos, go."""
+        member_id = command.member
 
         async def work(u: Unit) -> None:
             history = await u.load(member_id)
@@ -251,30 +283,21 @@ class Commands:
 
     # ---- Listings ----
 
-    async def publish(
-        self,
-        actor: Actor,
-        *,
-        kind: ev.Kind,
-        category: ev.Category,
-        text: ev.ListingText,
-        shared: bool,
-        expires: datetime | None,
-    ) -> str:
+    async def publish(self, actor: Actor, command: PublishListing) -> str:
         listing = new_id("lst")
 
         async def work(u: Unit) -> str:
             domain.need_approved((await _members(u, [actor.member])).get(actor.member), "list offers or requests")
             at = now()
-            until = self._expiry(expires, at)
-            sealed = await u.vault.seal(actor.member, text)
+            until = self._expiry(command.expires, at)
+            sealed = await u.vault.seal(actor.member, command.text)
             published = ev.ListingPublished(
                 at=at,
                 listing=listing,
                 member=actor.member,
-                kind=kind,
-                category=category,
-                shared=shared,
+                kind=command.kind,
+                category=command.category,
+                shared=command.shared,
                 expires=until,
                 text=sealed,
             )
@@ -283,16 +306,11 @@ class Commands:
 
         return await self._tx(work)
 
-    async def edit_listing(
-        self,
-        actor: Actor,
-        listing_id: str,
-        *,
-        category: ev.Category | None = None,
-        text: dict[str, str],
-        shared: bool | None = None,
-        expires: datetime | None = None,
-    ) -> None:
+    async def edit_listing(self, actor: Actor, command: EditListing) -> None:
+        listing_id, category, shared, expires = command.listing, command.category, command.shared, command.expires
+        text_fields = ("title", "description", "area", "availability")
+        text = {k: getattr(command, k) for k in text_fields if getattr(command, k) is not None}
+
         async def work(u: Unit) -> None:
             history = await u.load(listing_id)
             listing = _exists(domain.fold_listing(listing_id, history), "listing", listing_id)
@@ -315,17 +333,22 @@ class Commands:
 
         await self._tx(work)
 
-    async def listing_status(self, actor: Actor, listing_id: str, action: str) -> None:
-        decide = {
-            "pause": domain.pause_listing,
-            "resume": domain.resume_listing,
-            "withdraw": domain.withdraw_listing,
-        }[action]
+    async def listing_status(self, actor: Actor, command: ListingStatusCommand) -> None:
+        """Pause, resume or withdraw a listing."""
+        listing_id = command.listing
 
         async def work(u: Unit) -> None:
             history = await u.load(listing_id)
             listing = _exists(domain.fold_listing(listing_id, history), "listing", listing_id)
-            await u.save(listing_id, history, decide(listing, actor, now()))
+            at = now()
+            match command:
+                case PauseListing():
+                    new = domain.pause_listing(listing, actor, at)
+                case ResumeListing():
+                    new = domain.resume_listing(listing, actor, at)
+                case WithdrawListing():
+                    new = domain.withdraw_listing(listing, actor, at)
+            await u.save(listing_id, history, new)
 
         await self._tx(work)
 
@@ -342,20 +365,13 @@ class Commands:
 
     # ---- Exchanges ----
 
-    async def propose(
-        self,
-        who: Actor | Credentials,
-        *,
-        listing: str | None = None,
-        providers: list[str] | None = None,
-        receivers: list[str] | None = None,
-        note: str | None = None,
-        category: ev.Category | None = None,
-    ) -> ExchangeView:
+    async def propose(self, who: Actor | Credentials, command: ProposeExchange) -> ExchangeView:
         """Propose on a listing (the proposer takes the other side), or a direct/group exchange.
 
         ``who``: the acting member, or the credentials they came with (looked up with what the proposal reads)."""
         exchange = new_id("ex")
+        listing, providers, receivers = command.listing, command.providers, command.receivers
+        note, category = command.note, command.category
         named = [*(providers or []), *(receivers or [])]
 
         async def work(u: Unit) -> ExchangeView:
@@ -399,38 +415,38 @@ class Commands:
 
         return await self._tx(work)
 
-    async def act(self, who: Actor | Credentials, exchange_id: str, action: str, **args: Any) -> ExchangeView:
-        """accept, decline, cancel, record (minutes, memo), confirm, dispute (reason) or resolve (minutes).
+    async def act(self, who: Actor | Credentials, command: ExchangeCommand) -> ExchangeView:
+        """Accept, decline, cancel, record time, confirm, dispute or resolve: ``command`` says which.
 
         ``who``: the acting member, or the credentials they came with (looked up with the exchange). Returns the
         exchange as this command left it (as its read model then reads)."""
+        exchange_id = command.exchange
 
         async def work(u: Unit) -> ExchangeView:
             # Confirming and resolving settle lines: the parties' ledger accounts come with the stream.
-            actor, members = await _read_exchange(u, exchange_id, who, parties=action in ("confirm", "resolve"))
+            settles = isinstance(command, ConfirmExchange | ResolveDispute)
+            actor, members = await _read_exchange(u, exchange_id, who, parties=settles)
             history = await u.load(exchange_id)
             ex = _exists(domain.fold_exchange(exchange_id, history), "exchange", exchange_id)
             at = now()
-            if action == "accept":
-                new = domain.accept(ex, actor, at)
-            elif action == "decline":
-                new = domain.decline(ex, actor, at)
-            elif action == "cancel":
-                new = domain.cancel(ex, actor, at)
-            elif action == "record":
-                text = args.get("memo") or f"exchange {exchange_id}"
-                salt = os.urandom(16)
-                sealed = await u.vault.seal(exchange_id, ev.Memo(text=text, salt=salt))
-                new = domain.record(ex, actor, args["minutes"], sealed, memo_digest(salt, text), at)
-            elif action == "confirm":
-                new = domain.confirm(ex, actor, at)
-            elif action == "dispute":
-                reason = await u.vault.seal(exchange_id, ev.Note(text=args["reason"]))
-                new = domain.dispute(ex, actor, reason, at)
-            elif action == "resolve":
-                new = domain.resolve(ex, actor, args["minutes"], at)
-            else:
-                raise Invalid(f"unknown action {action}")
+            match command:
+                case AcceptExchange():
+                    new = domain.accept(ex, actor, at)
+                case DeclineExchange():
+                    new = domain.decline(ex, actor, at)
+                case CancelExchange():
+                    new = domain.cancel(ex, actor, at)
+                case RecordTime(minutes=minutes, memo=memo):
+                    text = memo or f"exchange {exchange_id}"
+                    salt = os.urandom(16)
+                    sealed = await u.vault.seal(exchange_id, ev.Memo(text=text, salt=salt))
+                    new = domain.record(ex, actor, minutes, sealed, memo_digest(salt, text), at)
+                case ConfirmExchange():
+                    new = domain.confirm(ex, actor, at)
+                case DisputeExchange(reason=reason):
+                    new = domain.dispute(ex, actor, await u.vault.seal(exchange_id, ev.Note(text=reason)), at)
+                case ResolveDispute(minutes=minutes):
+                    new = domain.resolve(ex, actor, minutes, at)
             full = await u.save(exchange_id, history, new)
             after = domain.fold_exchange(exchange_id, full)
             assert after is not None
@@ -463,8 +479,9 @@ class Commands:
 
     # ---- Payments ----
 
-    async def pay(self, actor: Actor, *, kind: ev.PaymentKind, payee: str, minutes: int, memo: str | None) -> str:
+    async def pay(self, actor: Actor, command: MakePayment) -> str:
         payment = new_id("pay")
+        kind, payee, minutes, memo = command.kind, command.payee, command.minutes, command.memo
 
         async def work(u: Unit) -> str:
             u.new_stream(payment)

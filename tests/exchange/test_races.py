@@ -12,6 +12,7 @@ import pytest
 
 from services.exchange import events as ev
 from services.exchange import outbox
+from services.exchange.commands import JoinByInvitation
 from services.exchange.eventstore import StreamConflict
 from services.exchange.service import Commands, account_key
 from services.exchange.unit import Unit
@@ -144,7 +145,8 @@ async def test_concurrent_joins_on_one_invitation_admit_one_member_and_tell_the_
     await invite(exchange_pool)
     commands = Commands(exchange_pool)
     results = await asyncio.gather(
-        *(commands.join(TOKEN, details(f"neighbour {i}")) for i in range(5)), return_exceptions=True
+        *(commands.join(JoinByInvitation(token=TOKEN, details=details(f"neighbour {i}"))) for i in range(5)),
+        return_exceptions=True,
     )
     joined = [r for r in results if isinstance(r, str)]
     refused = [r for r in results if not isinstance(r, str)]
