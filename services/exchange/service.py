@@ -172,9 +172,7 @@ class Commands:
         digest = hashlib.sha256(command.token.encode()).hexdigest()
 
         async def work(u: Unit) -> str:
-            row = await u.conn.fetchrow(
-                "SELECT id, used_by, expires FROM exchange.invitations WHERE token_sha256 = $1", digest
-            )
+            row = await u.conn.fetchrow(Q["invitation_by_token"], digest)
             if row is None:
                 raise NotFound("this invitation link is not valid")
             history = await u.load(row["id"])
@@ -243,29 +241,18 @@ class Commands:
             details = await _details(u.vault, history)
             await u.save(member_id, history, new)
             await u.flush()
-            listings = await u.conn.fetch(
-                "SELECT id FROM exchange.listings WHERE member = $1 AND status <> 'withdrawn'", member_id
-            )
+            listings = await u.conn.fetch(Q["live_listings_of"], member_id)
             for row in listings:
                 lh = await u.load(row["id"])
                 await u.save(row["id"], lh, [ev.ListingWithdrawn(at=now(), listing=row["id"])])
             await u.flush()
-            others = [
-                r["id"]
-                for r in await u.conn.fetch(
-                    """SELECT exchange AS id FROM exchange.exchange_parties WHERE member = $1
-                       UNION SELECT id FROM exchange.payments WHERE payer = $1 OR payee = $1""",
-                    member_id,
-                )
-            ]
-            all_listings = [
-                r["id"] for r in await u.conn.fetch("SELECT id FROM exchange.listings WHERE member = $1", member_id)
-            ]
+            others = [r["id"] for r in await u.conn.fetch(Q["memo_subjects_of"], member_id)]
+            all_listings = [r["id"] for r in await u.conn.fetch(Q["listings_of"], member_id)]
             await u.vault.shred([member_id, *others])
-            await u.conn.execute("DELETE FROM exchange.sessions WHERE member = $1", member_id)
+            await u.conn.execute(Q["delete_sessions_of"], member_id)
             if details is not None:  # the sign-in limiter keeps failed attempts by email address
                 email_key = f"email:{details.email.strip().lower()}"
-                await u.conn.execute("DELETE FROM exchange.login_failures WHERE key = $1", email_key)
+                await u.conn.execute(Q["delete_failures"], email_key)
             # What was sealed under the shredded keys reads as nothing from now on: project it so.
             for stream in [member_id, *others, *all_listings]:
                 _, full = await load(u.conn, stream)
@@ -601,7 +588,7 @@ class Commands:
         found: dict[str, str] = {}
         for party in parties:
             if party == ev.POT:
-                account = await u.conn.fetchval("SELECT account FROM exchange.pot")
+                account = await u.conn.fetchval(Q["pot_account"])
             else:
                 member = known.get(party)
                 if member is None:

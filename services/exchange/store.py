@@ -201,7 +201,7 @@ async def search(
     async with conn.transaction(readonly=True):
         # The best way to a page depends on how common the words are (the text index for rare ones, the
         # newest-first index for common ones), which a cached generic plan cannot know: plan every search.
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        await conn.execute(Q["plan_every_search"])
         if ranked:
             rank = after.rank if after else None
             rows = await conn.fetch(

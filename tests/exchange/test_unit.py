@@ -102,3 +102,8 @@ def test_composed_writes_number_their_arguments_in_turn_and_merge_rows_of_one_st
         "WITH w0 AS (\nINSERT INTO t (x) SELECT * FROM unnest($1::int[])\n)\nINSERT INTO u (y, z) VALUES ($2, $3)"
     )
     assert compose([b]) == b
+
+
+def test_a_rebuild_empties_every_read_model() -> None:
+    truncated = projections.Q["truncate_read_models"].split("\n", 1)[1].removeprefix("TRUNCATE").split(",")
+    assert sorted(t.strip().removeprefix("exchange.") for t in truncated) == sorted(projections.READ_MODELS)
