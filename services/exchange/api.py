@@ -20,7 +20,7 @@ from services.exchange.domain import MAX_MINUTES, Actor
 from services.exchange.ledger_client import LedgerClient, LedgerError, LedgerRefused
 from services.exchange.service import Commands
 from shared.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
-from shared.web import AnyRequest, strict_body
+from shared.web import AnyRequest
 
 # One line of text with something in it; multi-line text may also hold newlines and tabs.
 LINE = r"^(?=.*\S)[^\x00-\x1f\x7f]+$"
@@ -253,42 +253,38 @@ class MemberController(Controller):
     tags = ("members",)
 
     @post("/applications", operation_id="applyToJoin", status_code=HTTP_201_CREATED)
-    async def apply(self, request: AnyRequest, data: JSONBody[Application], state: State) -> Created:
-        body = await strict_body(request, Application)
+    async def apply(self, data: JSONBody[Application], state: State) -> Created:
         commands: Commands = state.commands
         member = await commands.apply(
-            cmd.ApplyToJoin(details=member_details(body, await auth.hash_password(body.password)))
+            cmd.ApplyToJoin(details=member_details(data, await auth.hash_password(data.password)))
         )
         return Created(id=member, status="pending")
 
     @post("/invitations", operation_id="invite", status_code=HTTP_201_CREATED)
-    async def invite(self, request: AnyRequest, data: JSONBody[InvitationBody], state: State, me: Me) -> InvitationView:
+    async def invite(self, data: JSONBody[InvitationBody], state: State, me: Me) -> InvitationView:
         actor = coordinator(me)
-        body = await strict_body(request, InvitationBody)
-        invitation, token = await state.commands.invite(actor, cmd.Invite(role=body.role))
-        return InvitationView(id=invitation, role=body.role, token=token, link=f"/join/{token}")
+        invitation, token = await state.commands.invite(actor, cmd.Invite(role=data.role))
+        return InvitationView(id=invitation, role=data.role, token=token, link=f"/join/{token}")
 
     @post("/invitations/join", operation_id="joinByInvitation", status_code=HTTP_201_CREATED)
-    async def join(self, request: AnyRequest, data: JSONBody[JoinBody], state: State) -> Created:
-        body = await strict_body(request, JoinBody)
-        details = member_details(body, await auth.hash_password(body.password))
-        member = await state.commands.join(cmd.JoinByInvitation(token=body.token, details=details))
+    async def join(self, data: JSONBody[JoinBody], state: State) -> Created:
+        details = member_details(data, await auth.hash_password(data.password))
+        member = await state.commands.join(cmd.JoinByInvitation(token=data.token, details=details))
         return Created(id=member, status="approved")
 
     @post("/sessions", operation_id="signIn", status_code=HTTP_201_CREATED)
     async def sign_in(self, request: AnyRequest, data: JSONBody[SignIn], state: State) -> Response[SessionView]:
-        body = await strict_body(request, SignIn)
-        token, principal, expires = await sign_in(request, state, body)
+        token, principal, expires = await sign_in(request, state, data)
         view = SessionView(
             member=principal.member,
             role=principal.role,
             status=principal.status,
             expires=expires,
             csrf_token=principal.csrf,
-            token=token if body.kind == "bearer" else None,
+            token=token if data.kind == "bearer" else None,
         )
         cookies = []
-        if body.kind == "cookie":
+        if data.kind == "cookie":
             cookies.append(session_cookie(token, expires, secure=state.secure_cookies))
         return Response(view, status_code=HTTP_201_CREATED, cookies=cookies)
 
@@ -306,10 +302,9 @@ class MemberController(Controller):
         return await member_view(state, actor.member)
 
     @patch("/me", operation_id="updateProfile")
-    async def update(self, request: AnyRequest, data: JSONBody[ProfileBody], state: State, me: Me) -> store.MemberView:
+    async def update(self, data: JSONBody[ProfileBody], state: State, me: Me) -> store.MemberView:
         actor = signed_in(me)
-        body = await strict_body(request, ProfileBody)
-        update = cmd.UpdateProfile(name=body.name, skills=body.skills, area=body.area, bio=body.bio)
+        update = cmd.UpdateProfile(name=data.name, skills=data.skills, area=data.area, bio=data.bio)
         await state.commands.update_profile(actor, update)
         return await member_view(state, actor.member)
 
@@ -348,12 +343,9 @@ class MemberController(Controller):
         return await member_view(state, member_id)
 
     @put("/members/{member_id:str}/role", operation_id="changeRole")
-    async def role(
-        self, member_id: FromPath[str], request: AnyRequest, data: JSONBody[RoleBody], state: State, me: Me
-    ) -> store.MemberView:
+    async def role(self, member_id: FromPath[str], data: JSONBody[RoleBody], state: State, me: Me) -> store.MemberView:
         actor = coordinator(me)
-        body = await strict_body(request, RoleBody)
-        await state.commands.change_role(actor, cmd.ChangeRole(member=member_id, role=body.role))
+        await state.commands.change_role(actor, cmd.ChangeRole(member=member_id, role=data.role))
         return await member_view(state, member_id)
 
     @post("/members/{member_id:str}/erasure", operation_id="eraseMember", status_code=HTTP_200_OK)
@@ -367,9 +359,8 @@ class ListingController(Controller):
     tags = ("listings",)
 
     @post("/", operation_id="createListing", status_code=HTTP_201_CREATED)
-    async def create(self, request: AnyRequest, data: JSONBody[ListingBody], state: State, me: Me) -> store.ListingView:
-        body = await strict_body(request, ListingBody)
-        return await listing_view(state, await publish_listing(state, signed_in(me), body))
+    async def create(self, data: JSONBody[ListingBody], state: State, me: Me) -> store.ListingView:
+        return await listing_view(state, await publish_listing(state, signed_in(me), data))
 
     @get("/", operation_id="searchListings")
     async def search(
@@ -394,11 +385,10 @@ class ListingController(Controller):
 
     @patch("/{listing_id:str}", operation_id="editListing")
     async def edit(
-        self, listing_id: FromPath[str], request: AnyRequest, data: JSONBody[ListingPatch], state: State, me: Me
+        self, listing_id: FromPath[str], data: JSONBody[ListingPatch], state: State, me: Me
     ) -> store.ListingView:
         actor = signed_in(me)
-        body = await strict_body(request, ListingPatch)
-        await edit_listing(state, actor, listing_id, body)
+        await edit_listing(state, actor, listing_id, data)
         return await listing_view(state, listing_id)
 
     @post("/{listing_id:str}/{action:str}", operation_id="changeListingStatus", status_code=HTTP_200_OK)
@@ -424,14 +414,13 @@ class ExchangeController(Controller):
     @post("/", operation_id="proposeExchange", status_code=HTTP_201_CREATED)
     async def propose(self, request: AnyRequest, data: JSONBody[ProposalBody], state: State) -> store.ExchangeView:
         who = caller(request, state)
-        body = await strict_body(request, ProposalBody)
         commands: Commands = state.commands
         proposal = cmd.ProposeExchange(
-            listing=body.listing,
-            providers=body.providers,
-            receivers=body.receivers,
-            note=body.note,
-            category=body.category,
+            listing=data.listing,
+            providers=data.providers,
+            receivers=data.receivers,
+            note=data.note,
+            category=data.category,
         )
         return await commands.propose(who, proposal)
 
@@ -474,8 +463,7 @@ class ExchangeController(Controller):
         self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[RecordBody], state: State
     ) -> store.ExchangeView:
         who = caller(request, state)
-        body = await strict_body(request, RecordBody)
-        return await _act(state, who, cmd.RecordTime(exchange=exchange_id, minutes=body.minutes, memo=body.memo))
+        return await _act(state, who, cmd.RecordTime(exchange=exchange_id, minutes=data.minutes, memo=data.memo))
 
     @post("/{exchange_id:str}/confirm", operation_id="confirmTime", status_code=HTTP_200_OK)
     async def confirm(self, exchange_id: FromPath[str], request: AnyRequest, state: State) -> store.ExchangeView:
@@ -486,15 +474,13 @@ class ExchangeController(Controller):
         self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[DisputeBody], state: State
     ) -> store.ExchangeView:
         who = caller(request, state)
-        body = await strict_body(request, DisputeBody)
-        return await _act(state, who, cmd.DisputeExchange(exchange=exchange_id, reason=body.reason))
+        return await _act(state, who, cmd.DisputeExchange(exchange=exchange_id, reason=data.reason))
 
     @post("/{exchange_id:str}/resolve", operation_id="resolveDispute", status_code=HTTP_200_OK)
     async def resolve(
-        self, exchange_id: FromPath[str], request: AnyRequest, data: JSONBody[ResolveBody], state: State, me: Me
+        self, exchange_id: FromPath[str], data: JSONBody[ResolveBody], state: State, me: Me
     ) -> store.ExchangeView:
-        body = await strict_body(request, ResolveBody)
-        return await _act(state, coordinator(me), cmd.ResolveDispute(exchange=exchange_id, minutes=body.minutes))
+        return await _act(state, coordinator(me), cmd.ResolveDispute(exchange=exchange_id, minutes=data.minutes))
 
 
 class PaymentController(Controller):
@@ -502,11 +488,10 @@ class PaymentController(Controller):
     tags = ("payments",)
 
     @post("/", operation_id="makePayment", status_code=HTTP_201_CREATED)
-    async def pay(self, request: AnyRequest, data: JSONBody[PaymentBody], state: State, me: Me) -> store.PaymentView:
+    async def pay(self, data: JSONBody[PaymentBody], state: State, me: Me) -> store.PaymentView:
         """Send hours to a member, donate to the community pot, or (coordinators) grant from it."""
         actor = signed_in(me)
-        body = await strict_body(request, PaymentBody)
-        return await payment_view(state, await make_payment(state, actor, body), actor)
+        return await payment_view(state, await make_payment(state, actor, data), actor)
 
     @get("/{payment_id:str}", operation_id="getPayment")
     async def read(self, payment_id: FromPath[str], state: State, me: Me) -> store.PaymentView:
@@ -581,7 +566,7 @@ async def health() -> dict[str, str]:
 async def ready(state: State) -> dict[str, Any]:
     """Ready once the database answers; ``outbox_pending`` counts commands not yet told to the ledger."""
     async with state.pool.acquire() as conn:
-        pending = await conn.fetchval("SELECT count(*) FROM exchange.outbox WHERE done_at IS NULL")
+        pending = await conn.fetchval(store.Q["outbox_pending"])
     return {"status": "ready", "outbox_pending": pending}
 
 

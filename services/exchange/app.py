@@ -22,6 +22,7 @@ from services.exchange.service import Commands
 from shared.db import create_pool, migrate
 from shared.errors import EXCEPTION_HANDLERS
 from shared.settings import Settings
+from shared.web import StrictRequest
 
 ROUTES: list[ControllerRouterHandler] = [
     api.MemberController,
@@ -99,6 +100,8 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
         ),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=api.refuse_control_characters,
+        # Request bodies are decoded by the type each handler declares for ``data``, strictly (see shared.web).
+        request_class=StrictRequest,
         template_config=TemplateConfig(
             directory=forms.TEMPLATES, engine=JinjaTemplateEngine, engine_callback=forms.configure
         ),
