@@ -50,7 +50,7 @@ from services.exchange.domain import Actor
 from services.exchange.eventstore import Loaded, StreamConflict, load
 from services.exchange.ledger_client import OpenedAccount, PostedTransfer
 from services.exchange.projections import project
-from services.exchange.store import ExchangeView, Q
+from services.exchange.store import ExchangeView, Q, unzip
 from services.exchange.unit import Unit
 from services.exchange.vault import Vault
 from services.exchange.writes import Write
@@ -616,8 +616,8 @@ async def _read_exchange(
     u.loaded_with(exchange_id, Loaded(events[-1]["version"] if events else 0, history, first["key"]))
     if not parties or first["ids"] is None:
         return actor, {}
-    states = zip(first["ids"], first["statuses"], first["roles"], first["accounts"], strict=True)
-    return actor, {m: domain.Member(m, cast("domain.MemberStatus", s), r, a) for m, s, r, a in states}
+    found = unzip(first, {"id": "ids", "status": "statuses", "role": "roles", "account": "accounts"})
+    return actor, {p["id"]: domain.Member(**p) for p in found}
 
 
 def _token(who: Actor | Credentials) -> str | None:
@@ -641,7 +641,9 @@ async def _members(u: Unit, ids: list[str]) -> dict[str, domain.Member]:
 
 
 def _member_of(row: Any) -> domain.Member:
-    return domain.Member(row["id"], cast("domain.MemberStatus", row["status"]), row["role"], row["account"])
+    return domain.Member(
+        id=row["id"], status=cast("domain.MemberStatus", row["status"]), role=row["role"], account=row["account"]
+    )
 
 
 def _stream_of(command: outbox.OutboxCommand) -> str:

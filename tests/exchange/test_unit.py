@@ -107,3 +107,14 @@ def test_composed_writes_number_their_arguments_in_turn_and_merge_rows_of_one_st
 def test_a_rebuild_empties_every_read_model() -> None:
     truncated = projections.Q["truncate_read_models"].split("\n", 1)[1].removeprefix("TRUNCATE").split(",")
     assert sorted(t.strip().removeprefix("exchange.") for t in truncated) == sorted(projections.READ_MODELS)
+
+
+def test_rows_held_in_parallel_arrays_come_out_by_name_and_must_line_up() -> None:
+    row = {"members": ["mem_a", "mem_b"], "sides": ["provider", "receiver"], "answers": ["proposer", None]}
+    columns = {"member": "members", "side": "sides", "answer": "answers"}
+    assert store.unzip(row, columns) == [
+        {"member": "mem_a", "side": "provider", "answer": "proposer"},
+        {"member": "mem_b", "side": "receiver", "answer": None},
+    ]
+    with pytest.raises(ValueError, match="unequal length"):
+        store.unzip({**row, "answers": [None]}, columns)
