@@ -7,7 +7,7 @@ while signed out redirects to /login.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -180,23 +180,22 @@ async def login(visit: Visitor) -> Template | Redirect:
 @post("/logout", operation_id="signOutForm", include_in_schema=False)
 async def logout(visit: Visitor) -> Redirect:
     if visit.me is not None:
-        async with visit.pool.acquire() as conn:
-            await visit.gate.sign_out(conn, visit.me)
+        await access.sign_out(visit.gate, visit.pool, visit.me)
     return visit.redirect("/", "signed_out", cookies=[access.expired_cookie()])
 
 
 # ---- A member's own page ----
 
 
-async def _names(visit: Visit, exchanges: list[store.ExchangeView]) -> dict[str, str]:
-    members = sorted({p.member for ex in exchanges for p in ex.parties})
+async def _names(visit: Visit, shown: list[store.ExchangeView]) -> dict[str, str]:
+    ids = sorted({p.member for ex in shown for p in ex.parties})
     async with visit.pool.acquire() as conn:
-        return await store.names(conn, members)
+        return await store.names(conn, ids)
 
 
-async def _titles(visit: Visit, exchanges: list[store.ExchangeView]) -> dict[str, str]:
+async def _titles(visit: Visit, shown: list[store.ExchangeView]) -> dict[str, str]:
     async with visit.pool.acquire() as conn:
-        return await store.titles(conn, [ex.listing for ex in exchanges if ex.listing])
+        return await store.titles(conn, [ex.listing for ex in shown if ex.listing])
 
 
 @get("/me", operation_id="myPage", include_in_schema=False)
@@ -209,9 +208,10 @@ async def _me(visit: Visit, *, before: int | None = None, status: int = 200, err
     actor = visit.actor()
     async with visit.pool.acquire() as conn:
         member = await store.member(conn, actor.member)
-        listings = [v for v in await store.member_listings(conn, actor.member) if v.status != "withdrawn"]
-        open_exchanges = await store.member_exchanges(conn, actor.member, open_only=True, limit=100)
         pot = await store.pot_account(conn)
+    # The same reads as the API's (GET /api/listings/mine, GET /api/exchanges?open=true).
+    own = [v for v in await listings.member_listings(visit.pool, actor.member) if v.status != "withdrawn"]
+    open_exchanges = await exchanges.member_exchanges(visit.pool, actor.member, open_only=True, limit=100)
     if member is None:
         raise NotFound("this page is for members; the network's coordinator token has no member page")
     balance, statement, ledger_problem = None, None, None
@@ -240,7 +240,7 @@ async def _me(visit: Visit, *, before: int | None = None, status: int = 200, err
         actions=exchanges.needs_action(actor.member, open_exchanges),
         names=await _names(visit, open_exchanges),
         titles=await _titles(visit, open_exchanges),
-        listings=listings,
+        listings=own,
     )
 
 
@@ -498,11 +498,11 @@ async def _coordinate(
     visit: Visit, *, status: int = 200, error: str | None = None, invitation: dict[str, str] | None = None
 ) -> Template:
     visit.coordinator()
-    until = datetime.now(UTC) + timedelta(days=1)
+    # The same reads as the API's (members, disputes, impact).
+    pending = await members.members_by_status(visit.pool, "pending", 100)
+    disputes = await exchanges.disputed_exchanges(visit.pool, 100)
+    impact = await payments.impact(visit.pool, IMPACT_WEEKS)
     async with visit.pool.acquire() as conn:
-        pending = await store.members_by_status(conn, "pending", 100)
-        disputes = await store.disputed_exchanges(conn, 100)
-        impact = await store.impact(conn, until - timedelta(weeks=IMPACT_WEEKS), until)
         pot = await store.pot_account(conn)
     pot_balance, pot_problem = None, None
     if pot is not None:

@@ -127,3 +127,9 @@ DEPENDENCIES = {
     "secure_cookies": Provide(_secure_cookies, sync_to_thread=False),
     "me": Provide(current),
 }
+
+
+async def sign_out(gate: auth.Gate, pool: asyncpg.Pool, me: Principal) -> None:
+    """End the session (or revoke the API token) ``me`` came with."""
+    async with pool.acquire() as conn:
+        await gate.sign_out(conn, me)

@@ -45,15 +45,12 @@ class ExchangeController(Controller):
         open: Annotated[bool, QueryParameter(required=False)] = False,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     ) -> list[store.ExchangeView]:
-        actor = signed_in(me)
-        async with pool.acquire() as conn:
-            return await store.member_exchanges(conn, actor.member, open_only=open, limit=limit)
+        return await member_exchanges(pool, signed_in(me).member, open_only=open, limit=limit)
 
     @get("/disputes", operation_id="disputedExchanges")
     async def disputes(self, pool: PoolDep, me: Me) -> list[store.ExchangeView]:
         coordinator(me)
-        async with pool.acquire() as conn:
-            return await store.disputed_exchanges(conn, 200)
+        return await disputed_exchanges(pool, 200)
 
     @get("/{exchange_id:str}", operation_id="getExchange")
     async def read(self, exchange_id: FromPath[str], pool: PoolDep, me: Me) -> store.ExchangeView:
@@ -148,3 +145,15 @@ async def exchange_view(pool: asyncpg.Pool, exchange_id: str, actor: Actor) -> s
 async def _act(commands: Commands, who: Actor | auth.Credentials, command: cmd.ExchangeCommand) -> store.ExchangeView:
     """Act on the exchange and answer with it as the action left it."""
     return await commands.act(who, command)
+
+
+async def member_exchanges(pool: asyncpg.Pool, member: str, *, open_only: bool, limit: int) -> list[store.ExchangeView]:
+    """The member's exchanges, newest first (``open_only``: those still under way)."""
+    async with pool.acquire() as conn:
+        return await store.member_exchanges(conn, member, open_only=open_only, limit=limit)
+
+
+async def disputed_exchanges(pool: asyncpg.Pool, limit: int) -> list[store.ExchangeView]:
+    """Exchanges with a disputed or refused line, for coordinators to resolve."""
+    async with pool.acquire() as conn:
+        return await store.disputed_exchanges(conn, limit)

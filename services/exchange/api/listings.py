@@ -71,9 +71,7 @@ class ListingController(Controller):
 
     @get("/mine", operation_id="myListings")
     async def mine(self, pool: PoolDep, me: Me) -> list[store.ListingView]:
-        actor = signed_in(me)
-        async with pool.acquire() as conn:
-            return await store.member_listings(conn, actor.member)
+        return await member_listings(pool, signed_in(me).member)
 
 
 async def search_listings(
@@ -130,3 +128,9 @@ async def listing_view(pool: asyncpg.Pool, listing_id: str, *, withdrawn: bool =
     if view is None or (view.status == "withdrawn" and not withdrawn):
         raise NotFound(f"listing {listing_id} does not exist")
     return view
+
+
+async def member_listings(pool: asyncpg.Pool, member: str) -> list[store.ListingView]:
+    """The member's own listings, withdrawn ones included."""
+    async with pool.acquire() as conn:
+        return await store.member_listings(conn, member)

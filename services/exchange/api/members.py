@@ -22,6 +22,7 @@ from services.exchange.api.access import (
     expired_cookie,
     session_cookie,
     sign_in,
+    sign_out,
     signed_in,
 )
 from services.exchange.api.schema import (
@@ -100,8 +101,7 @@ class MemberController(Controller):
     async def sign_out(self, gate: GateDep, pool: PoolDep, me: Me) -> Response[None]:
         signed_in(me)
         assert me is not None
-        async with pool.acquire() as conn:
-            await gate.sign_out(conn, me)
+        await sign_out(gate, pool, me)
         return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[expired_cookie()])
 
     @get("/me", operation_id="getMe")
@@ -129,8 +129,7 @@ class MemberController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> list[store.MemberView]:
         coordinator(me)
-        async with pool.acquire() as conn:
-            return await store.members_by_status(conn, status, limit)
+        return await members_by_status(pool, status, limit)
 
     @get("/members/{member_id:str}", operation_id="getMember")
     async def member(self, member_id: FromPath[str], pool: PoolDep, me: Me) -> store.PublicMember | store.MemberView:
@@ -172,3 +171,8 @@ async def member_view(pool: asyncpg.Pool, member_id: str) -> store.MemberView:
     if view is None:
         raise NotFound(f"member {member_id} does not exist")
     return view
+
+
+async def members_by_status(pool: asyncpg.Pool, status: str, limit: int) -> list[store.MemberView]:
+    async with pool.acquire() as conn:
+        return await store.members_by_status(conn, status, limit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from litestar import get
 
 from services.exchange import store
@@ -26,6 +27,11 @@ async def health() -> dict[str, str]:
 @get("/ready", operation_id="ready", tags=["ops"])
 async def ready(pool: PoolDep) -> dict[str, Any]:
     """Ready once the database answers; ``outbox_pending`` counts commands not yet told to the ledger."""
+    return {"status": "ready", "outbox_pending": await outbox_pending(pool)}
+
+
+async def outbox_pending(pool: asyncpg.Pool) -> int:
+    """How many commands the ledger has not been told yet."""
     async with pool.acquire() as conn:
-        pending = await conn.fetchval(store.Q["outbox_pending"])
-    return {"status": "ready", "outbox_pending": pending}
+        pending: int = await conn.fetchval(store.Q["outbox_pending"])
+    return pending

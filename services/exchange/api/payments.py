@@ -14,7 +14,7 @@ from services.exchange import commands as cmd
 from services.exchange import events as ev
 from services.exchange import store
 from services.exchange.api.access import CommandsDep, LedgerDep, Me, PoolDep, coordinator, signed_in
-from services.exchange.api.exchanges import needs_action
+from services.exchange.api.exchanges import member_exchanges, needs_action
 from services.exchange.api.schema import Actions, Balance, ImpactRow, PaymentBody, Statement, StatementEntry
 from services.exchange.domain import Actor
 from services.exchange.ledger_client import LedgerClient, LedgerError, LedgerRefused
@@ -60,16 +60,11 @@ class AccountController(Controller):
 
     @get("/actions", operation_id="myActions")
     async def actions(self, pool: PoolDep, me: Me) -> Actions:
-        actor = signed_in(me)
-        async with pool.acquire() as conn:
-            open_exchanges = await store.member_exchanges(conn, actor.member, open_only=True, limit=200)
-        return needs_action(actor.member, open_exchanges)
+        return await my_actions(pool, signed_in(me).member)
 
     @get("/payments", operation_id="myPayments")
     async def payments(self, pool: PoolDep, me: Me) -> list[store.PaymentView]:
-        actor = signed_in(me)
-        async with pool.acquire() as conn:
-            return await store.member_payments(conn, actor.member, 100)
+        return await member_payments(pool, signed_in(me).member, 100)
 
 
 class CoordinatorController(Controller):
@@ -82,10 +77,7 @@ class CoordinatorController(Controller):
     ) -> ImpactRow:
         """Per week and category: hours exchanged, exchanges completed, active members, members helped."""
         coordinator(me)
-        until = datetime.now(UTC) + timedelta(days=1)
-        async with pool.acquire() as conn:
-            rows = await store.impact(conn, until - timedelta(weeks=weeks), until)
-        return ImpactRow(weeks=weeks, rows=rows)
+        return ImpactRow(weeks=weeks, rows=await impact(pool, weeks))
 
 
 async def make_payment(commands: Commands, actor: Actor, body: PaymentBody) -> str:
@@ -164,3 +156,20 @@ async def account_of(pool: asyncpg.Pool, actor: Actor) -> str:
     if view is None or view.account is None:
         raise Conflict("you have no ledger account yet: it opens when a coordinator approves you")
     return view.account
+
+
+async def my_actions(pool: asyncpg.Pool, member: str, limit: int = 200) -> Actions:
+    """What waits for the member in their open exchanges."""
+    return needs_action(member, await member_exchanges(pool, member, open_only=True, limit=limit))
+
+
+async def member_payments(pool: asyncpg.Pool, member: str, limit: int) -> list[store.PaymentView]:
+    async with pool.acquire() as conn:
+        return await store.member_payments(conn, member, limit)
+
+
+async def impact(pool: asyncpg.Pool, weeks: int) -> list[store.ImpactRow]:
+    """Per week and category, over the last ``weeks`` weeks (and today)."""
+    until = datetime.now(UTC) + timedelta(days=1)
+    async with pool.acquire() as conn:
+        return await store.impact(conn, until - timedelta(weeks=weeks), until)
