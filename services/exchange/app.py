@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from services.exchange import api, forms, pages, store
+from services.exchange import forms, pages, store
+from services.exchange.api import access, exchanges, listings, members, ops, payments
 from services.exchange.auth import Gate
 from services.exchange.outbox import OutboxWorker
 from services.exchange.service import Commands
@@ -25,16 +25,17 @@ from shared.logs import AppLogging
 from shared.outbox import Wakeup
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
+from shared.web import StrictRequest
 
 ROUTES: list[ControllerRouterHandler] = [
-    api.MemberController,
-    api.ListingController,
-    api.ExchangeController,
-    api.PaymentController,
-    api.AccountController,
-    api.CoordinatorController,
-    api.health,
-    api.ready,
+    members.MemberController,
+    listings.ListingController,
+    exchanges.ExchangeController,
+    payments.PaymentController,
+    payments.AccountController,
+    payments.CoordinatorController,
+    ops.health,
+    ops.ready,
     pages.ROUTER,
     create_static_files_router(path="/static", directories=[forms.STATIC], name="exchange-static"),
     MetricsController,
@@ -93,7 +94,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
 
     return Litestar(
         route_handlers=ROUTES,
-        dependencies={"me": Provide(api.current)},
+        dependencies=access.DEPENDENCIES,
         lifespan=[lifespan],
         state=State(
             {
@@ -109,9 +110,11 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
             }
         ),
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=api.refuse_control_characters,
+        before_request=ops.refuse_control_characters,
         middleware=[request_metrics("exchange")],
         logging_config=AppLogging(),
+        # Request bodies are decoded by the type each handler declares for ``data``, strictly (see shared.web).
+        request_class=StrictRequest,
         template_config=TemplateConfig(
             directory=forms.TEMPLATES, engine=JinjaTemplateEngine, engine_callback=forms.configure
         ),

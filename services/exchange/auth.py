@@ -199,5 +199,5 @@ def check_csrf(principal: Principal, given: str | None) -> None:
 
 
 async def _db_now(conn: Connection) -> datetime:
-    value: datetime = await conn.fetchval("SELECT now()")
+    value: datetime = await conn.fetchval(Q["db_now"])
     return value

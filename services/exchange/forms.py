@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import msgspec
 from jinja2 import StrictUndefined
 from litestar.datastructures import Cookie, State
@@ -27,6 +28,8 @@ from services.exchange import auth, store
 from services.exchange import events as ev
 from services.exchange.auth import Principal
 from services.exchange.domain import Actor
+from services.exchange.service import Commands
+from services.ledger.client import LedgerClient
 from shared.errors import DomainError, Forbidden, Invalid
 from shared.web import AnyRequest
 
@@ -113,6 +116,32 @@ class Visit:
     form_token: str
     new_form_token: bool
 
+    # The app's resources, typed (the lifespan puts them in the app's state).
+
+    @property
+    def commands(self) -> Commands:
+        commands: Commands = self.state.commands
+        return commands
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        pool: asyncpg.Pool = self.state.pool
+        return pool
+
+    @property
+    def ledger(self) -> LedgerClient:
+        ledger: LedgerClient = self.state.ledger
+        return ledger
+
+    @property
+    def gate(self) -> auth.Gate:
+        gate: auth.Gate = self.state.gate
+        return gate
+
+    @property
+    def secure_cookies(self) -> bool:
+        return bool(self.state.secure_cookies)
+
     @property
     def base(self) -> str:
         """Where this app is mounted ("" at the root), for links and redirects."""
@@ -165,7 +194,7 @@ class Visit:
                     path="/",
                     httponly=True,
                     samesite="strict",
-                    secure=bool(self.state.secure_cookies),
+                    secure=self.secure_cookies,
                 )
             )
         done = self.request.query_params.get("done", "")

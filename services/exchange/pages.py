@@ -7,11 +7,10 @@ while signed out redirects to /login.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -19,11 +18,12 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from services.exchange import api, auth, forms, store
+from services.exchange import auth, forms, store
+from services.exchange import commands as cmd
 from services.exchange import events as ev
+from services.exchange.api import access, exchanges, listings, members, payments, schema
 from services.exchange.domain import Actor
 from services.exchange.forms import HEADERS, SignInNeeded, Visit, Visitor, duration, optional, read_form
-from services.exchange.service import Commands
 from shared.errors import DomainError, Invalid, NotFound, TooManyRequests
 from shared.web import AnyRequest
 
@@ -31,11 +31,6 @@ SEARCH_PAGE = 20
 STATEMENT_PAGE = 20
 IMPACT_WEEKS = 12
 EXCHANGE_ACTIONS = ("accept", "decline", "cancel", "record", "confirm", "dispute", "resolve")
-
-
-def _commands(visit: Visit) -> Commands:
-    commands: Commands = visit.state.commands
-    return commands
 
 
 # ---- Finding listings ----
@@ -60,8 +55,8 @@ async def home(
         "order": order if order in ("relevance", "newest") else ("relevance" if q.strip() else "newest"),
     }
     try:
-        found = await api.search_listings(
-            visit.state,
+        found = await listings.search_listings(
+            visit.pool,
             q=search["q"],
             category=search["category"] or None,
             kind=search["kind"] or None,
@@ -107,15 +102,17 @@ async def apply(visit: Visitor) -> Template | Redirect:
     """An application to join: it waits for a coordinator."""
     try:
         visit.check_form_token()
-        body = read_form(api.Application, _application(visit.form))
-        await _commands(visit).apply(api.member_details(body, await auth.hash_password(body.password)))
+        body = read_form(schema.Application, _application(visit.form))
+        await visit.commands.apply(
+            cmd.ApplyToJoin(details=members.member_details(body, await auth.hash_password(body.password)))
+        )
     except DomainError as exc:
         return visit.failed(exc, "join.html", invitation=None, token=None)
     return visit.redirect("/login", "applied")
 
 
 async def _invitation(visit: Visit, token: str) -> store.InvitationView:
-    async with visit.state.pool.acquire() as conn:
+    async with visit.pool.acquire() as conn:
         invitation = await store.invitation(conn, auth.token_digest(token))
     if invitation is None:
         raise NotFound("this invitation link is not valid; ask your coordinator for a new one")
@@ -134,14 +131,18 @@ async def join(visit: Visitor, token: FromPath[str]) -> Template | Redirect:
     invitation = await _invitation(visit, token)
     try:
         visit.check_form_token()
-        body = read_form(api.JoinBody, _application(visit.form, token))
-        await _commands(visit).join(token, api.member_details(body, await auth.hash_password(body.password)))
-        session, _, expires = await api.sign_in(
-            visit.request, visit.state, api.SignIn(email=body.email, password=body.password, kind="cookie")
+        body = read_form(schema.JoinBody, _application(visit.form, token))
+        details = members.member_details(body, await auth.hash_password(body.password))
+        await visit.commands.join(cmd.JoinByInvitation(token=token, details=details))
+        session, _, expires = await access.sign_in(
+            visit.request,
+            visit.gate,
+            visit.pool,
+            schema.SignIn(email=body.email, password=body.password, kind="cookie"),
         )
     except DomainError as exc:
         return visit.failed(exc, "join.html", invitation=invitation, token=token, now=datetime.now(UTC))
-    cookie = api.session_cookie(session, expires, secure=visit.state.secure_cookies)
+    cookie = access.session_cookie(session, expires, secure=visit.secure_cookies)
     return visit.redirect("/me", "joined", cookies=[cookie])
 
 
@@ -158,8 +159,8 @@ async def login(visit: Visitor) -> Template | Redirect:
         visit.check_form_token()
         f = visit.form
         credentials = {"email": f.get("email", "").strip(), "password": f.get("password", ""), "kind": "cookie"}
-        body = read_form(api.SignIn, credentials)
-        session, _, expires = await api.sign_in(visit.request, visit.state, body)
+        body = read_form(schema.SignIn, credentials)
+        session, _, expires = await access.sign_in(visit.request, visit.gate, visit.pool, body)
     except TooManyRequests as exc:
         minutes = max(1, round(exc.retry_after / 60))
         return visit.page(
@@ -172,30 +173,29 @@ async def login(visit: Visitor) -> Template | Redirect:
     except DomainError as exc:
         detail = "Wrong email address or password." if exc.status == 401 else exc.detail
         return visit.page("login.html", status=exc.status, error=detail, next=target)
-    cookie = api.session_cookie(session, expires, secure=visit.state.secure_cookies)
+    cookie = access.session_cookie(session, expires, secure=visit.secure_cookies)
     return visit.redirect(target, cookies=[cookie])
 
 
 @post("/logout", operation_id="signOutForm", include_in_schema=False)
 async def logout(visit: Visitor) -> Redirect:
     if visit.me is not None:
-        async with visit.state.pool.acquire() as conn:
-            await visit.state.gate.sign_out(conn, visit.me)
-    return visit.redirect("/", "signed_out", cookies=[api.expired_cookie()])
+        await access.sign_out(visit.gate, visit.pool, visit.me)
+    return visit.redirect("/", "signed_out", cookies=[access.expired_cookie()])
 
 
 # ---- A member's own page ----
 
 
-async def _names(visit: Visit, exchanges: list[store.ExchangeView]) -> dict[str, str]:
-    members = sorted({p.member for ex in exchanges for p in ex.parties})
-    async with visit.state.pool.acquire() as conn:
-        return await store.names(conn, members)
+async def _names(visit: Visit, shown: list[store.ExchangeView]) -> dict[str, str]:
+    ids = sorted({p.member for ex in shown for p in ex.parties})
+    async with visit.pool.acquire() as conn:
+        return await store.names(conn, ids)
 
 
-async def _titles(visit: Visit, exchanges: list[store.ExchangeView]) -> dict[str, str]:
-    async with visit.state.pool.acquire() as conn:
-        return await store.titles(conn, [ex.listing for ex in exchanges if ex.listing])
+async def _titles(visit: Visit, shown: list[store.ExchangeView]) -> dict[str, str]:
+    async with visit.pool.acquire() as conn:
+        return await store.titles(conn, [ex.listing for ex in shown if ex.listing])
 
 
 @get("/me", operation_id="myPage", include_in_schema=False)
@@ -206,22 +206,25 @@ async def me_page(visit: Visitor, before: FromQuery[int | None] = None) -> Templ
 async def _me(visit: Visit, *, before: int | None = None, status: int = 200, error: str | None = None) -> Template:
     """Balance, statement, what waits for me, my listings, my profile."""
     actor = visit.actor()
-    async with visit.state.pool.acquire() as conn:
+    async with visit.pool.acquire() as conn:
         member = await store.member(conn, actor.member)
-        listings = [v for v in await store.member_listings(conn, actor.member) if v.status != "withdrawn"]
-        open_exchanges = await store.member_exchanges(conn, actor.member, open_only=True, limit=100)
         pot = await store.pot_account(conn)
+    # The same reads as the API's (GET /api/listings/mine, GET /api/exchanges?open=true).
+    own = [v for v in await listings.member_listings(visit.pool, actor.member) if v.status != "withdrawn"]
+    open_exchanges = await exchanges.member_exchanges(visit.pool, actor.member, open_only=True, limit=100)
     if member is None:
         raise NotFound("this page is for members; the network's coordinator token has no member page")
     balance, statement, ledger_problem = None, None, None
     if member.account is not None:
         try:
-            balance = await api.read_balance(visit.state, member.account)
-            statement = await api.read_statement(visit.state, member.account, before=before, limit=STATEMENT_PAGE)
+            balance = await payments.read_balance(visit.ledger, member.account)
+            statement = await payments.read_statement(
+                visit.ledger, visit.pool, member.account, before=before, limit=STATEMENT_PAGE
+            )
         except DomainError as exc:
             ledger_problem = exc.detail
     accounts = sorted({e.counterparty for e in statement.entries}) if statement else []
-    async with visit.state.pool.acquire() as conn:
+    async with visit.pool.acquire() as conn:
         counterparties = await store.names(conn, [], accounts)
     if pot:
         counterparties[pot] = "the community pot"
@@ -234,10 +237,10 @@ async def _me(visit: Visit, *, before: int | None = None, status: int = 200, err
         statement=statement,
         counterparties=counterparties,
         ledger_problem=ledger_problem,
-        actions=api.needs_action(actor.member, open_exchanges),
+        actions=exchanges.needs_action(actor.member, open_exchanges),
         names=await _names(visit, open_exchanges),
         titles=await _titles(visit, open_exchanges),
-        listings=listings,
+        listings=own,
     )
 
 
@@ -247,7 +250,7 @@ async def profile(visit: Visitor) -> Template | Redirect:
     f = visit.form
     try:
         body = read_form(
-            api.ProfileBody,
+            schema.ProfileBody,
             {
                 "name": f.get("name", "").strip(),
                 "skills": forms.skills(f.get("skills", "")),
@@ -255,7 +258,9 @@ async def profile(visit: Visitor) -> Template | Redirect:
                 "bio": f.get("bio", ""),
             },
         )
-        await _commands(visit).update_profile(actor, msgspec.structs.asdict(body))
+        await visit.commands.update_profile(
+            actor, cmd.UpdateProfile(name=body.name, skills=body.skills, area=body.area, bio=body.bio)
+        )
     except DomainError as exc:
         return await _me(visit, status=exc.status, error=exc.detail)
     return visit.redirect("/me", "profile")
@@ -268,10 +273,10 @@ async def erase(visit: Visitor) -> Template | Redirect:
     try:
         if visit.form.get("confirm") != "yes":
             raise Invalid("tick the box to confirm that you want your personal data erased for good")
-        await _commands(visit).erase(actor, actor.member)
+        await visit.commands.erase(actor, cmd.EraseMember(member=actor.member))
     except DomainError as exc:
         return await _me(visit, status=exc.status, error=exc.detail)
-    return visit.redirect("/", "erased", cookies=[api.expired_cookie()])
+    return visit.redirect("/", "erased", cookies=[access.expired_cookie()])
 
 
 # ---- Listings ----
@@ -301,8 +306,8 @@ async def new_listing_form(visit: Visitor, kind: FromQuery[str] = "offer") -> Te
 async def new_listing(visit: Visitor) -> Template | Redirect:
     actor = visit.actor()
     try:
-        body = read_form(api.ListingBody, _listing_data(visit.form))
-        listing = await api.publish_listing(visit.state, actor, body)
+        body = read_form(schema.ListingBody, _listing_data(visit.form))
+        listing = await listings.publish_listing(visit.commands, actor, body)
     except DomainError as exc:
         return visit.failed(exc, "listing_form.html", listing=None, kind=visit.form.get("kind", "offer"))
     return visit.redirect(f"/listings/{listing}", "published")
@@ -310,24 +315,24 @@ async def new_listing(visit: Visitor) -> Template | Redirect:
 
 @get("/listings/{listing_id:str}", operation_id="listingPage", include_in_schema=False)
 async def listing_page(visit: Visitor, listing_id: FromPath[str]) -> Template:
-    return visit.page("listing.html", listing=await api.listing_view(visit.state, listing_id))
+    return visit.page("listing.html", listing=await listings.listing_view(visit.pool, listing_id))
 
 
 @post("/listings/{listing_id:str}/propose", operation_id="proposeForm", include_in_schema=False)
 async def propose(visit: Visitor, listing_id: FromPath[str]) -> Template | Redirect:
     """Propose an exchange on a listing: the proposer takes the other side of it."""
     actor = visit.actor()
-    listing = await api.listing_view(visit.state, listing_id)
+    listing = await listings.listing_view(visit.pool, listing_id)
     try:
-        body = read_form(api.ProposalBody, {"listing": listing_id, "note": optional(visit.form, "note")})
-        exchange = (await _commands(visit).propose(actor, listing=listing_id, note=body.note)).id
+        body = read_form(schema.ProposalBody, {"listing": listing_id, "note": optional(visit.form, "note")})
+        exchange = (await visit.commands.propose(actor, cmd.ProposeExchange(listing=listing_id, note=body.note))).id
     except DomainError as exc:
         return visit.failed(exc, "listing.html", listing=listing)
     return visit.redirect(f"/exchanges/{exchange}", "proposed")
 
 
 async def _own_listing(visit: Visit, actor: Actor, listing_id: str) -> store.ListingView:
-    listing = await api.listing_view(visit.state, listing_id)
+    listing = await listings.listing_view(visit.pool, listing_id)
     if listing.member != actor.member:
         raise NotFound(f"listing {listing_id} is not one of yours")
     return listing
@@ -346,7 +351,7 @@ async def edit_listing(visit: Visitor, listing_id: FromPath[str]) -> Template | 
     try:
         data = _listing_data(visit.form)
         data.pop("kind")
-        await api.edit_listing(visit.state, actor, listing_id, read_form(api.ListingPatch, data))
+        await listings.edit_listing(visit.commands, actor, listing_id, read_form(schema.ListingPatch, data))
     except DomainError as exc:
         return visit.failed(exc, "listing_form.html", listing=listing, kind=listing.kind)
     return visit.redirect(f"/listings/{listing_id}", "edited")
@@ -358,9 +363,10 @@ async def listing_status(visit: Visitor, listing_id: FromPath[str]) -> Template 
     actor = visit.actor()
     action = visit.form.get("action", "")
     try:
-        if action not in ("pause", "resume", "withdraw"):
+        command = cmd.LISTING_STATUS.get(action)
+        if command is None:
             raise Invalid("choose pause, resume or withdraw")
-        await _commands(visit).listing_status(actor, listing_id, action)
+        await visit.commands.listing_status(actor, command(listing=listing_id))
     except DomainError as exc:
         return await _me(visit, status=exc.status, error=exc.detail)
     return visit.redirect("/me", action)
@@ -395,7 +401,7 @@ def allowed_actions(ex: store.ExchangeView, actor: Actor) -> set[str]:
 
 async def _exchange(visit: Visit, exchange_id: str, *, status: int = 200, error: str | None = None) -> Template:
     actor = visit.actor()
-    ex = await api.exchange_view(visit.state, exchange_id, actor)
+    ex = await exchanges.exchange_view(visit.pool, exchange_id, actor)
     return visit.page(
         "exchange.html",
         status=status,
@@ -420,19 +426,34 @@ async def exchange_action(visit: Visitor, exchange_id: FromPath[str], action: Fr
         raise NotFound(f"no such action {action!r}")
     f = visit.form
     try:
-        args: dict[str, Any] = {}
-        if action == "record":
-            body = read_form(api.RecordBody, {"minutes": duration(f), "memo": optional(f, "memo")})
-            args = {"minutes": body.minutes, "memo": body.memo}
-        elif action == "dispute":
-            args = {"reason": read_form(api.DisputeBody, {"reason": f.get("reason", "")}).reason}
-        elif action == "resolve":
-            visit.coordinator()
-            args = {"minutes": read_form(api.ResolveBody, {"minutes": duration(f)}).minutes}
-        await _commands(visit).act(actor, exchange_id, action, **args)
+        await visit.commands.act(actor, _exchange_command(visit, exchange_id, action))
     except DomainError as exc:
         return await _exchange(visit, exchange_id, status=exc.status, error=exc.detail)
     return visit.redirect(forms.safe_next(f.get("next"), f"/exchanges/{exchange_id}"), action)
+
+
+def _exchange_command(visit: Visit, exchange_id: str, action: str) -> cmd.ExchangeCommand:
+    """The command an exchange page's form asks for (``action`` is one of EXCHANGE_ACTIONS)."""
+    f = visit.form
+    match action:
+        case "accept":
+            return cmd.AcceptExchange(exchange=exchange_id)
+        case "decline":
+            return cmd.DeclineExchange(exchange=exchange_id)
+        case "cancel":
+            return cmd.CancelExchange(exchange=exchange_id)
+        case "record":
+            body = read_form(schema.RecordBody, {"minutes": duration(f), "memo": optional(f, "memo")})
+            return cmd.RecordTime(exchange=exchange_id, minutes=body.minutes, memo=body.memo)
+        case "confirm":
+            return cmd.ConfirmExchange(exchange=exchange_id)
+        case "dispute":
+            reason = read_form(schema.DisputeBody, {"reason": f.get("reason", "")}).reason
+            return cmd.DisputeExchange(exchange=exchange_id, reason=reason)
+        case _:
+            visit.coordinator()
+            minutes = read_form(schema.ResolveBody, {"minutes": duration(f)}).minutes
+            return cmd.ResolveDispute(exchange=exchange_id, minutes=minutes)
 
 
 # ---- Sending hours ----
@@ -442,7 +463,7 @@ async def _send(visit: Visit, *, to: str = "", status: int = 200, error: str | N
     visit.actor()
     recipient = None
     if to:
-        async with visit.state.pool.acquire() as conn:
+        async with visit.pool.acquire() as conn:
             found = await store.member(conn, to)
         if found is not None and found.status == "approved":
             recipient = found.name
@@ -464,7 +485,7 @@ async def send(visit: Visitor) -> Template | Redirect:
         data = {"kind": kind, "minutes": duration(f), "memo": optional(f, "memo")}
         if kind == "send":
             data["to"] = f.get("to", "").strip()
-        await api.make_payment(visit.state, actor, read_form(api.PaymentBody, data))
+        await payments.make_payment(visit.commands, actor, read_form(schema.PaymentBody, data))
     except DomainError as exc:
         return await _send(visit, to=f.get("to", "")[:40], status=exc.status, error=exc.detail)
     return visit.redirect("/me", "donated" if kind == "donation" else "sent")
@@ -477,16 +498,16 @@ async def _coordinate(
     visit: Visit, *, status: int = 200, error: str | None = None, invitation: dict[str, str] | None = None
 ) -> Template:
     visit.coordinator()
-    until = datetime.now(UTC) + timedelta(days=1)
-    async with visit.state.pool.acquire() as conn:
-        pending = await store.members_by_status(conn, "pending", 100)
-        disputes = await store.disputed_exchanges(conn, 100)
-        impact = await store.impact(conn, until - timedelta(weeks=IMPACT_WEEKS), until)
+    # The same reads as the API's (members, disputes, impact).
+    pending = await members.members_by_status(visit.pool, "pending", 100)
+    disputes = await exchanges.disputed_exchanges(visit.pool, 100)
+    impact = await payments.impact(visit.pool, IMPACT_WEEKS)
+    async with visit.pool.acquire() as conn:
         pot = await store.pot_account(conn)
     pot_balance, pot_problem = None, None
     if pot is not None:
         try:
-            pot_balance = await api.read_balance(visit.state, pot)
+            pot_balance = await payments.read_balance(visit.ledger, pot)
         except DomainError as exc:
             pot_problem = exc.detail
     weeks: dict[datetime, list[store.ImpactRow]] = {}
@@ -518,9 +539,9 @@ async def decide(visit: Visitor, member_id: FromPath[str], decision: FromPath[st
     actor = visit.coordinator()
     try:
         if decision == "approve":
-            await _commands(visit).approve(actor, member_id)
+            await visit.commands.approve(actor, cmd.ApproveMember(member=member_id))
         elif decision == "reject":
-            await _commands(visit).reject(actor, member_id)
+            await visit.commands.reject(actor, cmd.RejectMember(member=member_id))
         else:
             raise NotFound(f"no such decision {decision!r}: approve or reject")
     except DomainError as exc:
@@ -533,8 +554,8 @@ async def invite(visit: Visitor) -> Template:
     """A new invitation link, shown once on the page that answers this form (it is a secret)."""
     actor = visit.coordinator()
     try:
-        body = read_form(api.InvitationBody, {"role": visit.form.get("role", "member")})
-        _, token = await _commands(visit).invite(actor, body.role)
+        body = read_form(schema.InvitationBody, {"role": visit.form.get("role", "member")})
+        _, token = await visit.commands.invite(actor, cmd.Invite(role=body.role))
     except DomainError as exc:
         return await _coordinate(visit, status=exc.status, error=exc.detail)
     link = str(visit.request.base_url).rstrip("/") + f"/join/{token}"
@@ -548,7 +569,7 @@ async def grant(visit: Visitor) -> Template | Redirect:
     f = visit.form
     try:
         data = {"kind": "grant", "to": f.get("to", "").strip(), "minutes": duration(f), "memo": optional(f, "memo")}
-        await api.make_payment(visit.state, actor, read_form(api.PaymentBody, data))
+        await payments.make_payment(visit.commands, actor, read_form(schema.PaymentBody, data))
     except DomainError as exc:
         return await _coordinate(visit, status=exc.status, error=exc.detail)
     return visit.redirect("/coordinate", "granted")

@@ -65,3 +65,8 @@ ON CONFLICT (id) DO UPDATE SET
 
 -- name: upsert_pot
 INSERT INTO exchange.pot (account) VALUES ($1) ON CONFLICT (one) DO UPDATE SET account = EXCLUDED.account
+
+-- name: truncate_read_models
+-- Every read model (projections.READ_MODELS), emptied for a rebuild.
+TRUNCATE exchange.members, exchange.invitations, exchange.listings, exchange.exchanges, exchange.exchange_parties,
+    exchange.exchange_lines, exchange.payments, exchange.pot

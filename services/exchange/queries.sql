@@ -207,3 +207,30 @@ INSERT INTO exchange.login_failures (key) VALUES ($1), ($2)
 
 -- name: clear_failures
 DELETE FROM exchange.login_failures WHERE key = $1 OR at < now() - interval '1 day'
+
+-- name: live_listings_of
+-- A member's listings not withdrawn yet (erasure withdraws them).
+SELECT id FROM exchange.listings WHERE member = $1 AND status <> 'withdrawn'
+
+-- name: listings_of
+SELECT id FROM exchange.listings WHERE member = $1
+
+-- name: memo_subjects_of
+-- The exchanges and payments a member took part in: the subjects whose data keys hold their memos.
+SELECT exchange AS id FROM exchange.exchange_parties WHERE member = $1
+UNION SELECT id FROM exchange.payments WHERE payer = $1 OR payee = $1
+
+-- name: delete_sessions_of
+DELETE FROM exchange.sessions WHERE member = $1
+
+-- name: delete_failures
+DELETE FROM exchange.login_failures WHERE key = $1
+
+-- name: outbox_pending
+SELECT count(*) FROM exchange.outbox WHERE done_at IS NULL
+
+-- name: db_now
+SELECT now()
+
+-- name: plan_every_search
+SET LOCAL plan_cache_mode = force_custom_plan

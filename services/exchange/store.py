@@ -201,7 +201,7 @@ async def search(
     async with conn.transaction(readonly=True):
         # The best way to a page depends on how common the words are (the text index for rare ones, the
         # newest-first index for common ones), which a cached generic plan cannot know: plan every search.
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        await conn.execute(Q["plan_every_search"])
         if ranked:
             rank = after.rank if after else None
             rows = await conn.fetch(
@@ -247,10 +247,32 @@ async def exchanges(conn: Connection, ids: list[str]) -> list[ExchangeView]:
     return [_exchange(rows[i]) for i in ids if i in rows]
 
 
+# Each field of a party and of a line, and the array column of the ``exchanges`` query that holds it.
+_PARTY_COLUMNS = {"member": "members", "side": "sides", "answer": "answers"}
+_LINE_COLUMNS = {
+    "n": "ns",
+    "provider": "providers",
+    "receiver": "receivers",
+    "state": "states",
+    "minutes": "minutes",
+    "transfer": "transfers",
+    "ledger_index": "ledger_indexes",
+    "settled_at": "settled_ats",
+}
+
+
+def unzip(row: Any, columns: dict[str, str]) -> list[dict[str, Any]]:
+    """The rows that parallel array columns of ``row`` hold, each as {field: value}: named, so that a column out of
+    place cannot land in another field unnoticed."""
+    arrays = {field: row[column] or [] for field, column in columns.items()}
+    sizes = {len(values) for values in arrays.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"array columns of unequal length: {sorted(columns.values())}")
+    count = sizes.pop() if sizes else 0
+    return [{field: values[i] for field, values in arrays.items()} for i in range(count)]
+
+
 def _exchange(row: Any) -> ExchangeView:
-    parties = zip(row["members"] or [], row["sides"] or [], row["answers"] or [], strict=True)
-    columns = ("ns", "providers", "receivers", "states", "minutes", "transfers", "ledger_indexes", "settled_ats")
-    lines = zip(*(row[c] or [] for c in columns), strict=True)
     return ExchangeView(
         id=row["id"],
         status=row["status"],
@@ -261,11 +283,8 @@ def _exchange(row: Any) -> ExchangeView:
         memo=row["memo"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        parties=[Party(member=m, side=s, answer=a) for m, s, a in parties],
-        lines=[
-            Line(n=n, provider=p, receiver=r, state=s, minutes=m, transfer=t, ledger_index=i, settled_at=at)
-            for n, p, r, s, m, t, i, at in lines
-        ],
+        parties=[Party(**fields) for fields in unzip(row, _PARTY_COLUMNS)],
+        lines=[Line(**fields) for fields in unzip(row, _LINE_COLUMNS)],
     )
 
 

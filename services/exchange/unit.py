@@ -4,9 +4,13 @@ A command reads (streams, read models), decides, and then writes: its new events
 from each stream's whole history, new data keys and outbox rows. ``Unit`` collects those writes and ``flush``
 sends them as a single statement, each write a data-modifying CTE. One statement is atomic on its own, so a
 command needs no BEGIN and COMMIT round trips: its reads see committed state (as they would in a READ COMMITTED
-transaction) and the one statement either does everything or nothing. The events are its primary statement, which
-PostgreSQL runs before the CTEs: a writer that lost the race for a stream's next version fails there
-(``StreamConflict``), before touching any row the winner wrote, and retries from a fresh read.
+transaction) and the one statement either does everything or nothing.
+
+PostgreSQL runs a statement's data-modifying CTEs in an order it does not promise, so a writer that lost the race
+for a stream's next version may fail on any constraint the winner's rows touch (the stream's version, a data key,
+a member's email, an outbox key, a read-model row). Nothing here trusts the constraint's name: when the statement
+fails, the versions of the streams the unit read (and the data keys it made) are read again, and if any moved the
+failure is a ``StreamConflict``, to be retried from a fresh read. Either way the statement wrote nothing.
 """
 
 from __future__ import annotations
@@ -18,27 +22,18 @@ import asyncpg
 
 from services.exchange import events as ev
 from services.exchange import outbox, projections
-from services.exchange.eventstore import Loaded, StreamConflict, append_write, load_with_keys
+from services.exchange.eventstore import Loaded, StreamConflict, append_write, load_with_keys, moved
 from services.exchange.store import ExchangeView
 from services.exchange.vault import Vault
 from services.exchange.writes import Write, compose
 from shared.db import Connection
 
-# Constraints a writer that lost a race runs into: the stream's next version, or a new subject's data key.
-_RACES = frozenset({"events_stream_version_key", "subject_keys_pkey"})
-
 
 async def execute(conn: Connection, writes: Sequence[Write]) -> None:
-    """Send ``writes`` as one statement; a lost race for a stream version or a data key is a StreamConflict."""
-    if not writes:
-        return
-    statement = compose(writes)
-    try:
+    """Send ``writes`` as one statement (all or nothing)."""
+    if writes:
+        statement = compose(writes)
         await conn.execute(statement.sql, *statement.args)
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name in _RACES:
-            raise StreamConflict(exc.constraint_name) from exc
-        raise
 
 
 @dataclass(slots=True)
@@ -61,6 +56,10 @@ class Unit:
     _events: list[tuple[str, int, ev.AnyEvent]] = field(default_factory=list)
     _outbox: list[outbox.OutboxCommand] = field(default_factory=list)
     _preloaded: dict[str, Loaded] = field(default_factory=dict)
+    # What the writes not yet committed assume: each stream's version before them, and the subjects that had no
+    # data key. Inside a transaction this spans every flush since it began (a rollback undoes them all).
+    _read_at: dict[str, int] = field(default_factory=dict)
+    _keyless: set[str] = field(default_factory=set)
 
     async def preload(self, streams: list[str]) -> None:
         """Read several streams in one round trip, for the ``load`` calls to come."""
@@ -111,6 +110,11 @@ class Unit:
         ``also``, writes of the caller's own)."""
         if not self.pending and not also:
             return
+        await self.send(await self.writes(also))
+
+    async def writes(self, also: Sequence[Write] = ()) -> list[Write]:
+        """Every collected write (and ``also``), handed out once for ``send``: their order does not matter."""
+        fresh = self.vault.fresh
         writes = [*also, *self.vault.writes()]
         for stream, history in self._saved.items():
             projected = await projections.projection(self.vault, stream, history)
@@ -121,5 +125,29 @@ class Unit:
             writes.append(outbox.enqueue_write(self._outbox))
         if self._events:
             writes.append(append_write(self._events))
+        for stream, version, _ in self._events:
+            self._read_at.setdefault(stream, version - 1)
+        self._keyless.update(fresh)
         self._saved, self._events, self._outbox = {}, [], []
-        await execute(self.conn, writes)
+        return writes
+
+    async def send(self, writes: Sequence[Write]) -> None:
+        """Send ``writes`` as one statement; if it fails after another writer moved what this unit read, whatever
+        constraint fired, that is a ``StreamConflict`` (outside a transaction: see ``lost_race`` inside one)."""
+        try:
+            await execute(self.conn, writes)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            # An aborted transaction answers no query: the caller asks ``lost_race`` once it has rolled back.
+            if not self.conn.is_in_transaction() and await self.lost_race():
+                raise StreamConflict(f"lost a race ({exc.__class__.__name__} on {exc.constraint_name})") from exc
+            raise
+        if not self.conn.is_in_transaction():
+            self._read_at.clear()
+            self._keyless.clear()
+
+    async def lost_race(self) -> bool:
+        """Whether another writer committed to a stream this unit wrote (or made a data key it made) since it read:
+        then a failed write of this unit lost a race, whatever constraint it failed on."""
+        if not self._read_at and not self._keyless:
+            return False
+        return await moved(self.conn, self._read_at, sorted(self._keyless))

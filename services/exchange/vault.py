@@ -8,6 +8,7 @@ the key, after which the sealed fields can never be read again, even from backup
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TypeVar
 
 import msgspec
@@ -16,23 +17,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.exchange.events import Sealed
 from services.exchange.writes import Write
-from shared.db import Connection
+from shared.db import Connection, load_queries
 
 T = TypeVar("T")
 _NONCE = 12
-
-
-_INSERT_KEYS = """
-INSERT INTO exchange.subject_keys (subject, key) SELECT * FROM unnest($1::text[], $2::bytea[])
-"""
+Q = load_queries(Path(__file__).with_name("vault.sql"))
 
 
 class Vault:
     """Keys fetched once per command; create with ``Vault(conn)`` for the command that uses it.
 
     A key made by ``seal`` for a subject that had none is written with the command's other writes (``writes``),
-    never alone: if another command made one for the same subject first, the insert fails on the subject and the
-    command retries, finding that key.
+    never alone: if another command made one for the same subject first, the command's statement fails and the
+    command retries (``eventstore.moved`` tells it so from ``fresh``), finding that key.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -49,9 +46,7 @@ class Vault:
         if subject in self._keys:
             key = self._keys[subject]
         else:
-            key = self._keys[subject] = await self._conn.fetchval(
-                "SELECT key FROM exchange.subject_keys WHERE subject = $1", subject
-            )
+            key = self._keys[subject] = await self._conn.fetchval(Q["key"], subject)
         if key is None and create:
             if subject in self._shredded:
                 raise RuntimeError(f"the data key of {subject} was shredded; nothing more is sealed under it")
@@ -63,12 +58,17 @@ class Vault:
         """Whether ``seal`` made keys that ``writes`` has not handed out yet."""
         return bool(self._new)
 
+    @property
+    def fresh(self) -> list[str]:
+        """The subjects ``seal`` made keys for that ``writes`` has not handed out yet (they had none)."""
+        return list(self._new)
+
     def writes(self) -> list[Write]:
         """The keys ``seal`` made since the last call, to be written in the same transaction as what they seal."""
         if not self._new:
             return []
         new, self._new = self._new, {}
-        return [Write(_INSERT_KEYS, (list(new), list(new.values())), rows=True)]
+        return [Write(Q["insert_keys"], (list(new), list(new.values())), rows=True)]
 
     async def seal(self, subject: str, value: msgspec.Struct) -> Sealed:
         key = await self._key(subject, create=True)
@@ -90,7 +90,7 @@ class Vault:
 
     async def shred(self, subjects: list[str]) -> None:
         """Delete the subjects' keys for good."""
-        await self._conn.execute("DELETE FROM exchange.subject_keys WHERE subject = ANY($1::text[])", subjects)
+        await self._conn.execute(Q["shred"], subjects)
         for subject in subjects:
             self._keys[subject] = None
             self._new.pop(subject, None)

@@ -64,8 +64,8 @@ def merge(writes: Sequence[Write]) -> list[Write]:
 def compose(writes: Sequence[Write]) -> Write:
     """One statement doing every write (row-wise ones merged), each but the last as a data-modifying CTE.
 
-    The last write is the primary statement, which PostgreSQL runs first; the CTEs run after it, all in the same
-    snapshot and all or nothing. No two writes may change the same row.
+    All the writes see the same snapshot and take effect all or nothing, in an order PostgreSQL does not promise:
+    nothing may depend on it (which write's failure surfaces first, say). No two writes may change the same row.
     """
     writes = [_encoded(w) for w in merge(writes)]
     if len(writes) == 1:

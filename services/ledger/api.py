@@ -38,7 +38,7 @@ from services.ledger.entries import (
     entry_decoder,
 )
 from shared.errors import NotFound
-from shared.web import AnyRequest, strict_body
+from shared.web import StrictRequest
 
 _ACCOUNT_RE = re.compile(ACCOUNT_ID_PATTERN)
 _TRANSFER_RE = re.compile(TRANSFER_ID_PATTERN)
@@ -186,10 +186,11 @@ IndexParam = Annotated[int, QueryParameter(ge=0, le=MAX_INDEX)]
 class AccountController(Controller):
     path = "/accounts"
     tags = ("accounts",)
+    # Bodies decoded strictly by the declared type of ``data`` (see shared.web).
+    request_class = StrictRequest
 
     @post("/", operation_id="openAccount", guards=[require_writer], status_code=HTTP_201_CREATED)
-    async def open(self, request: AnyRequest, data: JSONBody[OpenAccount], state: State) -> Response[AccountView]:
-        data = await strict_body(request, OpenAccount)
+    async def open(self, data: JSONBody[OpenAccount], state: State) -> Response[AccountView]:
         appender: Appender = state.appender
         access: Access = state.access
         done = await appender.submit(data)
@@ -215,10 +216,7 @@ class AccountController(Controller):
         return view
 
     @put("/{account_id:str}/limits", operation_id="changeLimits", guards=[require_writer])
-    async def change_limits(
-        self, request: AnyRequest, account_id: FromPath[str], data: JSONBody[LimitsBody], state: State
-    ) -> AccountView:
-        data = await strict_body(request, LimitsBody)
+    async def change_limits(self, account_id: FromPath[str], data: JSONBody[LimitsBody], state: State) -> AccountView:
         command = ChangeLimits(account=_account_id(account_id), floor=data.floor, ceiling=data.ceiling)
         await state.appender.submit(command)
         return await _account_view(state, account_id)
@@ -263,10 +261,11 @@ class AccountController(Controller):
 class TransferController(Controller):
     path = "/transfers"
     tags = ("transfers",)
+    # Bodies decoded strictly by the declared type of ``data`` (see shared.web).
+    request_class = StrictRequest
 
     @post("/", operation_id="makeTransfer", guards=[require_writer], status_code=HTTP_201_CREATED)
-    async def transfer(self, request: AnyRequest, data: JSONBody[MakeTransfer], state: State) -> Response[TransferView]:
-        data = await strict_body(request, MakeTransfer)
+    async def transfer(self, data: JSONBody[MakeTransfer], state: State) -> Response[TransferView]:
         return _transfer_view(await state.appender.submit(data))
 
     @post(
@@ -276,9 +275,8 @@ class TransferController(Controller):
         status_code=HTTP_201_CREATED,
     )
     async def reverse(
-        self, request: AnyRequest, transfer_id: FromPath[str], data: JSONBody[ReverseBody], state: State
+        self, transfer_id: FromPath[str], data: JSONBody[ReverseBody], state: State
     ) -> Response[TransferView]:
-        data = await strict_body(request, ReverseBody)
         if not _TRANSFER_RE.match(transfer_id):
             raise NotFound(f"transfer {transfer_id} does not exist")
         return _transfer_view(await state.appender.submit(Reverse(key=data.key, transfer=transfer_id)))
@@ -340,11 +338,12 @@ class CrossnetController(Controller):
 
     path = "/crossnet"
     tags = ("crossnet",)
+    # Bodies decoded strictly by the declared type of ``data`` (see shared.web).
+    request_class = StrictRequest
 
     @post("/decisions", operation_id="decideRemoteTransfer", guards=[require_writer], status_code=HTTP_201_CREATED)
-    async def decide(self, request: AnyRequest, data: JSONBody[DecideRemote], state: State) -> Response[DecisionView]:
+    async def decide(self, data: JSONBody[DecideRemote], state: State) -> Response[DecisionView]:
         """Accept a neighbour's transfer or record why not (both are log entries); a repeat returns the first."""
-        data = await strict_body(request, DecideRemote)
         done = await state.appender.submit(data)
         view = _decision_view(done.index, done.entry, replayed=done.replayed)
         return Response(view, status_code=HTTP_200_OK if done.replayed else HTTP_201_CREATED)

@@ -40,9 +40,8 @@ async def test_every_named_query_fits_the_migrated_schema(exchange_pool: asyncpg
     queries = {
         **{f"store.{name}": q for name, q in store.Q.items()},
         **{f"projections.{name}": q for name, q in projections.Q.items()},
-        "eventstore.load_with_keys": eventstore._LOAD_WITH_KEYS,
-        "eventstore.append": eventstore._APPEND,
-        "vault.insert_keys": vault._INSERT_KEYS,
+        **{f"eventstore.{name}": q for name, q in eventstore.Q.items()},
+        **{f"vault.{name}": q for name, q in vault.Q.items()},
     }
     async with exchange_pool.acquire() as conn:
         for name, query in queries.items():
@@ -103,3 +102,19 @@ def test_composed_writes_number_their_arguments_in_turn_and_merge_rows_of_one_st
         "WITH w0 AS (\nINSERT INTO t (x) SELECT * FROM unnest($1::int[])\n)\nINSERT INTO u (y, z) VALUES ($2, $3)"
     )
     assert compose([b]) == b
+
+
+def test_a_rebuild_empties_every_read_model() -> None:
+    truncated = projections.Q["truncate_read_models"].split("\n", 1)[1].removeprefix("TRUNCATE").split(",")
+    assert sorted(t.strip().removeprefix("exchange.") for t in truncated) == sorted(projections.READ_MODELS)
+
+
+def test_rows_held_in_parallel_arrays_come_out_by_name_and_must_line_up() -> None:
+    row = {"members": ["mem_a", "mem_b"], "sides": ["provider", "receiver"], "answers": ["proposer", None]}
+    columns = {"member": "members", "side": "sides", "answer": "answers"}
+    assert store.unzip(row, columns) == [
+        {"member": "mem_a", "side": "provider", "answer": "proposer"},
+        {"member": "mem_b", "side": "receiver", "answer": None},
+    ]
+    with pytest.raises(ValueError, match="unequal length"):
+        store.unzip({**row, "answers": [None]}, columns)
