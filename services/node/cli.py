@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError, load_settings
 
 # Each command imports its runner when it runs, so that `timebank audit` (say) loads neither Litestar nor the
@@ -14,9 +14,11 @@ from shared.settings import Settings, SettingsError, load_settings
 
 def _settings(args: argparse.Namespace) -> Settings:
     try:
-        return load_settings(args.config)
+        settings = load_settings(args.config)
     except SettingsError as exc:
         raise SystemExit(f"timebank: {exc}") from None
+    configure_logging(settings)  # the configured format and level, once the settings are known
+    return settings
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(Settings())
     args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result

@@ -20,6 +20,7 @@ def serve(settings: Settings, database_url: str, only: str | None = None) -> Non
         port=settings.http.port,
         log_level="warning",
         access_log=False,
+        log_config=None,  # uvicorn's own loggers go through the node's renderer (shared/logs.py)
         loop="uvloop",
         http="httptools",
     )
