@@ -53,15 +53,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "ledger":
-        from services.ledger.bench import run
+        from services.node.bench.ledger import run
 
         return run(args)
     if args.what == "audit":
-        from services.audit.bench import run as run_audit_bench
+        from services.node.bench.audit import run as run_audit_bench
 
         return run_audit_bench(args)
     if args.what == "exchange":
-        from services.exchange.bench import run as run_exchange_bench
+        from services.node.bench.exchange import run as run_exchange_bench
 
         return run_exchange_bench(args)
     raise SystemExit(f"timebank: no benchmark called {args.what}")

@@ -10,8 +10,8 @@ import pytest
 
 from services.audit.scan import PARALLEL_MIN_BUNDLES, Chunks
 from services.audit.tree import prepare_bundles
-from services.ledger.bench import bulk_entries
 from services.ledger.entries import entry_encoder
+from services.node.bench.ledger import bulk_entries
 from shared import tiles
 from shared.note import Signer
 from tests.audit.support import audit, edit_entry, read_entries, rewrite, write_bundles

@@ -135,7 +135,7 @@ def _line(name: str, count: int, timed: Timed | float, note: str = "") -> str:
 async def _main(args: argparse.Namespace, root: Path) -> None:
     # The ledger's benchmark builds and serves the log with the ledger itself: imported only here, so that no
     # module of the audit loads the ledger's decide logic or the web framework.
-    from services.ledger.bench import ORIGIN, grow_log, serve_node
+    from services.node.bench.ledger import ORIGIN, grow_log, serve_node
 
     size = args.audit_size
     async with bench_databases(args.database_url, root, "timebank_bench_audit") as databases:
