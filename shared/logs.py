@@ -61,6 +61,10 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS[settings.log.level])
+    # httpx logs every request it makes at INFO: the outbox, the audit's download and the benchmarks make thousands
+    # a second, and rendering each one cost more than the request. Its warnings and errors still come through.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, _LEVELS[settings.log.level]))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -79,7 +83,7 @@ class AppLogging(BaseLoggingConfig):
     """The apps' ``logging_config``: Litestar's loggers are left to ``configure_logging`` and reach the root
     handler. (Litestar's default would install its own plain-text handlers each time an app is built.)"""
 
-    # The apps' own handler for unexpected errors logs them (shared/errors.py); Litestar need not log them twice.
+    # The apps' own handler for unexpected errors logs them (shared/problems.py); Litestar need not log them twice.
     log_exceptions: Literal["always", "debug", "never"] = "never"
     exception_logging_handler: ExceptionLoggingHandler | None = None
     disable_stack_trace: set[int | type[Exception]] = field(default_factory=set)

@@ -121,3 +121,22 @@ def test_auto_format_writes_coloured_lines_on_a_terminal() -> None:
     assert "ledger batch failed (attempt 1/3): connection lost" in output
     assert "\x1b[" in output  # coloured
     assert not output.lstrip().startswith("{")
+
+
+def test_an_http_request_the_node_makes_is_not_logged_but_a_client_warning_is() -> None:
+    """httpx logs each request at INFO; the outbox and the audit make thousands, so only its warnings pass."""
+    program = """
+import logging
+from shared.logs import configure_logging
+from shared.settings import load_settings
+
+configure_logging(load_settings())
+logging.getLogger("httpx").info('HTTP Request: POST http://ledger/transfers "HTTP/1.1 201 Created"')
+logging.getLogger("httpx").warning("connection pool is full")
+"""
+    env = environment("json")
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines()]
+    assert events == ["connection pool is full"]
