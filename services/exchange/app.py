@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
@@ -42,8 +43,17 @@ ROUTES: list[ControllerRouterHandler] = [
 ]
 
 
-def create_app(settings: Settings, *, database_url: str | None = None, ledger_url: str | None = None) -> Litestar:
-    """Build the exchange app. The pool, the ledger client and the outbox worker belong to its lifespan."""
+def create_app(
+    settings: Settings,
+    *,
+    database_url: str | None = None,
+    ledger_url: str | None = None,
+    ledger_transport: httpx.AsyncBaseTransport | None = None,
+) -> Litestar:
+    """Build the exchange app. The pool, the ledger client and the outbox worker belong to its lifespan.
+
+    ``ledger_transport``: how the ledger client reaches ``ledger_url``; the node passes the ledger app itself when
+    both run in one process (the same HTTP API, without a socket in between)."""
     url = database_url or settings.database.url
     if url is None:
         raise ValueError("the exchange needs a database URL (settings.database.url)")
@@ -61,7 +71,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, ledger_ur
         pool = await create_pool(
             url, min_size=settings.database.min_pool, max_size=settings.database.max_pool, reset=False
         )
-        client = LedgerClient(ledger, token)
+        client = LedgerClient(ledger, token, transport=ledger_transport)
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, "exchange", store.MIGRATIONS)

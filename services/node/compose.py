@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
+
+import httpx
 
 from services.exchange.app import create_app as create_exchange
 from services.ledger.app import create_app as create_ledger
@@ -110,9 +112,21 @@ def build_node(settings: Settings, database_url: str, only: str | None = None) -
     """
     if only == "ledger":
         return create_ledger(settings, database_url=database_url)
-    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::", "") else settings.http.host
-    ledger_url = settings.exchange.ledger_url or f"http://{host}:{settings.http.port}/ledger"
-    exchange = create_exchange(settings, database_url=database_url, ledger_url=ledger_url)
     if only == "exchange":
-        return exchange
-    return Node({"/ledger": create_ledger(settings, database_url=database_url), "": exchange})
+        host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::", "") else settings.http.host
+        ledger_url = settings.exchange.ledger_url or f"http://{host}:{settings.http.port}/ledger"
+        return create_exchange(settings, database_url=database_url, ledger_url=ledger_url)
+    ledger = create_ledger(settings, database_url=database_url)
+    if settings.exchange.ledger_url:
+        exchange = create_exchange(settings, database_url=database_url, ledger_url=settings.exchange.ledger_url)
+    else:
+        # Both in this process: the exchange's ledger client calls the ledger app directly, through the same HTTP
+        # API (bodies, status codes, problems, tokens) but without a loopback socket, whose client-side cost
+        # (httpx's connection pool) was larger than the ledger's own work per transfer.
+        exchange = create_exchange(
+            settings,
+            database_url=database_url,
+            ledger_url="http://ledger.in-process",
+            ledger_transport=httpx.ASGITransport(app=cast("Any", ledger)),
+        )
+    return Node({"/ledger": ledger, "": exchange})
