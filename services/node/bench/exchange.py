@@ -39,6 +39,7 @@ from services.exchange.service import account_key, new_id
 from services.exchange.vault import Vault
 from services.exchange.writes import compose
 from services.ledger.client import LedgerClient, OpenedAccount
+from services.node.bench.loadgen import LoadClient
 from services.node.benchdb import bench_databases
 from services.node.processes import free_port, server_tempdir
 from shared.db import Connection
@@ -441,52 +442,10 @@ async def search_phase(base: str, total: int, clients: int, seed: int) -> tuple[
     return Result("search over HTTP", run.count, run.seconds, latencies, target), items / max(1, run.count)
 
 
-class _Http:
-    """A minimal HTTP/1.1 client for the measured flow: keep-alive connections (one per request in flight), JSON
-    POSTs, answers with a Content-Length or chunked. A general client (httpx) spends several times the CPU per
-    request, taken on a shared machine from the node and PostgreSQL being measured; the requests and answers are
-    the same."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    async def post(self, path: str, headers: bytes, body: bytes) -> tuple[int, bytes]:
-        reader, writer = self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
-        writer.write(
-            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n%s"
-            % (path.encode(), self.host.encode(), len(body), headers, body)
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        fields = {
-            name.strip().lower(): value.strip()
-            for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:-2])
-        }
-        if fields.get(b"transfer-encoding") == b"chunked":
-            chunks = []
-            while size := int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16):
-                chunks.append((await reader.readexactly(size + 2))[:-2])
-            await reader.readuntil(b"\r\n")
-            data = b"".join(chunks)
-        else:
-            data = await reader.readexactly(int(fields.get(b"content-length", b"0")))
-        if fields.get(b"connection") == b"close":
-            writer.close()
-        else:
-            self._idle.append((reader, writer))
-        return status, data
-
-    def close(self) -> None:
-        for _, writer in self._idle:
-            writer.close()
-        self._idle.clear()
-
-
 class _Flow:
     """propose -> accept -> record -> confirm over HTTP, as two members would do it."""
 
-    def __init__(self, http: _Http, network: Network) -> None:
+    def __init__(self, http: LoadClient, network: Network) -> None:
         self.http = http
         self.network = network
         # Made once per member: the client's own CPU is taken from the node and PostgreSQL on a shared machine.
@@ -532,7 +491,7 @@ async def exchange_phase(
     address = urlsplit(base)
     assert address.hostname is not None
     assert address.port is not None
-    http = _Http(address.hostname, address.port)
+    http = LoadClient(address.hostname, address.port)
     flow = _Flow(http, network)
 
     async def op(_: int) -> int:

@@ -31,6 +31,7 @@ from services.ledger.commands import Command, MakeTransfer, OpenAccount, Reverse
 from services.ledger.entries import AccountOpened, LogEntry, Transfer, entry_encoder, transfer_id
 from services.ledger.ledger import Book, Replay, decide
 from services.ledger.tlog import CheckpointSigner
+from services.node.bench.loadgen import LoadClient
 from services.node.benchdb import bench_databases
 from services.node.processes import free_port, server_tempdir
 from shared import merkle
@@ -202,16 +203,18 @@ async def serve_node(url: str, workdir: Path) -> AsyncIterator[str]:
 
 async def _over_http(url: str, workdir: Path, accounts: list[str], transfers: int) -> list[Result]:
     async with serve_node(url, workdir) as base:
-        headers = {"Authorization": f"Bearer {SERVICE_TOKEN}", "Content-Type": "application/json"}
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, trust_env=False) as http:
+        host, _, port = base.removeprefix("http://").partition(":")
+        http = LoadClient(host, int(port))
+        headers = f"Authorization: Bearer {SERVICE_TOKEN}\r\nContent-Type: application/json\r\n".encode()
+        try:
 
             def submit(run: str) -> Callable[[int], Awaitable[None]]:
                 async def op(i: int) -> None:
-                    body = entry_encoder.encode(_transfer(run, i, accounts))
-                    r = await http.post("/transfers", content=body)
-                    if r.status_code != 201:
-                        raise RuntimeError(f"transfer refused: {r.status_code} {r.text}")
+                    status, data = await http.post(
+                        "/transfers", headers, entry_encoder.encode(_transfer(run, i, accounts))
+                    )
+                    if status != 201:
+                        raise RuntimeError(f"transfer refused: {status} {data[:200]!r}")
 
                 return op
 
@@ -219,6 +222,8 @@ async def _over_http(url: str, workdir: Path, accounts: list[str], transfers: in
                 await _drive("HTTP, 1 submitter", max(transfers // 10, 200), 1, submit("h1")),
                 await _drive("HTTP, 64 submitters", transfers, 64, submit("h64")),
             ]
+        finally:
+            http.close()
 
 
 def bulk_entries(size: int, accounts: int = ACCOUNTS) -> Iterator[tuple[int, LogEntry, Command, Book]]:
