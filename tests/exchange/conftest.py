@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -21,27 +20,18 @@ from services.exchange import store
 from services.exchange.app import create_app as create_exchange_app
 from services.ledger.client import LedgerClient
 from services.node.postgres import PostgresServer
-from services.node.processes import free_port, server_tempdir
+from services.node.processes import free_port
 from shared.db import create_pool, migrate
-from shared.note import Signer, write_signer_key
 from tests.exchange.support import Exchange, exchange_settings
-from tests.ledger.conftest import ORIGIN, TOKENS
-from tests.ledger.processes import serve
+from tests.ledger.conftest import TOKENS
+from tests.ledger.processes import ledger_on_own_database
 
 
 @pytest.fixture(scope="session")
 def ledger_url(postgres_server: PostgresServer) -> Iterator[str]:
     """Base URL of a running ledger, shared by the session's exchange tests."""
-    workdir = server_tempdir("timebank-test-ledger-")
-    database = f"exchange_ledger_{secrets.token_hex(4)}"
-    postgres_server.create_database(database)
-    try:
-        write_signer_key(workdir / "network.key", Signer.generate(ORIGIN))
-        with serve(workdir, postgres_server.dsn(database), workdir / "network.key") as url:
-            yield url
-    finally:
-        postgres_server.drop_database(database)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with ledger_on_own_database(postgres_server, "exchange_ledger") as url:
+        yield url
 
 
 @pytest.fixture

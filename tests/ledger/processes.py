@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +17,9 @@ import httpx
 import msgspec
 import pytest
 
-from services.node.processes import free_port
+from services.node.postgres import PostgresServer
+from services.node.processes import free_port, server_tempdir
+from shared.note import Signer, write_signer_key
 from tests.ledger.conftest import ORIGIN, ledger_settings
 
 
@@ -71,3 +75,19 @@ def serve(
         log.close()
         # Whatever the server logged (tracebacks included) shows in the report of a failing test.
         sys.stderr.write((workdir / f"serve-{port}.log").read_text())
+
+
+@contextmanager
+def ledger_on_own_database(postgres_server: PostgresServer, name: str) -> Iterator[str]:
+    """A `timebank serve --only ledger` process on a fresh database (``name`` prefixes it and its work directory),
+    with a fresh network key; yields its base URL, then drops the database and the directory."""
+    workdir = server_tempdir(f"timebank-test-{name}-")
+    database = f"{name}_{secrets.token_hex(4)}"
+    postgres_server.create_database(database)
+    try:
+        write_signer_key(workdir / "network.key", Signer.generate(ORIGIN))
+        with serve(workdir, postgres_server.dsn(database), workdir / "network.key") as url:
+            yield url
+    finally:
+        postgres_server.drop_database(database)
+        shutil.rmtree(workdir, ignore_errors=True)

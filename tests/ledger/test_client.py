@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -13,26 +12,17 @@ import pytest
 from services.ledger.client import LedgerClient, LedgerRefused, LedgerUnavailable
 from services.ledger.entries import transfer_id
 from services.node.postgres import PostgresServer
-from services.node.processes import free_port, server_tempdir
+from services.node.processes import free_port
 from shared.merkle import leaf_hash, verify_consistency, verify_inclusion
-from shared.note import Signer, write_signer_key
 from tests.ledger.conftest import ORIGIN, TOKENS
-from tests.ledger.processes import serve
+from tests.ledger.processes import ledger_on_own_database
 
 
 @pytest.fixture(scope="module")
 def ledger_url(postgres_server: PostgresServer) -> Iterator[str]:
     """Base URL of a `timebank serve --only ledger` process, shared by this module's tests (keys are unique)."""
-    workdir = server_tempdir("timebank-test-client-")
-    database = f"client_ledger_{secrets.token_hex(4)}"
-    postgres_server.create_database(database)
-    try:
-        write_signer_key(workdir / "network.key", Signer.generate(ORIGIN))
-        with serve(workdir, postgres_server.dsn(database), workdir / "network.key") as url:
-            yield url
-    finally:
-        postgres_server.drop_database(database)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with ledger_on_own_database(postgres_server, "client_ledger") as url:
+        yield url
 
 
 @pytest.fixture
