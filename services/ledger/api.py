@@ -116,6 +116,15 @@ class Entries(msgspec.Struct, kw_only=True):
     entries: list[EntryView]
 
 
+class CheckpointView(msgspec.Struct, kw_only=True):
+    size: int
+    note: str  # the signed checkpoint note as the log signed it (no cosignatures)
+
+
+class Checkpoints(msgspec.Struct, kw_only=True):
+    checkpoints: list[CheckpointView]
+
+
 class InclusionProof(msgspec.Struct, kw_only=True):
     index: int
     size: int
@@ -374,6 +383,19 @@ class LogController(Controller):
         if latest is None:
             raise NotFound("the log has no checkpoint yet")
         return latest[1]
+
+    @get("/checkpoints", operation_id="getCheckpoints")
+    async def checkpoints(
+        self,
+        state: State,
+        after: Annotated[int, QueryParameter(ge=0, le=MAX_INDEX)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_RANGE)] = 100,
+    ) -> Checkpoints:
+        """The signed checkpoints of sizes above ``after``, oldest first: one per committed batch, so a reader can
+        verify the log batch by batch (a neighbour's publisher sends each batch with its checkpoint)."""
+        async with state.pool.acquire() as conn:
+            rows = await store.checkpoints_after(conn, after, limit)
+        return Checkpoints(checkpoints=[CheckpointView(size=size, note=note.decode()) for size, note in rows])
 
     @get("/entries", operation_id="getEntries")
     async def entries(

@@ -20,6 +20,7 @@ import msgspec
 from services.ledger.client_types import (
     AccountView,
     Balances,
+    Checkpoints,
     ConsistencyProof,
     DecideRequest,
     Entries,
@@ -32,6 +33,7 @@ from services.ledger.client_types import (
     PostedTransfer,
     RemoteDecision,
     ReverseRequest,
+    SignedCheckpoint,
     StatementLine,
     StatementPage,
     TransferRequest,
@@ -46,6 +48,7 @@ __all__ = [
     "AccountView",
     "AnyAccountKind",
     "Balances",
+    "Checkpoints",
     "ConsistencyProof",
     "Entries",
     "InclusionProof",
@@ -57,6 +60,7 @@ __all__ = [
     "OpenedAccount",
     "PostedTransfer",
     "RemoteDecision",
+    "SignedCheckpoint",
     "StatementLine",
     "StatementPage",
 ]
@@ -106,6 +110,7 @@ _statement_page = msgspec.json.Decoder(StatementPage)
 _ledger_status = msgspec.json.Decoder(LedgerStatus)
 _remote_decision = msgspec.json.Decoder(RemoteDecision)
 _entries = msgspec.json.Decoder(Entries)
+_checkpoints = msgspec.json.Decoder(Checkpoints)
 _inclusion = msgspec.json.Decoder(InclusionProof)
 _consistency = msgspec.json.Decoder(ConsistencyProof)
 _balances = msgspec.json.Decoder(Balances)
@@ -298,6 +303,11 @@ class LedgerClient:
         """The latest signed checkpoint note, as served (with any witness cosignatures appended)."""
         _, data = await self._request("GET", "/log/checkpoint")
         return data
+
+    async def checkpoints(self, after: int, limit: int = 100) -> list[SignedCheckpoint]:
+        """The signed checkpoints of sizes above ``after``, oldest first (one per committed batch)."""
+        _, data = await self._request("GET", "/log/checkpoints", params={"after": str(after), "limit": str(limit)})
+        return self._decode(_checkpoints, data).checkpoints
 
     async def entries(self, start: int, end: int | None = None) -> Entries:
         """Log entries from ``start`` (up to ``end``, at most 1000 per call) as the exact stored bytes."""

@@ -123,6 +123,17 @@ class Entries(msgspec.Struct, frozen=True, kw_only=True):
     entries: list[Entry]
 
 
+class SignedCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A checkpoint the log signed when a batch committed: its size and the signed note's text."""
+
+    size: int
+    note: str
+
+
+class Checkpoints(msgspec.Struct, frozen=True, kw_only=True):
+    checkpoints: list[SignedCheckpoint]
+
+
 class InclusionProof(msgspec.Struct, frozen=True, kw_only=True):
     """RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries (hashes decoded from base64)."""
 

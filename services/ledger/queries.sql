@@ -119,6 +119,9 @@ UPDATE ledger.head SET size = ledger.next_size(size, $1, $15), root = $16
 -- name: latest_checkpoint
 SELECT size, note FROM ledger.checkpoints ORDER BY size DESC LIMIT 1
 
+-- name: checkpoints_after
+SELECT size, note FROM ledger.checkpoints WHERE size > $1 ORDER BY size LIMIT $2
+
 -- name: checkpoint_at
 SELECT size, note FROM ledger.checkpoints WHERE size = $1
 

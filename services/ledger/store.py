@@ -265,6 +265,11 @@ async def latest_checkpoint(conn: Connection) -> tuple[int, bytes] | None:
     return None if row is None else (row["size"], bytes(row["note"]))
 
 
+async def checkpoints_after(conn: Connection, size: int, limit: int) -> list[tuple[int, bytes]]:
+    """The signed checkpoints of sizes above ``size``, oldest first (one per committed batch)."""
+    return [(r["size"], bytes(r["note"])) for r in await conn.fetch(Q["checkpoints_after"], size, limit)]
+
+
 async def checkpoint_at(conn: Connection, size: int) -> bytes | None:
     row = await conn.fetchrow(Q["checkpoint_at"], size)
     return None if row is None else bytes(row["note"])

@@ -78,14 +78,15 @@ def serve(
 
 
 @contextmanager
-def ledger_on_own_database(postgres_server: PostgresServer, name: str) -> Iterator[str]:
+def ledger_on_own_database(postgres_server: PostgresServer, name: str, signer: Signer | None = None) -> Iterator[str]:
     """A `timebank serve --only ledger` process on a fresh database (``name`` prefixes it and its work directory),
-    with a fresh network key; yields its base URL, then drops the database and the directory."""
+    signing with ``signer`` (default: a fresh network key); yields its base URL, then drops the database and the
+    directory."""
     workdir = server_tempdir(f"timebank-test-{name}-")
     database = f"{name}_{secrets.token_hex(4)}"
     postgres_server.create_database(database)
     try:
-        write_signer_key(workdir / "network.key", Signer.generate(ORIGIN))
+        write_signer_key(workdir / "network.key", signer or Signer.generate(ORIGIN))
         with serve(workdir, postgres_server.dsn(database), workdir / "network.key") as url:
             yield url
     finally:

@@ -13,15 +13,20 @@ from services.ledger.client import LedgerClient, LedgerRefused, LedgerUnavailabl
 from services.ledger.entries import transfer_id
 from services.node.postgres import PostgresServer
 from services.node.processes import free_port
+from shared.logverify import TreeState, verify_batch, verify_checkpoint
 from shared.merkle import leaf_hash, verify_consistency, verify_inclusion
+from shared.note import Signer
 from tests.ledger.conftest import ORIGIN, TOKENS
 from tests.ledger.processes import ledger_on_own_database
+
+# The served ledger signs with this key, so the tests can verify what it serves.
+SIGNER = Signer.generate(ORIGIN)
 
 
 @pytest.fixture(scope="module")
 def ledger_url(postgres_server: PostgresServer) -> Iterator[str]:
     """Base URL of a `timebank serve --only ledger` process, shared by this module's tests (keys are unique)."""
-    with ledger_on_own_database(postgres_server, "client_ledger") as url:
+    with ledger_on_own_database(postgres_server, "client_ledger", SIGNER) as url:
         yield url
 
 
@@ -270,3 +275,24 @@ async def test_the_public_log_reads_verify_against_each_other(ledger_client: Led
     bundle = await ledger_client.proof_bundle(grown.index)
     assert bundle.startswith("c2sp.org/tlog-proof@v1\n")
     assert f"\nindex {grown.index}\n" in bundle
+
+
+async def test_the_signed_checkpoints_verify_the_log_batch_by_batch(ledger_client: LedgerClient, unique: str) -> None:
+    payer = (await ledger_client.open_account(f"{unique}-payer")).account
+    payee = (await ledger_client.open_account(f"{unique}-payee")).account
+    await asyncio.gather(*(ledger_client.transfer(f"{unique}-{n}", payer, payee, 1) for n in range(20)))
+    size = (await ledger_client.ready()).log_size
+    for _ in range(200):
+        signed = await ledger_client.checkpoints(0, limit=1000)
+        if signed and signed[-1].size >= size:
+            break
+        await asyncio.sleep(0.05)
+
+    key = SIGNER.verifier()
+    state = TreeState()
+    for checkpoint in signed:
+        verified = verify_checkpoint(checkpoint.note.encode(), key)
+        entries = (await ledger_client.entries(state.size, checkpoint.size)).entries
+        state = verify_batch(state, state.size, [e.data for e in entries], verified)
+    assert state.size == signed[-1].size >= size
+    assert [c.size for c in await ledger_client.checkpoints(signed[-2].size)] == [signed[-1].size]
