@@ -34,7 +34,10 @@ class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
 
 class NatsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Our own NATS server; None: the federation does not run (``timebank up`` sets it to its private server).
     url: str | None = None
+    user: str | None = None
+    password: str | None = None
 
 
 class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -68,6 +71,34 @@ class ExchangeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     secure_cookies: bool = False
 
 
+class PeerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A neighbour network, configured explicitly: who it is, the keys that prove it, and how to reach it."""
+
+    # Its log origin, e.g. "timebank.example/hillside".
+    origin: str
+    # Its log's verifier key and its witness's cosignature verifier key (C2SP vkey text).
+    log_key: str
+    witness_key: str | None = None
+    # Its NATS server, and the credential it issued us there.
+    nats_url: str
+    nats_user: str | None = None
+    nats_password: str | None = None
+    # Its name on NATS; default: the origin's last path segment.
+    name: str | None = None
+    # How many minutes its members may owe ours: the floor of its clearing account is minus this.
+    trust_limit: int = 0
+
+
+class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Our name on NATS (subjects timebank.<name>.*); default: the origin's last path segment.
+    name: str | None = None
+    peers: list[PeerSettings] = msgspec.field(default_factory=list)
+    # The federation's bearer token for the ledger (a secret: set it by environment or a private file).
+    ledger_token: str | None = None
+    # How often the publisher looks for newly signed checkpoints while the log is quiet.
+    poll_seconds: float = 0.2
+
+
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -90,6 +121,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
     exchange: ExchangeSettings = msgspec.field(default_factory=ExchangeSettings)
+    federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
 
     @property

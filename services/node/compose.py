@@ -1,6 +1,7 @@
 """One process serving several services: the apps wired together behind a small ASGI dispatcher by path prefix.
 
-``timebank serve`` mounts the ledger at ``/ledger`` and the exchange at ``/``. Each mounted app keeps its own
+``timebank serve`` mounts the ledger at ``/ledger``, the federation at ``/federation`` (when NATS is configured)
+and the exchange at ``/``. Each mounted app keeps its own
 lifespan (pool, writer, outbox worker): the dispatcher starts them in order and stops them in reverse.
 """
 
@@ -13,6 +14,7 @@ from typing import Any, cast
 import httpx
 
 from services.exchange.app import create_app as create_exchange
+from services.federation.app import create_app as create_federation
 from services.ledger.app import create_app as create_ledger
 from shared.settings import Settings
 
@@ -22,6 +24,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 # Any ASGI application (Litestar's own types are stricter than what it accepts).
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+# The ledger's address for services that reach it inside this process, without a socket.
+IN_PROCESS_LEDGER = "http://ledger.in-process"
 
 
 class _Lifespan:
@@ -117,6 +121,7 @@ def build_node(settings: Settings, database_url: str, only: str | None = None) -
         ledger_url = settings.exchange.ledger_url or f"http://{host}:{settings.http.port}/ledger"
         return create_exchange(settings, database_url=database_url, ledger_url=ledger_url)
     ledger = create_ledger(settings, database_url=database_url)
+    in_process = httpx.ASGITransport(app=cast("Any", ledger))
     if settings.exchange.ledger_url:
         exchange = create_exchange(settings, database_url=database_url, ledger_url=settings.exchange.ledger_url)
     else:
@@ -126,7 +131,14 @@ def build_node(settings: Settings, database_url: str, only: str | None = None) -
         exchange = create_exchange(
             settings,
             database_url=database_url,
-            ledger_url="http://ledger.in-process",
-            ledger_transport=httpx.ASGITransport(app=cast("Any", ledger)),
+            ledger_url=IN_PROCESS_LEDGER,
+            ledger_transport=in_process,
         )
-    return Node({"/ledger": ledger, "": exchange})
+    mounts: dict[str, ASGIApp] = {"/ledger": ledger}
+    if settings.nats.url is not None:
+        # The federation runs wherever NATS is configured (``timebank up`` always starts it).
+        mounts["/federation"] = create_federation(
+            settings, database_url=database_url, ledger_url=IN_PROCESS_LEDGER, ledger_transport=in_process
+        )
+    mounts[""] = exchange
+    return Node(mounts)

@@ -8,19 +8,21 @@ import asyncpg
 
 from services.exchange import projections
 from services.exchange import store as exchange_store
+from services.federation import store as federation_store
 from services.ledger import store as ledger_store
 from shared.db import create_pool, migrate
 from shared.settings import Settings
 
 
 async def migrate_all(url: str) -> list[str]:
-    """Apply the ledger's and the exchange's pending migrations; return the names applied, in order."""
+    """Apply every service's pending migrations (ledger, exchange, federation); return the names applied, in order."""
     pool = await create_pool(url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:
             return [
                 *await migrate(conn, "ledger", ledger_store.MIGRATIONS),
                 *[f"exchange/{n}" for n in await migrate(conn, "exchange", exchange_store.MIGRATIONS)],
+                *[f"federation/{n}" for n in await migrate(conn, "federation", federation_store.MIGRATIONS)],
             ]
     finally:
         await pool.close()

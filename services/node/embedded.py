@@ -45,6 +45,7 @@ def run_up(settings: Settings) -> int:
     ]
     settings.ledger.tokens = [*settings.ledger.tokens, *configured]
     settings.exchange.ledger_token = settings.exchange.ledger_token or tokens["service"]
+    settings.federation.ledger_token = settings.federation.ledger_token or tokens["service"]
 
     postgres = PostgresServer(data_dir / "postgres")
     nats = NatsServer(data_dir / "nats", server_name="timebank")

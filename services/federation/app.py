@@ -1,0 +1,100 @@
+"""The federation service's Litestar app: routes, lifespan (pool, NATS, publisher, replicators) and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import nats
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from services.federation import api, names, store
+from services.federation.peers import peer_from_settings
+from services.federation.publisher import Publisher
+from services.federation.replicator import Replicator
+from services.ledger.client import LedgerClient
+from shared.db import create_pool, migrate
+from shared.http_metrics import MetricsController, request_metrics
+from shared.logs import AppLogging
+from shared.problems import EXCEPTION_HANDLERS
+from shared.settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database_url: str | None = None,
+    ledger_url: str | None = None,
+    ledger_transport: httpx.AsyncBaseTransport | None = None,
+) -> Litestar:
+    """Build the federation app. Its pool, its NATS connection, the publisher and one replicator per peer belong
+    to its lifespan. Raises ValueError (or shared.errors.Invalid for a peer) when the settings cannot work."""
+    url = database_url or settings.database.url
+    if url is None:
+        raise ValueError("the federation needs a database URL (settings.database.url)")
+    if settings.nats.url is None:
+        raise ValueError("the federation needs our NATS server's URL (nats.url)")
+    if ledger_url is None:
+        raise ValueError("the federation needs the ledger's URL")
+    fed = settings.federation
+    name = fed.name or names.network_name(settings.origin)
+    peers = {p.origin: p for p in map(peer_from_settings, fed.peers)}
+    taken = [p.name for p in peers.values()] + [name]
+    if len(set(taken)) != len(taken):
+        raise ValueError(f"two networks would share a NATS name: {sorted(taken)}")
+    nats_url, nats_user, nats_password = settings.nats.url, settings.nats.user, settings.nats.password
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(url, min_size=1, max_size=settings.database.max_pool, reset=False)
+        ledger = LedgerClient(ledger_url, fed.ledger_token or "", transport=ledger_transport)
+        nc = None
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, "federation", store.MIGRATIONS)
+            await ledger.start()
+            nc = await nats.connect(
+                servers=[nats_url],
+                user=nats_user,
+                password=nats_password,
+                name=f"timebank {name} federation",
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+            )
+            publisher = Publisher(ledger, nc.jetstream(), origin=settings.origin, name=name, poll=fed.poll_seconds)
+            await publisher.prepare()
+            await publisher.offer_to([peer.name for peer in peers.values()])
+            app.state.pool = pool
+            app.state.publisher = publisher
+            tasks.append(asyncio.create_task(publisher.run(), name="federation publisher"))
+            for peer in peers.values():
+                replicator = Replicator(pool, peer, our_name=name)
+                tasks.append(asyncio.create_task(replicator.run(), name=f"replicating {peer.origin}"))
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if nc is not None:
+                await nc.close()
+            await ledger.close()
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[api.FederationController, MetricsController],
+        lifespan=[lifespan],
+        state=State({"origin": settings.origin, "name": name, "peers": peers}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_metrics("federation")],
+        logging_config=AppLogging(),
+        request_max_body_size=settings.http.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="timebank federation", version="0.1.0", path="/schema"),
+    )

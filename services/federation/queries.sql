@@ -1,0 +1,34 @@
+-- name: ensure_replica
+INSERT INTO federation.replicas (origin) VALUES ($1) ON CONFLICT (origin) DO NOTHING
+
+-- name: replica
+SELECT origin, size, edge, checkpoint, updated_at FROM federation.replicas WHERE origin = $1
+
+-- name: replicas
+SELECT origin, size, edge, checkpoint, updated_at FROM federation.replicas ORDER BY origin
+
+-- name: append_verified
+-- A verified batch, all or nothing: the replica moves from $2 entries to $3 only if nobody moved it meanwhile.
+WITH moved AS (
+    UPDATE federation.replicas SET size = $3, edge = $4, checkpoint = $5, updated_at = now()
+    WHERE origin = $1 AND size = $2
+    RETURNING origin
+),
+stored AS (
+    INSERT INTO federation.entries (origin, idx, data)
+    SELECT moved.origin, $2 + e.ord - 1, e.data FROM moved, unnest($6::bytea[]) WITH ORDINALITY AS e (data, ord)
+),
+signed AS (
+    INSERT INTO federation.checkpoints (origin, size, note) SELECT origin, $3, $5 FROM moved
+)
+SELECT count(*) FROM moved
+
+-- name: replica_entries
+SELECT idx, data FROM federation.entries WHERE origin = $1 AND idx >= $2 AND idx < $3 ORDER BY idx
+
+-- name: count_rejection
+INSERT INTO federation.rejections AS r (origin, reason, count, last_detail) VALUES ($1, $2, 1, $3)
+ON CONFLICT (origin, reason) DO UPDATE SET count = r.count + 1, last_detail = $3, last_at = now()
+
+-- name: rejections
+SELECT origin, reason, count, last_detail, last_at FROM federation.rejections ORDER BY origin, reason

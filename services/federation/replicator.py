@@ -1,0 +1,183 @@
+"""Keeping a verified copy of a neighbour's log, fed by the durable consumer the neighbour made for us.
+
+Batches are staged in order of index. When a batch carries a checkpoint, that checkpoint must be signed by the
+neighbour's log key for its origin, and the staged entries, appended to the copy so far, must hash into its root:
+only then are they stored (in one compare-and-swap on the copy's size) and acknowledged. A batch ahead of the
+copy waits for the ones before it (reordering); one already held is acknowledged and dropped (duplicates). What
+does not verify is refused, counted by reason and logged, and never applied; the copy then waits where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+import msgspec
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+
+from services.federation import metrics, names, store, wire
+from services.federation.peers import Peer
+from shared.logverify import LogVerifyError, TreeState, verify_batch, verify_checkpoint
+
+log = logging.getLogger(__name__)
+
+# Batches asked for per fetch, and how long a fetch waits for the first one.
+FETCH = 256
+FETCH_WAIT_SECONDS = 1.0
+# Batches held ahead of a missing one before the hole is reported as a gap.
+MAX_AHEAD = 4096
+# Waits between attempts to reach a neighbour that is down: doubling up to the last.
+RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass(slots=True)
+class _Held:
+    batch: wire.LogBatch
+    msg: Msg
+
+
+class Replicator:
+    """Our verified copy of one neighbour's log."""
+
+    def __init__(self, pool: asyncpg.Pool, peer: Peer, *, our_name: str) -> None:
+        self._pool = pool
+        self._peer = peer
+        self._our_name = our_name
+        self.tree = TreeState()
+        self._staged: list[bytes] = []
+        self._staged_msgs: list[Msg] = []
+        self._ahead: list[_Held] = []
+        self._size_gauge = metrics.REPLICATED_SIZE.labels(peer=peer.origin)
+
+    async def run(self) -> None:
+        """Replicate forever, reconnecting to the neighbour whenever it is unreachable."""
+        async with self._pool.acquire() as conn:
+            self.tree = (await store.replica(conn, self._peer.origin)).tree
+        self._size_gauge.set(self.tree.size)
+        failures = 0
+        while True:
+            try:
+                nc = await self._connect()
+            except Exception as exc:
+                failures += 1
+                wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1]
+                log.warning("cannot reach %s's NATS (%s); retrying in %.1f s", self._peer.origin, exc, wait)
+                await asyncio.sleep(wait)
+                continue
+            failures = 0
+            try:
+                await self._follow(nc)
+            finally:
+                await nc.close()
+
+    async def _connect(self) -> NatsClient:
+        return await nats.connect(
+            servers=[self._peer.nats_url],
+            user=self._peer.nats_user,
+            password=self._peer.nats_password,
+            name=f"timebank {self._our_name} replicating {self._peer.name}",
+            inbox_prefix=f"_INBOX_{self._our_name}".encode(),
+            connect_timeout=2,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+        )
+
+    async def _follow(self, nc: NatsClient) -> None:
+        js = nc.jetstream()
+        subscription = await js.pull_subscribe_bind(
+            durable=names.peer_consumer(self._our_name),
+            stream=names.log_stream(self._peer.name),
+            inbox_prefix=f"_INBOX_{self._our_name}.".encode(),
+        )
+        failures = 0
+        while True:
+            try:
+                msgs = await subscription.fetch(FETCH, timeout=FETCH_WAIT_SECONDS)
+            except NatsTimeout:
+                continue
+            except Exception as exc:
+                failures += 1
+                wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1]
+                log.warning("reading %s's log stream failed (%s); retrying in %.1f s", self._peer.origin, exc, wait)
+                await asyncio.sleep(wait)
+                continue
+            failures = 0
+            await self.receive(msgs)
+
+    async def receive(self, msgs: list[Msg]) -> None:
+        """Take fetched messages in: hold, stage, verify and store what they allow."""
+        for msg in msgs:
+            try:
+                batch = wire.decoder.decode(msg.data)
+            except msgspec.DecodeError as exc:
+                await self._refuse("malformed", f"a message on the log stream cannot be read: {exc}", [msg])
+                continue
+            if batch.origin != self._peer.origin:
+                await self._refuse("origin", f"a batch claims the origin {batch.origin!r}", [msg])
+                continue
+            if batch.end <= self.tree.size:
+                await msg.ack()  # a duplicate of what the copy holds
+                continue
+            self._ahead.append(_Held(batch, msg))
+        await self._advance()
+
+    async def _advance(self) -> None:
+        while True:
+            cursor = self.tree.size + len(self._staged)
+            ready = [held for held in self._ahead if held.batch.start <= cursor]
+            if not ready:
+                break
+            self._ahead = [held for held in self._ahead if held.batch.start > cursor]
+            for held in sorted(ready, key=lambda h: h.batch.start):
+                batch = held.batch
+                cursor = self.tree.size + len(self._staged)
+                if batch.start > cursor:  # staging was just refused and emptied: this one waits again
+                    self._ahead.append(held)
+                    continue
+                self._staged_msgs.append(held.msg)
+                if batch.end <= cursor:
+                    continue  # a duplicate of staged entries: acknowledged with them
+                self._staged.extend(batch.entries[cursor - batch.start :])
+                if batch.checkpoint is not None:
+                    await self._verify_and_store(batch.checkpoint)
+        if len(self._ahead) > MAX_AHEAD:
+            waiting = self._ahead
+            self._ahead = []
+            await self._refuse(
+                "gap",
+                f"{len(waiting)} batches wait for entry {self.tree.size + len(self._staged):,}, which never came",
+                [h.msg for h in waiting],
+            )
+
+    async def _verify_and_store(self, note: bytes) -> None:
+        msgs, entries = self._staged_msgs, self._staged
+        self._staged_msgs, self._staged = [], []
+        try:
+            checkpoint = verify_checkpoint(note, self._peer.log_key)
+            grown = verify_batch(self.tree, self.tree.size, entries, checkpoint)
+        except LogVerifyError as exc:
+            await self._refuse(exc.reason, str(exc), msgs)
+            return
+        async with self._pool.acquire() as conn:
+            moved = await store.append_verified(conn, self._peer.origin, self.tree, grown, note, entries)
+            if not moved:  # another process stored it first: carry on from what is stored
+                grown = (await store.replica(conn, self._peer.origin)).tree
+        self.tree = grown
+        self._size_gauge.set(grown.size)
+        for msg in msgs:
+            await msg.ack()
+
+    async def _refuse(self, reason: str, detail: str, msgs: list[Msg]) -> None:
+        """Count and log a refusal; the messages are never applied, and never delivered again."""
+        metrics.REJECTED.labels(peer=self._peer.origin, reason=reason).inc()
+        log.warning("refused %d message(s) from %s: %s: %s", len(msgs), self._peer.origin, reason, detail)
+        async with self._pool.acquire() as conn:
+            await store.count_rejection(conn, self._peer.origin, reason, detail)
+        for msg in msgs:
+            await msg.term()

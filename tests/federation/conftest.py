@@ -1,0 +1,41 @@
+"""Fixtures for federation tests: two networks, riverside and hillside, each with its own database and NATS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from services.node.postgres import PostgresServer
+from services.node.testing import NatsFactory
+from shared.note import Signer
+from tests.federation.support import Network
+
+
+def _network(postgres_server: PostgresServer, nats_factory: NatsFactory, name: str, number: int) -> Network:
+    database = f"fed_{name}_{number}"
+    postgres_server.create_database(database)
+    origin = f"timebank.test/{name}"
+    return Network(
+        origin=origin,
+        signer=Signer.generate(origin),
+        database_url=postgres_server.dsn(database),
+        nats=nats_factory(f"{name}-{number}", jetstream_domain=name),
+    )
+
+
+_numbers = iter(range(1, 10**6))
+
+
+@pytest.fixture
+def two_networks(postgres_server: PostgresServer, nats_factory: NatsFactory) -> Iterator[tuple[Network, Network]]:
+    """Riverside and hillside, not yet running, and not yet each other's peers."""
+    number = next(_numbers)
+    nets = (
+        _network(postgres_server, nats_factory, "riverside", number),
+        _network(postgres_server, nats_factory, "hillside", number),
+    )
+    yield nets
+    for net in nets:
+        net.nats.stop()
+        postgres_server.drop_database(net.database_url.rsplit("/", 1)[-1])

@@ -1,0 +1,120 @@
+"""Networks for federation tests: each with its own database, its own nats-server, a ledger and a federation."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx
+from litestar.testing import AsyncTestClient
+
+from services.federation.app import create_app as create_federation
+from services.ledger.app import create_app as create_ledger
+from services.node.compose import IN_PROCESS_LEDGER, Node
+from services.node.nats import NatsServer
+from shared.note import Signer
+from shared.settings import ApiToken, FederationSettings, LedgerSettings, NatsSettings, PeerSettings, Settings
+
+TOKENS = {"service": "svc-secret", "coordinator": "coord-secret", "auditor": "audit-secret"}
+
+
+def auth(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+@dataclass
+class Network:
+    """One network's identity and servers; ``ledger`` and ``federation`` are set while it runs."""
+
+    origin: str
+    signer: Signer
+    database_url: str
+    nats: NatsServer
+    peers: list[PeerSettings] = field(default_factory=list)
+    # The running node (ledger at /ledger, federation at /federation), while it runs.
+    client: AsyncTestClient[Any] | None = None
+
+    def as_peer(self, **changes: object) -> PeerSettings:
+        """How a neighbour configures this network."""
+        fields: dict[str, object] = {
+            "origin": self.origin,
+            "log_key": self.signer.verifier().to_text(),
+            "nats_url": self.nats.url,
+            "trust_limit": 600,
+        }
+        fields.update(changes)
+        return PeerSettings(**fields)  # type: ignore[arg-type]
+
+    def settings(self) -> Settings:
+        return Settings(
+            origin=self.origin,
+            nats=NatsSettings(url=self.nats.url),
+            ledger=LedgerSettings(
+                tokens=[
+                    ApiToken(name=role, role=role, sha256=hashlib.sha256(t.encode()).hexdigest())  # type: ignore[arg-type]
+                    for role, t in TOKENS.items()
+                ]
+            ),
+            federation=FederationSettings(peers=self.peers, ledger_token=TOKENS["service"], poll_seconds=0.05),
+        )
+
+    async def transfers(self, count: int, tag: str) -> None:
+        """Open two member accounts and move minutes between them ``count`` times, concurrently."""
+        assert self.client is not None
+        accounts = []
+        for who in ("payer", "payee"):
+            r = await self.client.post("/ledger/accounts", json={"key": f"{tag}-{who}"}, headers=auth("coordinator"))
+            assert r.status_code == 201, r.text
+            accounts.append(r.json()["id"])
+        replies = await asyncio.gather(
+            *(
+                self.client.post(
+                    "/ledger/transfers",
+                    json={"key": f"{tag}-{n}", "payer": accounts[0], "payee": accounts[1], "minutes": 1},
+                    headers=auth("service"),
+                )
+                for n in range(count)
+            )
+        )
+        assert {r.status_code for r in replies} == {201}
+
+    async def log_size(self) -> int:
+        assert self.client is not None
+        r = await self.client.get("/ledger/ready")
+        return int(r.json()["log_size"])
+
+
+@asynccontextmanager
+async def running(*networks: Network) -> AsyncIterator[None]:
+    """Run every network's ledger and federation, wired as ``timebank serve`` wires them (in this process, each
+    network on its own database and NATS server)."""
+    async with AsyncExitStack() as stack:
+        for net in networks:
+            settings = net.settings()
+            ledger = create_ledger(settings, database_url=net.database_url, signer=net.signer)
+            federation = create_federation(
+                settings,
+                database_url=net.database_url,
+                ledger_url=IN_PROCESS_LEDGER,
+                ledger_transport=httpx.ASGITransport(app=cast("Any", ledger)),
+            )
+            node = Node({"/ledger": ledger, "/federation": federation})
+            net.client = await stack.enter_async_context(AsyncTestClient(app=cast("Any", node)))
+        try:
+            yield
+        finally:
+            for net in networks:
+                net.client = None
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 30.0) -> None:
+    """Wait until ``check`` holds; fail naming ``what`` if it does not within ``within`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.05)
