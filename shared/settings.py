@@ -85,6 +85,8 @@ class PeerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     nats_password: str | None = None
     # Its name on NATS; default: the origin's last path segment.
     name: str | None = None
+    # The password we issued it for our NATS server (user ``peer-<name>``); a secret.
+    issued_password: str | None = None
     # How many minutes its members may owe ours: the floor of its clearing account is minus this.
     trust_limit: int = 0
 

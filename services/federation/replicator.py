@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 
-from services.federation import metrics, names, store, wire
+from services.federation import access, metrics, names, store, wire
 from services.federation.peers import Peer
 from shared.logverify import LogVerifyError, TreeState, verify_batch, verify_checkpoint
 
@@ -81,7 +81,7 @@ class Replicator:
             user=self._peer.nats_user,
             password=self._peer.nats_password,
             name=f"timebank {self._our_name} replicating {self._peer.name}",
-            inbox_prefix=f"_INBOX_{self._our_name}".encode(),
+            inbox_prefix=access.inbox_prefix(self._our_name).encode(),
             connect_timeout=2,
             allow_reconnect=True,
             max_reconnect_attempts=-1,
@@ -93,7 +93,7 @@ class Replicator:
         subscription = await js.pull_subscribe_bind(
             durable=names.peer_consumer(self._our_name),
             stream=names.log_stream(self._peer.name),
-            inbox_prefix=f"_INBOX_{self._our_name}.".encode(),
+            inbox_prefix=f"{access.inbox_prefix(self._our_name)}.".encode(),
         )
         failures = 0
         while True:

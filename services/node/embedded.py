@@ -11,12 +11,17 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from services.federation.access import authorization
+from services.federation.names import network_name
 from services.node.database import migrate_all
 from services.node.nats import NatsServer
 from services.node.postgres import PostgresServer
 from services.node.serve import serve
 from shared.note import Signer, write_signer_key
 from shared.settings import ApiToken, Settings
+
+# The user our own services sign in to our NATS server as.
+NATS_USER = "timebank"
 
 
 def _embedded_tokens(data_dir: Path) -> dict[str, str]:
@@ -29,6 +34,35 @@ def _embedded_tokens(data_dir: Path) -> dict[str, str]:
     with os.fdopen(fd, "wb") as f:
         f.write(msgspec.json.format(msgspec.json.encode(tokens)))
     return tokens
+
+
+def _secret_file(path: Path) -> str:
+    """A random secret kept in ``path`` (0600), made the first time."""
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def _nats_server(settings: Settings, data_dir: Path) -> NatsServer:
+    """Our private NATS server: JetStream in our own domain, our services signed in as ``timebank``, and each
+    neighbour we issued a credential to allowed what peering needs (services/federation/access.py)."""
+    name = settings.federation.name or network_name(settings.origin)
+    settings.nats.user = settings.nats.user or NATS_USER
+    settings.nats.password = settings.nats.password or _secret_file(data_dir / "nats.password")
+    issued = {}
+    for peer in settings.federation.peers:
+        if peer.issued_password:
+            issued[peer.name or network_name(peer.origin)] = peer.issued_password
+    return NatsServer(
+        data_dir / "nats",
+        server_name=f"timebank-{name}",
+        jetstream_domain=name,
+        extra_config=authorization(name, settings.nats.user, settings.nats.password, issued),
+    )
 
 
 def run_up(settings: Settings) -> int:
@@ -48,7 +82,7 @@ def run_up(settings: Settings) -> int:
     settings.federation.ledger_token = settings.federation.ledger_token or tokens["service"]
 
     postgres = PostgresServer(data_dir / "postgres")
-    nats = NatsServer(data_dir / "nats", server_name="timebank")
+    nats = _nats_server(settings, data_dir)
     try:
         print("starting PostgreSQL ...", flush=True)
         postgres.start()

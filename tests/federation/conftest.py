@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import pytest
 
+from services.federation import access
 from services.node.postgres import PostgresServer
 from services.node.testing import NatsFactory
 from shared.note import Signer
-from tests.federation.support import Network
+from tests.federation.support import LOCAL_USER, Network
+
+NAMES = ("riverside", "hillside", "lakeside")
 
 
 def _network(postgres_server: PostgresServer, nats_factory: NatsFactory, name: str, number: int) -> Network:
+    """A network whose NATS server admits its own services and, by the credentials it issued, the others."""
     database = f"fed_{name}_{number}"
     postgres_server.create_database(database)
     origin = f"timebank.test/{name}"
+    issued = {other: f"{other}-on-{name}-{secrets.token_hex(8)}" for other in NAMES if other != name}
+    local = secrets.token_hex(8)
     return Network(
         origin=origin,
         signer=Signer.generate(origin),
         database_url=postgres_server.dsn(database),
-        nats=nats_factory(f"{name}-{number}", jetstream_domain=name),
+        nats=nats_factory(
+            f"{name}-{number}",
+            jetstream_domain=name,
+            extra_config=access.authorization(name, LOCAL_USER, local, issued),
+        ),
+        nats_password=local,
+        issued=issued,
     )
 
 

@@ -12,13 +12,16 @@ from typing import Any, cast
 import httpx
 from litestar.testing import AsyncTestClient
 
+from services.federation import access
 from services.federation.app import create_app as create_federation
+from services.federation.names import network_name
 from services.ledger.app import create_app as create_ledger
 from services.node.compose import IN_PROCESS_LEDGER, Node
 from services.node.nats import NatsServer
 from shared.note import Signer
 from shared.settings import ApiToken, FederationSettings, LedgerSettings, NatsSettings, PeerSettings, Settings
 
+LOCAL_USER = "timebank"
 TOKENS = {"service": "svc-secret", "coordinator": "coord-secret", "auditor": "audit-secret"}
 
 
@@ -34,16 +37,26 @@ class Network:
     signer: Signer
     database_url: str
     nats: NatsServer
+    # Our services' password on our NATS server, and the passwords we issued neighbours there (by NATS name).
+    nats_password: str
+    issued: dict[str, str]
     peers: list[PeerSettings] = field(default_factory=list)
     # The running node (ledger at /ledger, federation at /federation), while it runs.
     client: AsyncTestClient[Any] | None = None
 
-    def as_peer(self, **changes: object) -> PeerSettings:
-        """How a neighbour configures this network."""
+    @property
+    def name(self) -> str:
+        return network_name(self.origin)
+
+    def as_peer(self, of: Network, **changes: object) -> PeerSettings:
+        """How the neighbour ``of`` configures this network (with the credential this network issued it)."""
         fields: dict[str, object] = {
             "origin": self.origin,
             "log_key": self.signer.verifier().to_text(),
             "nats_url": self.nats.url,
+            "nats_user": access.peer_user(of.name),
+            "nats_password": self.issued[of.name],
+            "issued_password": of.issued[self.name],
             "trust_limit": 600,
         }
         fields.update(changes)
@@ -52,7 +65,7 @@ class Network:
     def settings(self) -> Settings:
         return Settings(
             origin=self.origin,
-            nats=NatsSettings(url=self.nats.url),
+            nats=NatsSettings(url=self.nats.url, user=LOCAL_USER, password=self.nats_password),
             ledger=LedgerSettings(
                 tokens=[
                     ApiToken(name=role, role=role, sha256=hashlib.sha256(t.encode()).hexdigest())  # type: ignore[arg-type]

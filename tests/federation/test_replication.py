@@ -18,8 +18,8 @@ async def _copy_size(net: Network, origin: str) -> int:
 
 async def test_a_neighbour_keeps_a_verified_copy_of_our_log(two_networks: tuple[Network, Network]) -> None:
     riverside, hillside = two_networks
-    hillside.peers = [riverside.as_peer()]
-    riverside.peers = [hillside.as_peer()]
+    hillside.peers = [riverside.as_peer(hillside)]
+    riverside.peers = [hillside.as_peer(riverside)]
     async with running(riverside, hillside):
         await riverside.transfers(40, "first")
         size = await riverside.log_size()
@@ -55,8 +55,8 @@ async def test_batches_signed_with_another_key_are_refused_counted_and_never_app
     riverside, hillside = two_networks
     # Hillside was told a key riverside does not sign with: every batch riverside sends fails the signature.
     impostor = Signer.generate(riverside.origin)
-    hillside.peers = [riverside.as_peer(log_key=impostor.verifier().to_text())]
-    riverside.peers = [hillside.as_peer()]
+    hillside.peers = [riverside.as_peer(hillside, log_key=impostor.verifier().to_text())]
+    riverside.peers = [hillside.as_peer(riverside)]
     async with running(riverside, hillside):
         await riverside.transfers(5, "signed")
 

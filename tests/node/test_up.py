@@ -86,6 +86,11 @@ def test_up_serves_stops_cleanly_and_keeps_its_data_across_restarts(server_tmp_p
         origin, size = checkpoint.split("\n")[:2]
         assert origin == "timebank.test/up"
         assert int(size) == 4  # the pot, alice, bob and the transfer
+        # The federation signs in to the node's own NATS server and publishes the log to its stream.
+        deadline = time.monotonic() + 30
+        while httpx.get(base + "/federation/status").json()["published_size"] < 4:
+            assert time.monotonic() < deadline, "the federation did not publish the log to NATS"
+            time.sleep(0.1)
     finally:
         out = _stop(proc) if proc.poll() is None else ""
     assert "stopping" in out
