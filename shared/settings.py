@@ -15,7 +15,8 @@ import msgspec
 
 ENV_PREFIX = "TIMEBANK_"
 
-Role = Literal["service", "coordinator", "auditor"]
+# "federation": the federation service, the only caller that may record decisions on neighbours' transfers.
+Role = Literal["service", "coordinator", "auditor", "federation"]
 
 
 class ApiToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

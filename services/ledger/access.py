@@ -74,8 +74,18 @@ async def require_writer(connection: ASGIConnection[Any, Any, Any, Any], _: Base
     caller = caller_of(connection)
     if caller.role == "anonymous":
         raise Unauthorized("writing to the ledger needs a coordinator or service token")
-    if caller.role not in ("coordinator", "service"):
+    if caller.role not in ("coordinator", "service", "federation"):
         raise Forbidden("writing to the ledger needs a coordinator or service token")
+
+
+async def require_federation(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: only the federation records decisions on neighbours' transfers, and only for entries it verified in
+    the neighbour's log; no coordinator or service may decide a transfer nobody verified."""
+    caller = caller_of(connection)
+    if caller.role == "anonymous":
+        raise Unauthorized("deciding a neighbour's transfer needs the federation's token")
+    if caller.role != "federation":
+        raise Forbidden("only the federation decides neighbours' transfers (after verifying them in their log)")
 
 
 async def require_reader_of(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

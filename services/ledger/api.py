@@ -13,7 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from services.ledger import store, tlog
-from services.ledger.access import Access, require_reader_of, require_writer
+from services.ledger.access import Access, require_federation, require_reader_of, require_writer
 from services.ledger.appender import Appended, Appender
 from services.ledger.commands import (
     Ceiling,
@@ -350,7 +350,7 @@ class CrossnetController(Controller):
     # Bodies decoded strictly by the declared type of ``data`` (see shared.web).
     request_class = StrictRequest
 
-    @post("/decisions", operation_id="decideRemoteTransfer", guards=[require_writer], status_code=HTTP_201_CREATED)
+    @post("/decisions", operation_id="decideRemoteTransfer", guards=[require_federation], status_code=HTTP_201_CREATED)
     async def decide(self, data: JSONBody[DecideRemote], state: State) -> Response[DecisionView]:
         """Accept a neighbour's transfer or record why not (both are log entries); a repeat returns the first."""
         done = await state.appender.submit(data)

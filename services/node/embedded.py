@@ -24,15 +24,21 @@ from shared.settings import ApiToken, Settings
 NATS_USER = "timebank"
 
 
+ROLES = ("coordinator", "service", "auditor", "federation")
+
+
 def _embedded_tokens(data_dir: Path) -> dict[str, str]:
-    """Tokens for the embedded node's coordinator and services, made once and kept in data_dir (0600)."""
+    """Tokens for the embedded node's coordinator, services and federation, made once and kept in data_dir (0600);
+    a role added since the file was written gets its token then."""
     path = data_dir / "tokens.json"
-    if path.exists():
-        return dict(msgspec.json.decode(path.read_bytes()))
-    tokens = {role: f"{role}-{secrets.token_urlsafe(24)}" for role in ("coordinator", "service", "auditor")}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(msgspec.json.format(msgspec.json.encode(tokens)))
+    tokens: dict[str, str] = dict(msgspec.json.decode(path.read_bytes())) if path.exists() else {}
+    missing = [role for role in ROLES if role not in tokens]
+    if missing:
+        tokens.update({role: f"{role}-{secrets.token_urlsafe(24)}" for role in missing})
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msgspec.json.format(msgspec.json.encode(tokens)))
+        os.replace(path.with_suffix(".tmp"), path)
     return tokens
 
 
@@ -79,7 +85,7 @@ def run_up(settings: Settings) -> int:
     ]
     settings.ledger.tokens = [*settings.ledger.tokens, *configured]
     settings.exchange.ledger_token = settings.exchange.ledger_token or tokens["service"]
-    settings.federation.ledger_token = settings.federation.ledger_token or tokens["service"]
+    settings.federation.ledger_token = settings.federation.ledger_token or tokens["federation"]
 
     postgres = PostgresServer(data_dir / "postgres")
     nats = _nats_server(settings, data_dir)

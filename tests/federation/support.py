@@ -22,7 +22,7 @@ from shared.note import Signer
 from shared.settings import ApiToken, FederationSettings, LedgerSettings, NatsSettings, PeerSettings, Settings
 
 LOCAL_USER = "timebank"
-TOKENS = {"service": "svc-secret", "coordinator": "coord-secret", "auditor": "audit-secret"}
+TOKENS = {"service": "svc-secret", "coordinator": "coord-secret", "auditor": "audit-secret", "federation": "fed-secret"}
 
 
 def auth(role: str) -> dict[str, str]:
@@ -72,7 +72,7 @@ class Network:
                     for role, t in TOKENS.items()
                 ]
             ),
-            federation=FederationSettings(peers=self.peers, ledger_token=TOKENS["service"], poll_seconds=0.05),
+            federation=FederationSettings(peers=self.peers, ledger_token=TOKENS["federation"], poll_seconds=0.05),
         )
 
     async def transfers(self, count: int, tag: str) -> None:

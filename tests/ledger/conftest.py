@@ -15,7 +15,7 @@ from shared.note import Signer
 from shared.settings import ApiToken, LedgerSettings, Settings
 
 ORIGIN = "timebank.test/riverside"
-TOKENS = {"service": "svc-secret", "coordinator": "coord-secret", "auditor": "audit-secret"}
+TOKENS = {"service": "svc-secret", "coordinator": "coord-secret", "auditor": "audit-secret", "federation": "fed-secret"}
 
 
 def auth(role: str) -> dict[str, str]:

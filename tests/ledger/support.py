@@ -76,7 +76,7 @@ async def relay(
         }
         if entry.memo_digest is not None:
             body["memo_digest"] = entry.memo_digest
-        r = await receiver.post("/crossnet/decisions", json=body, headers=auth("service"))
+        r = await receiver.post("/crossnet/decisions", json=body, headers=auth("federation"))
         assert r.status_code in (200, 201), r.text
         seen = await receiver.get(f"/crossnet/decisions/{sender_origin}/{entry.id}")
         assert seen.status_code == 200, seen.text

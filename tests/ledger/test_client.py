@@ -221,16 +221,20 @@ async def test_a_reversal_undoes_a_transfer_once(ledger_client: LedgerClient, un
 
 
 async def test_a_neighbours_transfer_is_decided_once_and_the_decision_can_be_read(
-    ledger_client: LedgerClient, unique: str
+    ledger_url: str, ledger_client: LedgerClient, unique: str
 ) -> None:
     neighbour = f"timebank.test/{unique}"
     await ledger_client.open_account(f"{unique}-peer", kind="peer", floor=-100, peer=neighbour)
     member = (await ledger_client.open_account(f"{unique}-m")).account
     sent, too_big = transfer_id(f"{unique}-sent"), transfer_id(f"{unique}-too-big")
 
-    accepted = await ledger_client.decide_remote(neighbour, sent, 7, member, 30)
-    repeated = await ledger_client.decide_remote(neighbour, sent, 7, member, 30)
-    rejected = await ledger_client.decide_remote(neighbour, too_big, 8, member, 500)
+    with pytest.raises(LedgerRefused) as refused:
+        await ledger_client.decide_remote(neighbour, sent, 7, member, 30)
+    assert refused.value.status == 403  # the service's token may not decide: only the federation's
+    async with LedgerClient(ledger_url, TOKENS["federation"]) as federation:
+        accepted = await federation.decide_remote(neighbour, sent, 7, member, 30)
+        repeated = await federation.decide_remote(neighbour, sent, 7, member, 30)
+        rejected = await federation.decide_remote(neighbour, too_big, 8, member, 500)
 
     assert (accepted.decision, accepted.payee, accepted.minutes, accepted.transfer_index) == ("accepted", member, 30, 7)
     assert (repeated.replayed, repeated.id, repeated.index) == (True, accepted.id, accepted.index)

@@ -49,7 +49,7 @@ async def decide(
 ) -> httpx.Response:
     body = {"origin": origin, "transfer": transfer, "index": index, "payee": payee, "minutes": minutes, **fields}
     return await ledger.client.post(
-        "/crossnet/decisions", json=body, headers=auth("service") if headers is None else headers
+        "/crossnet/decisions", json=body, headers=auth("federation") if headers is None else headers
     )
 
 
@@ -205,7 +205,7 @@ async def test_deciding_the_same_transfer_again_returns_the_first_decision(
     first = await decide(ledger, accounts["bob"], minutes)
     assert (first.status_code, first.json()["decision"]) == (201, decision)
     before = await log_state(ledger.client)
-    again = await decide(ledger, accounts["bob"], minutes, headers=auth("coordinator"))
+    again = await decide(ledger, accounts["bob"], minutes)
     assert again.status_code == 200, again.text
     assert again.json() == {**first.json(), "replayed": True}
     assert await log_state(ledger.client) == before
@@ -306,12 +306,14 @@ async def test_a_malformed_decision_request_is_a_bad_request_and_writes_nothing(
 ) -> None:
     await network(ledger)
     before = await log_state(ledger.client)
-    assert_problem(await ledger.client.post("/crossnet/decisions", json=body, headers=auth("service")), 400)
+    assert_problem(await ledger.client.post("/crossnet/decisions", json=body, headers=auth("federation")), 400)
     assert await log_state(ledger.client) == before
 
 
-@pytest.mark.parametrize(("role", "status"), [(None, 401), ("auditor", 403)])
-async def test_deciding_needs_a_service_or_coordinator_token(ledger: Ledger, role: str | None, status: int) -> None:
+@pytest.mark.parametrize(("role", "status"), [(None, 401), ("auditor", 403), ("service", 403), ("coordinator", 403)])
+async def test_only_the_federation_may_decide_a_neighbours_transfer(
+    ledger: Ledger, role: str | None, status: int
+) -> None:
     accounts = await network(ledger)
     before = await log_state(ledger.client)
     assert_problem(await decide(ledger, accounts["bob"], 5, headers={} if role is None else auth(role)), status)

@@ -140,7 +140,7 @@ async def test_many_concurrent_identical_decisions_make_one_entry(ledger: Ledger
     async with AsyncTestClient(app=other_app) as other:
         responses = await asyncio.gather(
             *(
-                (ledger.client, other)[i % 2].post("/crossnet/decisions", json=body, headers=auth("service"))
+                (ledger.client, other)[i % 2].post("/crossnet/decisions", json=body, headers=auth("federation"))
                 for i in range(40)
             )
         )
@@ -155,7 +155,7 @@ async def test_concurrent_identical_rejections_make_one_entry(ledger: Ledger) ->
     await ledger.open_account("peer", kind="peer", peer=ORIGIN_B, floor=-300)
     body = {"origin": ORIGIN_B, "transfer": transfer_id("x"), "index": 4, "payee": "acct_" + "7" * 20, "minutes": 30}
     responses = await asyncio.gather(
-        *(ledger.client.post("/crossnet/decisions", json=body, headers=auth("service")) for _ in range(20))
+        *(ledger.client.post("/crossnet/decisions", json=body, headers=auth("federation")) for _ in range(20))
     )
     assert Counter(r.status_code for r in responses) == {201: 1, 200: 19}
     assert {(r.json()["decision"], r.json()["reason"], r.json()["index"]) for r in responses} == {
@@ -174,7 +174,7 @@ async def test_concurrent_decisions_from_two_processes_stop_exactly_at_the_trust
 
         async def one(i: int) -> Any:
             body = {"origin": ORIGIN_B, "transfer": transfer_id(f"t{i}"), "index": i, "payee": bob, "minutes": 60}
-            return await clients[i % 2].post("/crossnet/decisions", json=body, headers=auth("service"))
+            return await clients[i % 2].post("/crossnet/decisions", json=body, headers=auth("federation"))
 
         # Ordinary transfers keep both writers busy meanwhile.
         busy = [
@@ -202,7 +202,7 @@ async def test_deciding_for_an_unlinked_network_is_refused_under_concurrency_too
     bob = str((await ledger.open_account("bob"))["id"])
     body = {"origin": ORIGIN_B, "transfer": transfer_id("x"), "index": 4, "payee": bob, "minutes": 30}
     responses = await asyncio.gather(
-        *(ledger.client.post("/crossnet/decisions", json=body, headers=auth("service")) for _ in range(10))
+        *(ledger.client.post("/crossnet/decisions", json=body, headers=auth("federation")) for _ in range(10))
     )
     for r in responses:
         assert_problem(r, 404)
