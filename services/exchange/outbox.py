@@ -35,18 +35,6 @@ from shared.outbox import Backoff, Handler, Outbox, Retry, Sent, Statement, Wake
 log = logging.getLogger(__name__)
 
 
-def _is_final(refusal: LedgerRefused) -> bool:
-    """Whether the ledger refused the command itself, not the way it was reached.
-
-    A wrong token (401, 403) or a wrong address (a 404 or 405 that is not the ledger's own "not-found" about an
-    account or transfer) is an operator's mistake: once fixed, the command goes through, so it is retried like an
-    unavailable ledger rather than recorded as the command's outcome.
-    """
-    if refusal.status in (401, 403):
-        return False
-    return not (refusal.status in (404, 405) and refusal.slug != "not-found")
-
-
 # ---- Commands (stored in the outbox: frozen, tagged, additive evolution only) ----
 
 
@@ -211,7 +199,7 @@ class LedgerHandler(Handler[Answer]):
                     exchange_ref=command.exchange_ref,
                 )
         except LedgerRefused as exc:
-            if not _is_final(exc):
+            if not exc.final:
                 return Retry(str(exc))
             refused = Refused(status=exc.status, problem=exc.problem)
             return Sent((command, refused), _encoder.encode(refused), failed=True)

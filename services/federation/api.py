@@ -34,6 +34,8 @@ class PeerStatus(msgspec.Struct, kw_only=True):
     replicated_size: int
     replicated_at: datetime | None
     trust_limit: int
+    # The neighbour's clearing account in our ledger (None until linked).
+    clearing_account: str | None
     rejected: list[RejectionView]
 
 
@@ -77,6 +79,7 @@ class FederationController(Controller):
                     replicated_size=copies[peer.origin].tree.size if peer.origin in copies else 0,
                     replicated_at=copies[peer.origin].updated_at if peer.origin in copies else None,
                     trust_limit=peer.trust_limit,
+                    clearing_account=state.clearing.get(peer.origin),
                     rejected=[
                         RejectionView(reason=r.reason, count=r.count, last_detail=r.last_detail, last_at=r.last_at)
                         for r in refused

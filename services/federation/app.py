@@ -14,15 +14,22 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from services.federation import api, names, store
-from services.federation.peers import peer_from_settings
+from services.federation.peering import link
+from services.federation.peers import Peer, peer_from_settings
 from services.federation.publisher import Publisher
 from services.federation.replicator import Replicator
+from services.federation.settler import Settler
 from services.ledger.client import LedgerClient
 from shared.db import create_pool, migrate
 from shared.http_metrics import MetricsController, request_metrics
 from shared.logs import AppLogging
+from shared.outbox import Wakeup
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
+
+
+async def _linked(ledger: LedgerClient, peer: Peer, clearing: dict[str, str]) -> None:
+    clearing[peer.origin] = await link(ledger, peer)
 
 
 def create_app(
@@ -72,11 +79,21 @@ def create_app(
             await publisher.offer_to([peer.name for peer in peers.values()])
             app.state.pool = pool
             app.state.publisher = publisher
+            # Each neighbour's clearing account in our ledger, once linked.
+            clearing: dict[str, str] = {}
+            app.state.clearing = clearing
+            wakeup = Wakeup()
+            worker = Settler(pool, ledger, wakeup=wakeup)
+            worker.start()
             tasks.append(asyncio.create_task(publisher.run(), name="federation publisher"))
             for peer in peers.values():
-                replicator = Replicator(pool, peer, our_name=name)
+                replicator = Replicator(pool, peer, our_origin=settings.origin, our_name=name, settling=wakeup)
+                tasks.append(asyncio.create_task(_linked(ledger, peer, clearing), name=f"linking {peer.origin}"))
                 tasks.append(asyncio.create_task(replicator.run(), name=f"replicating {peer.origin}"))
-            yield
+            try:
+                yield
+            finally:
+                await worker.stop()
         finally:
             for task in tasks:
                 task.cancel()

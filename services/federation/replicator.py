@@ -20,9 +20,11 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 
-from services.federation import access, metrics, names, store, wire
+from services.federation import access, metrics, names, settler, store, wire
 from services.federation.peers import Peer
+from services.federation.settle import settlements
 from shared.logverify import LogVerifyError, TreeState, verify_batch, verify_checkpoint
+from shared.outbox import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,13 @@ class _Held:
 class Replicator:
     """Our verified copy of one neighbour's log."""
 
-    def __init__(self, pool: asyncpg.Pool, peer: Peer, *, our_name: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, peer: Peer, *, our_origin: str, our_name: str, settling: Wakeup) -> None:
+        """``settling`` is the settler's wake-up call, set when stored entries queued settlements."""
         self._pool = pool
         self._peer = peer
+        self._our_origin = our_origin
         self._our_name = our_name
+        self._settling = settling
         self.tree = TreeState()
         self._staged: list[bytes] = []
         self._staged_msgs: list[Msg] = []
@@ -164,10 +169,18 @@ class Replicator:
         except LogVerifyError as exc:
             await self._refuse(exc.reason, str(exc), msgs)
             return
+        # What the entries ask of our ledger is queued with them, atomically: a crash loses neither.
+        found = settlements(self._our_origin, self._peer.origin, self.tree.size, entries)
         async with self._pool.acquire() as conn:
-            moved = await store.append_verified(conn, self._peer.origin, self.tree, grown, note, entries)
+            async with conn.transaction():
+                moved = await store.append_verified(conn, self._peer.origin, self.tree, grown, note, entries)
+                if moved and found:
+                    queued = settler.enqueue(found)
+                    await conn.execute(queued.sql, *queued.args)
             if not moved:  # another process stored it first: carry on from what is stored
                 grown = (await store.replica(conn, self._peer.origin)).tree
+        if moved and found:
+            self._settling.set()
         self.tree = grown
         self._size_gauge.set(grown.size)
         for msg in msgs:

@@ -93,6 +93,18 @@ class LedgerRefused(LedgerError):
         kind = self.problem.get("type")
         return kind.rsplit("/", 1)[-1] if isinstance(kind, str) and kind else f"http-{self.status}"
 
+    @property
+    def final(self) -> bool:
+        """Whether the ledger refused the command itself, not the way it was reached.
+
+        A wrong token (401, 403) or a wrong address (a 404 or 405 that is not the ledger's own "not-found" about an
+        account or transfer) is an operator's mistake: once fixed, the command goes through, so a sender retries it
+        like an unavailable ledger rather than recording it as the command's outcome.
+        """
+        if self.status in (401, 403):
+            return False
+        return not (self.status in (404, 405) and self.slug != "not-found")
+
 
 class LedgerUnavailable(LedgerError):
     """No usable answer (connection error, timeout, 5xx, 408/429, an unreadable body): try again later."""

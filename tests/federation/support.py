@@ -95,6 +95,45 @@ class Network:
         )
         assert {r.status_code for r in replies} == {201}
 
+    async def open_member(self, key: str) -> str:
+        assert self.client is not None
+        r = await self.client.post("/ledger/accounts", json={"key": key}, headers=auth("coordinator"))
+        assert r.status_code in (200, 201), r.text
+        return str(r.json()["id"])
+
+    async def balance(self, account: str) -> int:
+        assert self.client is not None
+        r = await self.client.get(f"/ledger/accounts/{account}", headers=auth("auditor"))
+        assert r.status_code == 200, r.text
+        return int(r.json()["balance"])
+
+    async def status(self) -> dict[str, Any]:
+        assert self.client is not None
+        r = await self.client.get("/federation/status")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def clearing_account(self, origin: str) -> str:
+        """The clearing account of the neighbour ``origin`` in our ledger, once the federation has linked it."""
+        found: list[str] = []
+
+        async def linked() -> bool:
+            peers = (await self.status())["peers"]
+            found[:] = [p["clearing_account"] for p in peers if p["origin"] == origin and p["clearing_account"]]
+            return bool(found)
+
+        await eventually(linked, f"{self.origin} links {origin}")
+        return found[0]
+
+    async def pay_remote(self, key: str, payer: str, neighbour: Network, payee: str, minutes: int) -> dict[str, Any]:
+        """Have ``payer`` pay ``payee``, a member of ``neighbour``, through its clearing account here."""
+        assert self.client is not None
+        clearing = await self.clearing_account(neighbour.origin)
+        body = {"key": key, "payer": payer, "payee": clearing, "minutes": minutes, "remote_payee": payee}
+        r = await self.client.post("/ledger/transfers", json=body, headers=auth("service"))
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
     async def log_size(self) -> int:
         assert self.client is not None
         r = await self.client.get("/ledger/ready")
