@@ -92,10 +92,23 @@ class PeerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     trust_limit: int = 0
 
 
+class WitnessSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Any C2SP tlog-witness (a public witness network, say) our log asks to cosign its checkpoints."""
+
+    # Its submission prefix: requests go to <url>/add-checkpoint.
+    url: str
+    # Its cosignature verifier key (C2SP vkey text).
+    key: str
+
+
 class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Our name on NATS (subjects timebank.<name>.*); default: the origin's last path segment.
     name: str | None = None
     peers: list[PeerSettings] = msgspec.field(default_factory=list)
+    # Our witness's cosignature key (C2SP note key format, algorithm 0x04); default: <data_dir>/witness.key.
+    witness_key_file: str | None = None
+    # Witnesses besides our neighbours that our log asks for cosignatures.
+    witnesses: list[WitnessSettings] = msgspec.field(default_factory=list)
     # The federation's bearer token for the ledger (a secret: set it by environment or a private file).
     ledger_token: str | None = None
     # How often the publisher looks for newly signed checkpoints while the log is quiet.
@@ -130,6 +143,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def key_path(self) -> Path:
         return Path(self.key_file) if self.key_file else Path(self.data_dir) / "network.key"
+
+    @property
+    def witness_key_path(self) -> Path:
+        wanted = self.federation.witness_key_file
+        return Path(wanted) if wanted else Path(self.data_dir) / "witness.key"
 
 
 class SettingsError(ValueError):

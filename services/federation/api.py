@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
@@ -33,15 +33,38 @@ class PeerStatus(msgspec.Struct, kw_only=True):
     # Entries of the neighbour's log held in our verified copy, and when the copy last grew.
     replicated_size: int
     replicated_at: datetime | None
+    # The size of the neighbour's log our witness last cosigned.
+    witnessed_size: int
     trust_limit: int
     # The neighbour's clearing account in our ledger (None until linked).
     clearing_account: str | None
     rejected: list[RejectionView]
 
 
+class CosignerView(msgspec.Struct, kw_only=True):
+    witness: str
+    # The size of our log it last cosigned, and when.
+    size: int
+    cosigned_at: datetime
+
+
+class AlertView(msgspec.Struct, kw_only=True):
+    origin: str
+    kind: str  # "fork": two checkpoints that cannot both be true
+    detail: str
+    detected_at: datetime
+    # The two signed notes, as evidence.
+    first_note: str
+    second_note: str
+
+
 class Status(msgspec.Struct, kw_only=True):
     origin: str
     name: str
+    # Our witness's cosignature verifier key (C2SP vkey text): what neighbours and auditors check its cosignatures by.
+    witness_key: str
+    cosigners: list[CosignerView]
+    alerts: list[AlertView]
     # Entries of our own log published to our log stream (by this process).
     published_size: int
     peers: list[PeerStatus]
@@ -68,9 +91,25 @@ class FederationController(Controller):
         async with state.pool.acquire() as conn:
             copies = {replica.origin: replica for replica in await store.replicas(conn)}
             refused = await store.rejections(conn)
+            cosigners = await store.cosigners(conn)
+            evidence = await store.open_evidence(conn)
+            witnessed = {origin: await store.witnessed(conn, origin) for origin in peers}
         return Status(
             origin=state.origin,
             name=state.name,
+            witness_key=state.witness_key.to_text(),
+            cosigners=[CosignerView(witness=c.witness, size=c.size, cosigned_at=c.cosigned_at) for c in cosigners],
+            alerts=[
+                AlertView(
+                    origin=e.origin,
+                    kind=e.kind,
+                    detail=e.detail,
+                    detected_at=e.detected_at,
+                    first_note=e.first_note.decode("utf-8", "replace"),
+                    second_note=e.second_note.decode("utf-8", "replace"),
+                )
+                for e in evidence
+            ],
             published_size=state.publisher.published,
             peers=[
                 PeerStatus(
@@ -78,6 +117,7 @@ class FederationController(Controller):
                     name=peer.name,
                     replicated_size=copies[peer.origin].tree.size if peer.origin in copies else 0,
                     replicated_at=copies[peer.origin].updated_at if peer.origin in copies else None,
+                    witnessed_size=_size(witnessed.get(peer.origin)),
                     trust_limit=peer.trust_limit,
                     clearing_account=state.clearing.get(peer.origin),
                     rejected=[
@@ -117,3 +157,21 @@ class FederationController(Controller):
             entries=[EntryView(index=start + i, data=base64.b64encode(d).decode()) for i, d in enumerate(rows)],
         )
         return Response(msgspec.json.encode(view), media_type="application/json")
+
+
+def _size(witnessed: store.Witnessed | None) -> int:
+    return 0 if witnessed is None else witnessed.size
+
+
+class WitnessController(Controller):
+    """Our witness over HTTP: C2SP tlog-witness, at <federation>/witness/add-checkpoint."""
+
+    path = "/witness"
+    tags = ("witness",)
+
+    @post("/add-checkpoint", operation_id="addCheckpoint", status_code=200)
+    async def add_checkpoint(self, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+        """Cosign a checkpoint of a log this witness knows, if it is consistent with the last one it cosigned.
+        The body and the answers are C2SP tlog-witness's (text, not JSON)."""
+        answer = await state.witness.add_checkpoint(await request.body())
+        return Response(answer.body, status_code=answer.status, media_type=answer.content_type)

@@ -1,10 +1,11 @@
-"""The federation service's Litestar app: routes, lifespan (pool, NATS, publisher, replicators) and error mapping."""
+"""The federation service's Litestar app: routes, lifespan (pool, NATS, publisher, replicators, witness,
+cosignature collectors, settler) and error mapping; nothing else."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -12,17 +13,23 @@ import nats
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
-from services.federation import api, names, store
+from services.federation import api, cosigning, names, store
 from services.federation.peering import link
 from services.federation.peers import Peer, peer_from_settings
 from services.federation.publisher import Publisher
 from services.federation.replicator import Replicator
 from services.federation.settler import Settler
+from services.federation.witness import Witness
+from services.federation.witness_protocol import STATUS_HEADER
 from services.ledger.client import LedgerClient
 from shared.db import create_pool, migrate
+from shared.errors import Invalid
 from shared.http_metrics import MetricsController, request_metrics
 from shared.logs import AppLogging
+from shared.note import CosignatureSigner, CosignatureVerifier, NoteError, read_cosignature_signer_key
 from shared.outbox import Wakeup
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
@@ -32,15 +39,23 @@ async def _linked(ledger: LedgerClient, peer: Peer, clearing: dict[str, str]) ->
     clearing[peer.origin] = await link(ledger, peer)
 
 
+def _witness_key(text: str, where: str) -> CosignatureVerifier:
+    try:
+        return CosignatureVerifier.from_text(text)
+    except NoteError as exc:
+        raise Invalid(f"{where}: {exc}") from None
+
+
 def create_app(
     settings: Settings,
     *,
     database_url: str | None = None,
     ledger_url: str | None = None,
     ledger_transport: httpx.AsyncBaseTransport | None = None,
+    witness_signer: CosignatureSigner | None = None,
 ) -> Litestar:
-    """Build the federation app. Its pool, its NATS connection, the publisher and one replicator per peer belong
-    to its lifespan. Raises ValueError (or shared.errors.Invalid for a peer) when the settings cannot work."""
+    """Build the federation app; its connections and workers belong to its lifespan. Raises ValueError (or
+    shared.errors.Invalid for a peer or witness) when the settings cannot work."""
     url = database_url or settings.database.url
     if url is None:
         raise ValueError("the federation needs a database URL (settings.database.url)")
@@ -54,14 +69,18 @@ def create_app(
     taken = [p.name for p in peers.values()] + [name]
     if len(set(taken)) != len(taken):
         raise ValueError(f"two networks would share a NATS name: {sorted(taken)}")
+    signer = witness_signer or read_cosignature_signer_key(settings.witness_key_path)
+    external = [(w.url, _witness_key(w.key, f"witness {w.url}")) for w in fed.witnesses]
     nats_url, nats_user, nats_password = settings.nats.url, settings.nats.user, settings.nats.password
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_pool(url, min_size=1, max_size=settings.database.max_pool, reset=False)
         ledger = LedgerClient(ledger_url, fed.ledger_token or "", transport=ledger_transport)
+        http = httpx.AsyncClient(timeout=cosigning.ANSWER_SECONDS)
         nc = None
         tasks: list[asyncio.Task[None]] = []
+        closers: list[Callable[[], Awaitable[None]]] = []
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, "federation", store.MIGRATIONS)
@@ -77,41 +96,68 @@ def create_app(
             publisher = Publisher(ledger, nc.jetstream(), origin=settings.origin, name=name, poll=fed.poll_seconds)
             await publisher.prepare()
             await publisher.offer_to([peer.name for peer in peers.values()])
-            app.state.pool = pool
-            app.state.publisher = publisher
+            witness = Witness(pool, signer, {peer.origin: peer.log_key for peer in peers.values()})
+            await nc.subscribe(names.witness_subject(name), queue="witness", cb=_answering(nc, witness))
             # Each neighbour's clearing account in our ledger, once linked.
             clearing: dict[str, str] = {}
+            app.state.pool = pool
+            app.state.publisher = publisher
+            app.state.witness = witness
             app.state.clearing = clearing
             wakeup = Wakeup()
-            worker = Settler(pool, ledger, wakeup=wakeup)
-            worker.start()
+            settler = Settler(pool, ledger, wakeup=wakeup)
+            settler.start()
             tasks.append(asyncio.create_task(publisher.run(), name="federation publisher"))
             for peer in peers.values():
                 replicator = Replicator(pool, peer, our_origin=settings.origin, our_name=name, settling=wakeup)
                 tasks.append(asyncio.create_task(_linked(ledger, peer, clearing), name=f"linking {peer.origin}"))
                 tasks.append(asyncio.create_task(replicator.run(), name=f"replicating {peer.origin}"))
+            targets = [cosigning.WitnessTarget(key, cosigning.over_http(u, http)) for u, key in external]
+            for peer in peers.values():
+                if peer.witness_key is not None:
+                    send, close = cosigning.over_nats(peer, name)
+                    targets.append(cosigning.WitnessTarget(peer.witness_key, send))
+                    closers.append(close)
+            for target in targets:
+                collector = cosigning.Collector(pool, ledger, target, poll=fed.poll_seconds)
+                tasks.append(asyncio.create_task(collector.run(), name=f"cosigning by {target.key.name}"))
             try:
                 yield
             finally:
-                await worker.stop()
+                await settler.stop()
         finally:
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for close in closers:
+                await close()
             if nc is not None:
                 await nc.close()
+            await http.aclose()
             await ledger.close()
             await pool.close()
 
     return Litestar(
-        route_handlers=[api.FederationController, MetricsController],
+        route_handlers=[api.FederationController, api.WitnessController, MetricsController],
         lifespan=[lifespan],
-        state=State({"origin": settings.origin, "name": name, "peers": peers}),
+        state=State({"origin": settings.origin, "name": name, "peers": peers, "witness_key": signer.verifier()}),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_metrics("federation")],
         logging_config=AppLogging(),
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=OpenAPIConfig(title="timebank federation", version="0.1.0", path="/schema"),
     )
+
+
+def _answering(nc: NatsClient, witness: Witness) -> Callable[[Msg], Awaitable[None]]:
+    """Our witness over NATS request/reply: the answer's status travels in a header."""
+
+    async def answer(msg: Msg) -> None:
+        if not msg.reply:
+            return
+        reply = await witness.add_checkpoint(msg.data)
+        await nc.publish(msg.reply, reply.body, headers={STATUS_HEADER: str(reply.status)})
+
+    return answer

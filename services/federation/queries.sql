@@ -32,3 +32,37 @@ ON CONFLICT (origin, reason) DO UPDATE SET count = r.count + 1, last_detail = $3
 
 -- name: rejections
 SELECT origin, reason, count, last_detail, last_at FROM federation.rejections ORDER BY origin, reason
+
+-- name: witnessed
+SELECT size, root, note FROM federation.witnessed WHERE origin = $1
+
+-- name: witness_advance
+-- Record a cosigned checkpoint, only if the witness's record for the log is still at $2 (absent counts as 0).
+INSERT INTO federation.witnessed AS w (origin, size, root, note) VALUES ($1, $3, $4, $5)
+ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note,
+    cosigned_at = now()
+WHERE w.size = $2
+RETURNING size
+
+-- name: add_evidence
+INSERT INTO federation.evidence (origin, kind, first_note, second_note, detail) VALUES ($1, $2, $3, $4, $5)
+
+-- name: open_evidence
+SELECT id, origin, kind, first_note, second_note, detail, detected_at FROM federation.evidence
+WHERE resolved_at IS NULL ORDER BY id
+
+-- name: has_open_evidence
+SELECT EXISTS (SELECT 1 FROM federation.evidence WHERE origin = $1 AND resolved_at IS NULL)
+
+-- name: cosigner_size
+SELECT size FROM federation.cosigners WHERE witness = $1
+
+-- name: set_cosigner_size
+INSERT INTO federation.cosigners (witness, size) VALUES ($1, $2)
+ON CONFLICT (witness) DO UPDATE SET size = excluded.size, cosigned_at = now()
+
+-- name: cosigners
+SELECT witness, size, cosigned_at FROM federation.cosigners ORDER BY witness
+
+-- name: replica_checkpoint_at
+SELECT note FROM federation.checkpoints WHERE origin = $1 AND size = $2

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import asyncpg
 import msgspec
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 
-from services.federation import access, metrics, names, settler, store, wire
+from services.federation import access, links, metrics, names, settler, store, wire
 from services.federation.peers import Peer
 from services.federation.settle import settlements
 from shared.logverify import LogVerifyError, TreeState, verify_batch, verify_checkpoint
@@ -31,10 +30,10 @@ log = logging.getLogger(__name__)
 # Batches asked for per fetch, and how long a fetch waits for the first one.
 FETCH = 256
 FETCH_WAIT_SECONDS = 1.0
+# While a neighbour's fork evidence is open, its batches are offered again after this long.
+STOPPED_RETRY_SECONDS = 30.0
 # Batches held ahead of a missing one before the hole is reported as a gap.
 MAX_AHEAD = 4096
-# Waits between attempts to reach a neighbour that is down: doubling up to the last.
-RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 @dataclass(slots=True)
@@ -67,10 +66,10 @@ class Replicator:
         failures = 0
         while True:
             try:
-                nc = await self._connect()
+                nc = await links.connect(self._peer, self._our_name, "replicating")
             except Exception as exc:
                 failures += 1
-                wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1]
+                wait = links.retry_wait(failures)
                 log.warning("cannot reach %s's NATS (%s); retrying in %.1f s", self._peer.origin, exc, wait)
                 await asyncio.sleep(wait)
                 continue
@@ -79,19 +78,6 @@ class Replicator:
                 await self._follow(nc)
             finally:
                 await nc.close()
-
-    async def _connect(self) -> NatsClient:
-        return await nats.connect(
-            servers=[self._peer.nats_url],
-            user=self._peer.nats_user,
-            password=self._peer.nats_password,
-            name=f"timebank {self._our_name} replicating {self._peer.name}",
-            inbox_prefix=access.inbox_prefix(self._our_name).encode(),
-            connect_timeout=2,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-        )
 
     async def _follow(self, nc: NatsClient) -> None:
         js = nc.jetstream()
@@ -108,7 +94,7 @@ class Replicator:
                 continue
             except Exception as exc:
                 failures += 1
-                wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1]
+                wait = links.retry_wait(failures)
                 log.warning("reading %s's log stream failed (%s); retrying in %.1f s", self._peer.origin, exc, wait)
                 await asyncio.sleep(wait)
                 continue
@@ -127,6 +113,8 @@ class Replicator:
                 await self._refuse("origin", f"a batch claims the origin {batch.origin!r}", [msg])
                 continue
             if batch.end <= self.tree.size:
+                if batch.checkpoint is not None:
+                    await self._compare(batch.checkpoint)
                 await msg.ack()  # a duplicate of what the copy holds
                 continue
             self._ahead.append(_Held(batch, msg))
@@ -160,9 +148,35 @@ class Replicator:
                 [h.msg for h in waiting],
             )
 
+    async def _compare(self, note: bytes) -> None:
+        """A signed checkpoint for a size the copy has passed must have the root the copy was verified against;
+        if not, the neighbour signed two checkpoints that cannot both be true: keep both as evidence."""
+        try:
+            checkpoint = verify_checkpoint(note, self._peer.log_key)
+        except LogVerifyError:
+            return  # not the neighbour's signature: nothing it said
+        async with self._pool.acquire() as conn:
+            held = await store.replica_checkpoint_at(conn, self._peer.origin, checkpoint.size)
+            if held is None or verify_checkpoint(held, self._peer.log_key).root_hash == checkpoint.root_hash:
+                return
+            await store.add_evidence(
+                conn, self._peer.origin, "fork", held, note, f"two roots for size {checkpoint.size} on the log stream"
+            )
+        metrics.ALERTS.labels(peer=self._peer.origin, kind="fork").inc()
+        log.error("FORK: %s signed two checkpoints of size %d", self._peer.origin, checkpoint.size)
+
     async def _verify_and_store(self, note: bytes) -> None:
         msgs, entries = self._staged_msgs, self._staged
         self._staged_msgs, self._staged = [], []
+        async with self._pool.acquire() as conn:
+            stopped = await store.has_open_evidence(conn, self._peer.origin)
+        if stopped:
+            # Until a coordinator acts on the evidence, nothing more from this neighbour is applied or settled;
+            # the batches come again later, so the copy can carry on from here once the matter is settled.
+            metrics.REJECTED.labels(peer=self._peer.origin, reason="stopped").inc()
+            for msg in msgs:
+                await msg.nak(delay=STOPPED_RETRY_SECONDS)
+            return
         try:
             checkpoint = verify_checkpoint(note, self._peer.log_key)
             grown = verify_batch(self.tree, self.tree.size, entries, checkpoint)

@@ -67,6 +67,12 @@ async def append_verified(
     return bool(moved)
 
 
+async def replica_checkpoint_at(conn: Connection, origin: str, size: int) -> bytes | None:
+    """The neighbour's signed note our copy was verified against at ``size``, if the copy passed that size."""
+    note = await conn.fetchval(Q["replica_checkpoint_at"], origin, size)
+    return None if note is None else bytes(note)
+
+
 async def replica_entries(conn: Connection, origin: str, start: int, end: int) -> list[bytes]:
     return [bytes(r["data"]) for r in await conn.fetch(Q["replica_entries"], origin, start, end)]
 
@@ -81,4 +87,81 @@ async def rejections(conn: Connection) -> list[Rejection]:
             origin=r["origin"], reason=r["reason"], count=r["count"], last_detail=r["last_detail"], last_at=r["last_at"]
         )
         for r in await conn.fetch(Q["rejections"])
+    ]
+
+
+# ---- witnessing ----
+
+
+class Witnessed(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest checkpoint our witness cosigned for a log."""
+
+    size: int
+    root: bytes
+    note: bytes
+
+
+class Evidence(msgspec.Struct, frozen=True, kw_only=True):
+    """Two signed checkpoints of one log that cannot both be true."""
+
+    id: int
+    origin: str
+    kind: str
+    first_note: bytes
+    second_note: bytes
+    detail: str
+    detected_at: datetime
+
+
+class Cosigner(msgspec.Struct, frozen=True, kw_only=True):
+    witness: str
+    size: int
+    cosigned_at: datetime
+
+
+async def witnessed(conn: Connection, origin: str) -> Witnessed | None:
+    row = await conn.fetchrow(Q["witnessed"], origin)
+    return None if row is None else Witnessed(size=row["size"], root=bytes(row["root"]), note=bytes(row["note"]))
+
+
+async def witness_advance(conn: Connection, origin: str, old: int, size: int, root: bytes, note: bytes) -> bool:
+    """Move the witness's record for ``origin`` from ``old`` to this checkpoint; False if it was not at ``old``."""
+    return await conn.fetchval(Q["witness_advance"], origin, old, size, root, note) is not None
+
+
+async def add_evidence(conn: Connection, origin: str, kind: str, first: bytes, second: bytes, detail: str) -> None:
+    await conn.execute(Q["add_evidence"], origin, kind, first, second, detail)
+
+
+async def open_evidence(conn: Connection) -> list[Evidence]:
+    return [
+        Evidence(
+            id=r["id"],
+            origin=r["origin"],
+            kind=r["kind"],
+            first_note=bytes(r["first_note"]),
+            second_note=bytes(r["second_note"]),
+            detail=r["detail"],
+            detected_at=r["detected_at"],
+        )
+        for r in await conn.fetch(Q["open_evidence"])
+    ]
+
+
+async def has_open_evidence(conn: Connection, origin: str) -> bool:
+    return bool(await conn.fetchval(Q["has_open_evidence"], origin))
+
+
+async def cosigner_size(conn: Connection, witness: str) -> int:
+    return int(await conn.fetchval(Q["cosigner_size"], witness) or 0)
+
+
+async def set_cosigner_size(conn: Connection, witness: str, size: int) -> None:
+    await conn.execute(Q["set_cosigner_size"], witness, size)
+
+
+async def cosigners(conn: Connection) -> list[Cosigner]:
+    return [
+        Cosigner(witness=r["witness"], size=r["size"], cosigned_at=r["cosigned_at"])
+        for r in await conn.fetch(Q["cosigners"])
     ]

@@ -10,7 +10,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from services.ledger import store, tlog
 from services.ledger.access import Access, require_federation, require_reader_of, require_writer
@@ -37,7 +37,8 @@ from services.ledger.entries import (
     Transfer,
     entry_decoder,
 )
-from shared.errors import NotFound
+from shared.errors import Invalid, NotFound
+from shared.note import NoteError, parse_signature_line
 from shared.web import StrictRequest
 
 _ACCOUNT_RE = re.compile(ACCOUNT_ID_PATTERN)
@@ -114,6 +115,15 @@ class EntryView(msgspec.Struct, kw_only=True):
 class Entries(msgspec.Struct, kw_only=True):
     start: int
     entries: list[EntryView]
+
+
+SignatureLine = Annotated[str, msgspec.Meta(max_length=1000)]
+
+
+class AddCosignatures(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    size: Annotated[int, msgspec.Meta(ge=1, le=MAX_INDEX)]
+    # C2SP signature lines, "— <witness> <base64(key id || timestamp || signature)>".
+    signatures: Annotated[list[SignatureLine], msgspec.Meta(min_length=1, max_length=64)]
 
 
 class CheckpointView(msgspec.Struct, kw_only=True):
@@ -378,11 +388,35 @@ class LogController(Controller):
 
     @get("/checkpoint", operation_id="getCheckpoint", media_type="text/plain; charset=utf-8")
     async def checkpoint(self, state: State) -> bytes:
+        """The latest signed checkpoint, with every witness cosignature collected for it appended."""
         async with state.pool.acquire() as conn:
             latest = await store.latest_checkpoint(conn)
-        if latest is None:
-            raise NotFound("the log has no checkpoint yet")
-        return latest[1]
+            if latest is None:
+                raise NotFound("the log has no checkpoint yet")
+            cosigned = await store.cosignatures_at(conn, latest[0])
+        return latest[1] + "".join(cosigned).encode()
+
+    @post(
+        "/cosignatures",
+        operation_id="addCosignatures",
+        guards=[require_federation],
+        status_code=HTTP_204_NO_CONTENT,
+        request_class=StrictRequest,
+    )
+    async def add_cosignatures(self, data: JSONBody[AddCosignatures], state: State) -> None:
+        """Keep witnesses' cosignatures of one of our checkpoints (the federation verified them against each
+        witness's key), to serve with that checkpoint."""
+        lines = []
+        for line in data.signatures:
+            try:
+                signature = parse_signature_line(line)
+            except NoteError as exc:
+                raise Invalid(f"not a cosignature line: {exc}") from None
+            lines.append((signature.name, signature.key_id, signature.to_line()))
+        async with state.pool.acquire() as conn:
+            if await store.checkpoint_at(conn, data.size) is None:
+                raise NotFound(f"the log signed no checkpoint of size {data.size}")
+            await store.add_cosignatures(conn, data.size, lines)
 
     @get("/checkpoints", operation_id="getCheckpoints")
     async def checkpoints(

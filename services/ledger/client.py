@@ -22,6 +22,7 @@ from services.ledger.client_types import (
     Balances,
     Checkpoints,
     ConsistencyProof,
+    CosignaturesRequest,
     DecideRequest,
     Entries,
     InclusionProof,
@@ -315,6 +316,10 @@ class LedgerClient:
         """The latest signed checkpoint note, as served (with any witness cosignatures appended)."""
         _, data = await self._request("GET", "/log/checkpoint")
         return data
+
+    async def add_cosignatures(self, size: int, lines: list[str]) -> None:
+        """Give the ledger witnesses' cosignature lines on its checkpoint of ``size`` (the federation's token)."""
+        await self._request("POST", "/log/cosignatures", body=CosignaturesRequest(size=size, signatures=lines))
 
     async def checkpoints(self, after: int, limit: int = 100) -> list[SignedCheckpoint]:
         """The signed checkpoints of sizes above ``after``, oldest first (one per committed batch)."""

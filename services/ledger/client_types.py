@@ -123,6 +123,11 @@ class Entries(msgspec.Struct, frozen=True, kw_only=True):
     entries: list[Entry]
 
 
+class CosignaturesRequest(msgspec.Struct, frozen=True, kw_only=True):
+    size: int
+    signatures: list[str]
+
+
 class SignedCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
     """A checkpoint the log signed when a batch committed: its size and the signed note's text."""
 

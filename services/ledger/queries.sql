@@ -122,6 +122,14 @@ SELECT size, note FROM ledger.checkpoints ORDER BY size DESC LIMIT 1
 -- name: checkpoints_after
 SELECT size, note FROM ledger.checkpoints WHERE size > $1 ORDER BY size LIMIT $2
 
+-- name: add_cosignatures
+INSERT INTO ledger.cosignatures (size, witness, key_id, line)
+SELECT $1, c.witness, c.key_id, c.line FROM unnest($2::text[], $3::bigint[], $4::text[]) AS c (witness, key_id, line)
+ON CONFLICT (size, witness, key_id) DO UPDATE SET line = excluded.line, added_at = now()
+
+-- name: cosignatures_at
+SELECT line FROM ledger.cosignatures WHERE size = $1 ORDER BY witness, key_id
+
 -- name: checkpoint_at
 SELECT size, note FROM ledger.checkpoints WHERE size = $1
 

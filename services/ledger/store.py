@@ -270,6 +270,22 @@ async def checkpoints_after(conn: Connection, size: int, limit: int) -> list[tup
     return [(r["size"], bytes(r["note"])) for r in await conn.fetch(Q["checkpoints_after"], size, limit)]
 
 
+async def add_cosignatures(conn: Connection, size: int, cosignatures: list[tuple[str, int, str]]) -> None:
+    """Keep witnesses' cosignature lines (witness name, key id, line) on the checkpoint of ``size``; a witness's
+    newer cosignature of the same checkpoint replaces its older one."""
+    await conn.execute(
+        Q["add_cosignatures"],
+        size,
+        [w for w, _, _ in cosignatures],
+        [k for _, k, _ in cosignatures],
+        [line for _, _, line in cosignatures],
+    )
+
+
+async def cosignatures_at(conn: Connection, size: int) -> list[str]:
+    return [r["line"] for r in await conn.fetch(Q["cosignatures_at"], size)]
+
+
 async def checkpoint_at(conn: Connection, size: int) -> bytes | None:
     row = await conn.fetchrow(Q["checkpoint_at"], size)
     return None if row is None else bytes(row["note"])

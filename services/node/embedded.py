@@ -17,7 +17,7 @@ from services.node.database import migrate_all
 from services.node.nats import NatsServer
 from services.node.postgres import PostgresServer
 from services.node.serve import serve
-from shared.note import Signer, write_signer_key
+from shared.note import CosignatureSigner, Signer, write_signer_key
 from shared.settings import ApiToken, Settings
 
 # The user our own services sign in to our NATS server as.
@@ -78,6 +78,9 @@ def run_up(settings: Settings) -> int:
     if not settings.key_path.exists():
         write_signer_key(settings.key_path, Signer.generate(settings.origin))
         print(f"created the network signing key {settings.key_path}")
+    if not settings.witness_key_path.exists():
+        write_signer_key(settings.witness_key_path, CosignatureSigner.generate(f"{settings.origin}/witness"))
+        print(f"created the witness key {settings.witness_key_path}")
     tokens = _embedded_tokens(data_dir)
     configured = [
         ApiToken(name=f"embedded-{role}", role=role, sha256=hashlib.sha256(t.encode()).hexdigest())  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ import pytest
 from services.federation import access
 from services.node.postgres import PostgresServer
 from services.node.testing import NatsFactory
-from shared.note import Signer
+from shared.note import CosignatureSigner, Signer
 from tests.federation.support import LOCAL_USER, Network
 
 NAMES = ("riverside", "hillside", "lakeside")
@@ -26,6 +26,7 @@ def _network(postgres_server: PostgresServer, nats_factory: NatsFactory, name: s
     return Network(
         origin=origin,
         signer=Signer.generate(origin),
+        witness=CosignatureSigner.generate(f"{origin}/witness"),
         database_url=postgres_server.dsn(database),
         nats=nats_factory(
             f"{name}-{number}",

@@ -18,7 +18,7 @@ from services.federation.names import network_name
 from services.ledger.app import create_app as create_ledger
 from services.node.compose import IN_PROCESS_LEDGER, Node
 from services.node.nats import NatsServer
-from shared.note import Signer
+from shared.note import CosignatureSigner, Signer
 from shared.settings import ApiToken, FederationSettings, LedgerSettings, NatsSettings, PeerSettings, Settings
 
 LOCAL_USER = "timebank"
@@ -35,6 +35,7 @@ class Network:
 
     origin: str
     signer: Signer
+    witness: CosignatureSigner
     database_url: str
     nats: NatsServer
     # Our services' password on our NATS server, and the passwords we issued neighbours there (by NATS name).
@@ -53,6 +54,7 @@ class Network:
         fields: dict[str, object] = {
             "origin": self.origin,
             "log_key": self.signer.verifier().to_text(),
+            "witness_key": self.witness.verifier().to_text(),
             "nats_url": self.nats.url,
             "nats_user": access.peer_user(of.name),
             "nats_password": self.issued[of.name],
@@ -153,6 +155,7 @@ async def running(*networks: Network) -> AsyncIterator[None]:
                 database_url=net.database_url,
                 ledger_url=IN_PROCESS_LEDGER,
                 ledger_transport=httpx.ASGITransport(app=cast("Any", ledger)),
+                witness_signer=net.witness,
             )
             node = Node({"/ledger": ledger, "/federation": federation})
             net.client = await stack.enter_async_context(AsyncTestClient(app=cast("Any", node)))

@@ -13,9 +13,9 @@ from services.ledger.client import LedgerClient, LedgerRefused, LedgerUnavailabl
 from services.ledger.entries import transfer_id
 from services.node.postgres import PostgresServer
 from services.node.processes import free_port
-from shared.logverify import TreeState, verify_batch, verify_checkpoint
+from shared.logverify import TreeState, check_cosignatures, verify_batch, verify_checkpoint
 from shared.merkle import leaf_hash, verify_consistency, verify_inclusion
-from shared.note import Signer
+from shared.note import CosignatureSigner, Signature, Signer
 from tests.ledger.conftest import ORIGIN, TOKENS
 from tests.ledger.processes import ledger_on_own_database
 
@@ -300,3 +300,35 @@ async def test_the_signed_checkpoints_verify_the_log_batch_by_batch(ledger_clien
         state = verify_batch(state, state.size, [e.data for e in entries], verified)
     assert state.size == signed[-1].size >= size
     assert [c.size for c in await ledger_client.checkpoints(signed[-2].size)] == [signed[-1].size]
+
+
+async def test_witness_cosignatures_are_served_with_their_checkpoint_and_only_the_federation_adds_them(
+    ledger_url: str, ledger_client: LedgerClient, unique: str
+) -> None:
+    await ledger_client.open_account(f"{unique}-cosigned")
+    for _ in range(200):
+        note = await ledger_client.checkpoint()
+        if int(note.split(b"\n")[1]) == (await ledger_client.ready()).log_size:
+            break
+        await asyncio.sleep(0.05)
+    size = int(note.split(b"\n")[1])
+    text = note.decode()[: note.decode().index("\n\n") + 1]
+    witness = CosignatureSigner.generate(f"{unique}.witness.test/w1")
+    line = Signature(witness.name, witness.key_id, witness.sign(text, 1_700_000_000)).to_line()
+
+    with pytest.raises(LedgerRefused) as refused:
+        await ledger_client.add_cosignatures(size, [line])
+    assert refused.value.status == 403
+    async with LedgerClient(ledger_url, TOKENS["federation"]) as federation:
+        with pytest.raises(LedgerRefused) as malformed:
+            await federation.add_cosignatures(size, ["not a signature line"])
+        assert malformed.value.status == 422
+        with pytest.raises(LedgerRefused) as unknown:
+            await federation.add_cosignatures(size + 10_000, [line])
+        assert unknown.value.status == 404
+        await federation.add_cosignatures(size, [line])
+
+    served = await ledger_client.checkpoint()
+    if int(served.split(b"\n")[1]) == size:  # no other test moved the log meanwhile
+        assert check_cosignatures(served, [witness.verifier()]).meets(1)
+        assert served.startswith(note)
