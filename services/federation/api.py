@@ -4,7 +4,7 @@ own log so that an auditor can fetch both networks' logs from either one."""
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -12,8 +12,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
-from services.federation import store
+from services.federation import settle, store
 from services.federation.peers import Peer
+from services.ledger.client import LedgerClient, LedgerError
 from shared.errors import NotFound
 
 MAX_RANGE = 1000
@@ -27,15 +28,30 @@ class RejectionView(msgspec.Struct, kw_only=True):
     last_at: datetime
 
 
+class Flight(msgspec.Struct, kw_only=True):
+    payments: int
+    minutes: int
+
+
 class PeerStatus(msgspec.Struct, kw_only=True):
     origin: str
     name: str
     # Entries of the neighbour's log held in our verified copy, and when the copy last grew.
     replicated_size: int
     replicated_at: datetime | None
+    # Entries the neighbour sent that are not verified and stored yet, and for how long the copy has been behind.
+    lag_entries: int
+    lag_seconds: float
+    # When the neighbour's NATS server last answered us (None: never, since this process started).
+    last_contact_at: datetime | None
     # The size of the neighbour's log our witness last cosigned.
     witnessed_size: int
     trust_limit: int
+    # How much of the trust limit the neighbour's members use: what they owe ours, by settled payments.
+    trust_used: int
+    # Our members' payments to theirs not yet accepted (nor reversed), and theirs to ours not yet decided here.
+    in_flight_out: Flight
+    in_flight_in: Flight
     # The neighbour's clearing account in our ledger (None until linked).
     clearing_account: str | None
     rejected: list[RejectionView]
@@ -94,6 +110,10 @@ class FederationController(Controller):
             cosigners = await store.cosigners(conn)
             evidence = await store.open_evidence(conn)
             witnessed = {origin: await store.witnessed(conn, origin) for origin in peers}
+            out = await store.in_flight_out(conn)
+            inbound = _decisions_pending(await store.pending_decisions(conn))
+        balances = {origin: await _balance(state.ledger, state.clearing.get(origin)) for origin in peers}
+        replicators = state.replicators
         return Status(
             origin=state.origin,
             name=state.name,
@@ -117,8 +137,15 @@ class FederationController(Controller):
                     name=peer.name,
                     replicated_size=copies[peer.origin].tree.size if peer.origin in copies else 0,
                     replicated_at=copies[peer.origin].updated_at if peer.origin in copies else None,
+                    lag_entries=replicators[peer.origin].lag_entries,
+                    lag_seconds=round(replicators[peer.origin].lag_seconds, 3),
+                    last_contact_at=_when(replicators[peer.origin].last_contact_at),
                     witnessed_size=_size(witnessed.get(peer.origin)),
                     trust_limit=peer.trust_limit,
+                    # Our payments in flight sit in the clearing account too; only settled ones count as trust.
+                    trust_used=max(0, out.get(peer.origin, (0, 0))[1] - balances[peer.origin]),
+                    in_flight_out=_flight(out.get(peer.origin)),
+                    in_flight_in=_flight(inbound.get(peer.origin)),
                     clearing_account=state.clearing.get(peer.origin),
                     rejected=[
                         RejectionView(reason=r.reason, count=r.count, last_detail=r.last_detail, last_at=r.last_at)
@@ -157,6 +184,35 @@ class FederationController(Controller):
             entries=[EntryView(index=start + i, data=base64.b64encode(d).decode()) for i, d in enumerate(rows)],
         )
         return Response(msgspec.json.encode(view), media_type="application/json")
+
+
+def _flight(counted: tuple[int, int] | None) -> Flight:
+    payments, minutes = counted or (0, 0)
+    return Flight(payments=payments, minutes=minutes)
+
+
+def _when(at: float | None) -> datetime | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC)
+
+
+async def _balance(ledger: LedgerClient, account: str | None) -> int:
+    if account is None:
+        return 0
+    try:
+        return (await ledger.account(account)).balance
+    except LedgerError:
+        return 0
+
+
+def _decisions_pending(payloads: list[bytes]) -> dict[str, tuple[int, int]]:
+    """Per neighbour: (payments, minutes) of its payments to our members that our ledger has yet to decide."""
+    found: dict[str, tuple[int, int]] = {}
+    for payload in payloads:
+        command = settle.decoder.decode(payload)
+        if isinstance(command, settle.Decide):
+            payments, minutes = found.get(command.origin, (0, 0))
+            found[command.origin] = (payments + 1, minutes + command.minutes)
+    return found
 
 
 def _size(witnessed: store.Witnessed | None) -> int:

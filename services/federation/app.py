@@ -93,7 +93,9 @@ def create_app(
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
             )
-            publisher = Publisher(ledger, nc.jetstream(), origin=settings.origin, name=name, poll=fed.poll_seconds)
+            publisher = Publisher(
+                pool, ledger, nc.jetstream(), origin=settings.origin, name=name, poll=fed.poll_seconds
+            )
             await publisher.prepare()
             await publisher.offer_to([peer.name for peer in peers.values()])
             witness = Witness(pool, signer, {peer.origin: peer.log_key for peer in peers.values()})
@@ -104,12 +106,16 @@ def create_app(
             app.state.publisher = publisher
             app.state.witness = witness
             app.state.clearing = clearing
+            app.state.ledger = ledger
+            replicators: dict[str, Replicator] = {}
+            app.state.replicators = replicators
             wakeup = Wakeup()
             settler = Settler(pool, ledger, wakeup=wakeup)
             settler.start()
             tasks.append(asyncio.create_task(publisher.run(), name="federation publisher"))
             for peer in peers.values():
                 replicator = Replicator(pool, peer, our_origin=settings.origin, our_name=name, settling=wakeup)
+                replicators[peer.origin] = replicator
                 tasks.append(asyncio.create_task(_linked(ledger, peer, clearing), name=f"linking {peer.origin}"))
                 tasks.append(asyncio.create_task(replicator.run(), name=f"replicating {peer.origin}"))
             targets = [cosigning.WitnessTarget(key, cosigning.over_http(u, http)) for u, key in external]

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import asyncpg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from services.federation import names, wire
+from services.federation import metrics, names, store, wire
+from services.federation.settle import our_steps
 from services.ledger.client import LedgerClient
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,10 @@ def split(start: int, entries: list[bytes], checkpoint: bytes, origin: str) -> l
 class Publisher:
     """Copies the ledger's log, checkpoint by checkpoint, into our log stream."""
 
-    def __init__(self, ledger: LedgerClient, js: JetStreamContext, *, origin: str, name: str, poll: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, ledger: LedgerClient, js: JetStreamContext, *, origin: str, name: str, poll: float
+    ) -> None:
+        self._pool = pool
         self._ledger = ledger
         self._js = js
         self._origin = origin
@@ -119,6 +124,10 @@ class Publisher:
                 if not page.entries:
                     raise RuntimeError(f"the ledger signed {checkpoint.size:,} entries but serves none from {start:,}")
                 entries.extend(entry.data for entry in page.entries)
+            steps = our_steps(self.published, entries)
+            if steps:  # our payments to neighbours' members, to follow until they are answered
+                async with self._pool.acquire() as conn:
+                    await store.record_crossnet(conn, steps)
             batches = split(self.published, entries, checkpoint.note.encode(), self._origin)
             acks = [
                 await self._js.publish_async(
@@ -130,5 +139,6 @@ class Publisher:
             ]
             await asyncio.gather(*acks)
             self.published = checkpoint.size
+            metrics.PUBLISHED_SIZE.set(self.published)
             sent += len(entries)
         return sent

@@ -66,3 +66,20 @@ SELECT witness, size, cosigned_at FROM federation.cosigners ORDER BY witness
 
 -- name: replica_checkpoint_at
 SELECT note FROM federation.checkpoints WHERE origin = $1 AND size = $2
+
+-- name: record_crossnet
+INSERT INTO federation.crossnet (transfer, kind, peer, minutes, idx)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::bigint[])
+ON CONFLICT (transfer, kind) DO NOTHING
+
+-- name: in_flight_out
+-- Minutes of our payments to each neighbour that it has not accepted and we have not reversed.
+SELECT s.peer, count(*) AS payments, coalesce(sum(s.minutes), 0)::bigint AS minutes
+FROM federation.crossnet s
+WHERE s.kind = 'sent' AND NOT EXISTS (
+    SELECT 1 FROM federation.crossnet d WHERE d.transfer = s.transfer AND d.kind IN ('accepted', 'reversed')
+)
+GROUP BY s.peer
+
+-- name: pending_decisions
+SELECT payload FROM federation.outbox WHERE done_at IS NULL AND kind = 'federation.settle.decide.v1'

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -21,7 +22,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from services.federation import access, links, metrics, names, settler, store, wire
 from services.federation.peers import Peer
-from services.federation.settle import settlements
+from services.federation.settle import settlements, their_answers
 from shared.logverify import LogVerifyError, TreeState, verify_batch, verify_checkpoint
 from shared.outbox import Wakeup
 
@@ -57,6 +58,21 @@ class Replicator:
         self._staged_msgs: list[Msg] = []
         self._ahead: list[_Held] = []
         self._size_gauge = metrics.REPLICATED_SIZE.labels(peer=peer.origin)
+        # For the status: the furthest the neighbour's batches reached (as they claim, before verifying), when the
+        # copy last held everything seen, and when the neighbour's server last answered us.
+        self.seen_size = 0
+        self.caught_up_at = time.time()
+        self.last_contact_at: float | None = None
+
+    @property
+    def lag_entries(self) -> int:
+        """Entries the neighbour has sent that the copy does not hold verified yet."""
+        return max(0, self.seen_size - self.tree.size)
+
+    @property
+    def lag_seconds(self) -> float:
+        """How long the copy has been behind what the neighbour sent (0 while it holds all of it)."""
+        return 0.0 if self.lag_entries == 0 else max(0.0, time.time() - self.caught_up_at)
 
     async def run(self) -> None:
         """Replicate forever, reconnecting to the neighbour whenever it is unreachable."""
@@ -91,6 +107,7 @@ class Replicator:
             try:
                 msgs = await subscription.fetch(FETCH, timeout=FETCH_WAIT_SECONDS)
             except NatsTimeout:
+                self.last_contact_at = time.time()
                 continue
             except Exception as exc:
                 failures += 1
@@ -99,6 +116,7 @@ class Replicator:
                 await asyncio.sleep(wait)
                 continue
             failures = 0
+            self.last_contact_at = time.time()
             await self.receive(msgs)
 
     async def receive(self, msgs: list[Msg]) -> None:
@@ -112,6 +130,7 @@ class Replicator:
             if batch.origin != self._peer.origin:
                 await self._refuse("origin", f"a batch claims the origin {batch.origin!r}", [msg])
                 continue
+            self.seen_size = max(self.seen_size, batch.end)
             if batch.end <= self.tree.size:
                 if batch.checkpoint is not None:
                     await self._compare(batch.checkpoint)
@@ -185,18 +204,23 @@ class Replicator:
             return
         # What the entries ask of our ledger is queued with them, atomically: a crash loses neither.
         found = settlements(self._our_origin, self._peer.origin, self.tree.size, entries)
+        answers = their_answers(self._our_origin, self._peer.origin, self.tree.size, entries)
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 moved = await store.append_verified(conn, self._peer.origin, self.tree, grown, note, entries)
                 if moved and found:
                     queued = settler.enqueue(found)
                     await conn.execute(queued.sql, *queued.args)
+                if moved and answers:
+                    await store.record_crossnet(conn, answers)
             if not moved:  # another process stored it first: carry on from what is stored
                 grown = (await store.replica(conn, self._peer.origin)).tree
         if moved and found:
             self._settling.set()
         self.tree = grown
         self._size_gauge.set(grown.size)
+        if grown.size >= self.seen_size:
+            self.caught_up_at = time.time()
         for msg in msgs:
             await msg.ack()
 

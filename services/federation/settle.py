@@ -1,4 +1,5 @@
-"""What a verified batch of a neighbour's log asks of our ledger: the pure rules of cross-network settlement.
+"""What a verified batch of a neighbour's log asks of our ledger, and the steps of our payments to neighbours that
+the two logs show: the pure rules of cross-network settlement.
 
 - A transfer in the neighbour's log paying one of our accounts (its ``remote.origin`` is us) is ours to decide:
   our ledger accepts it (paying the member from the neighbour's clearing account) or records why not.
@@ -11,11 +12,11 @@ Each command carries the key it is sent under, so deciding or reversing twice is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import msgspec
 
-from services.ledger.entries import CrossnetRejected, Transfer, entry_decoder
+from services.ledger.entries import CrossnetRejected, LogEntry, Transfer, entry_decoder
 
 
 class Decide(msgspec.Struct, frozen=True, kw_only=True, tag="federation.settle.decide.v1", tag_field="type"):
@@ -48,23 +49,38 @@ class Reverse(msgspec.Struct, frozen=True, kw_only=True, tag="federation.settle.
 
 Settlement = Decide | Reverse
 
+
+class CrossnetEvent(msgspec.Struct, frozen=True):
+    """One step of one of our payments to a neighbour: sent, accepted, rejected or reversed."""
+
+    transfer: str
+    kind: str
+    peer: str
+    minutes: int
+    index: int
+
+
 encoder = msgspec.json.Encoder()
 decoder = msgspec.json.Decoder(Settlement)
+
+
+def _crossnet(start: int, entries: Sequence[bytes]) -> Iterator[tuple[int, LogEntry]]:
+    """The entries that can matter across networks (transfers naming another network, rejections), decoded."""
+    for offset, data in enumerate(entries):
+        # A cheap look first: most entries are local transfers, and a newer neighbour's unknown entry types are
+        # none of our business.
+        if b'"remote"' not in data and b'"reverses"' not in data and b'"ledger.crossnet.rejected.v1"' not in data:
+            continue
+        try:
+            yield start + offset, entry_decoder.decode(data)
+        except msgspec.DecodeError:
+            continue
 
 
 def settlements(ours: str, neighbour: str, start: int, entries: Sequence[bytes]) -> list[Settlement]:
     """The commands that the neighbour's entries ``start``.. (verified, as stored) ask of us, the log ``ours``."""
     found: list[Settlement] = []
-    for offset, data in enumerate(entries):
-        # Only the two entry types that can concern us are decoded fully; a newer neighbour's unknown types are
-        # none of our business.
-        if b'"ledger.transfer.v1"' not in data and b'"ledger.crossnet.rejected.v1"' not in data:
-            continue
-        try:
-            entry = entry_decoder.decode(data)
-        except msgspec.DecodeError:
-            continue
-        index = start + offset
+    for index, entry in _crossnet(start, entries):
         match entry:
             case Transfer(remote=remote) if remote is not None and remote.origin == ours and remote.account:
                 found.append(
@@ -80,3 +96,29 @@ def settlements(ours: str, neighbour: str, start: int, entries: Sequence[bytes])
             case CrossnetRejected(origin=origin) if origin == ours:
                 found.append(Reverse(origin=neighbour, transfer=entry.transfer, index=index, reason=entry.reason))
     return found
+
+
+def our_steps(start: int, entries: Sequence[bytes]) -> list[CrossnetEvent]:
+    """From our own log: payments we sent to neighbours' members, and reversals (of any transfer: a reversal does
+    not say whom the original paid, and recording one that was not cross-network is harmless)."""
+    steps = []
+    for index, entry in _crossnet(start, entries):
+        if not isinstance(entry, Transfer):
+            continue
+        if entry.remote is not None and entry.remote.account is not None:
+            steps.append(CrossnetEvent(entry.id, "sent", entry.remote.origin, entry.minutes, index))
+        elif entry.reverses is not None:
+            steps.append(CrossnetEvent(entry.reverses, "reversed", "", entry.minutes, index))
+    return steps
+
+
+def their_answers(ours: str, neighbour: str, start: int, entries: Sequence[bytes]) -> list[CrossnetEvent]:
+    """From the neighbour's log: its acceptances and rejections of our payments."""
+    steps = []
+    for index, entry in _crossnet(start, entries):
+        match entry:
+            case Transfer(remote=remote) if remote is not None and remote.origin == ours and remote.transfer:
+                steps.append(CrossnetEvent(remote.transfer, "accepted", neighbour, entry.minutes, index))
+            case CrossnetRejected(origin=origin) if origin == ours:
+                steps.append(CrossnetEvent(entry.transfer, "rejected", neighbour, entry.minutes, index))
+    return steps

@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from services.federation.settle import CrossnetEvent
 from shared.db import Connection, load_queries
 from shared.logverify import TreeState
 
@@ -165,3 +166,28 @@ async def cosigners(conn: Connection) -> list[Cosigner]:
         Cosigner(witness=r["witness"], size=r["size"], cosigned_at=r["cosigned_at"])
         for r in await conn.fetch(Q["cosigners"])
     ]
+
+
+# ---- cross-network payments ----
+
+
+async def record_crossnet(conn: Connection, events: list[CrossnetEvent]) -> None:
+    """Record the steps of our payments to neighbours (steps already recorded are kept as they were)."""
+    await conn.execute(
+        Q["record_crossnet"],
+        [e.transfer for e in events],
+        [e.kind for e in events],
+        [e.peer for e in events],
+        [e.minutes for e in events],
+        [e.index for e in events],
+    )
+
+
+async def in_flight_out(conn: Connection) -> dict[str, tuple[int, int]]:
+    """Per neighbour: (payments, minutes) of ours that it has not accepted and we have not reversed."""
+    return {r["peer"]: (r["payments"], r["minutes"]) for r in await conn.fetch(Q["in_flight_out"])}
+
+
+async def pending_decisions(conn: Connection) -> list[bytes]:
+    """The stored settlements still waiting for our ledger to decide a neighbour's payment."""
+    return [bytes(r["payload"]) for r in await conn.fetch(Q["pending_decisions"])]

@@ -44,6 +44,17 @@ async def test_a_payment_to_a_neighbours_member_arrives_and_the_clearing_account
         await eventually(bob_paid, "bob is paid in hillside")
         assert await riverside.balance(alice) == -90
         assert await _in_flight(riverside, hillside) == 0
+
+        async def answered() -> bool:
+            [peer] = (await riverside.status())["peers"]
+            return peer["in_flight_out"] == {"payments": 0, "minutes": 0}
+
+        await eventually(answered, "riverside sees hillside's acceptance in its copy of hillside's log")
+        # Hillside's members owe nothing to riverside's: riverside's member paid.
+        [peer] = (await riverside.status())["peers"]
+        assert (peer["trust_used"], peer["lag_entries"], peer["in_flight_in"]["minutes"]) == (0, 0, 0)
+        [theirs] = (await hillside.status())["peers"]
+        assert (theirs["trust_used"], theirs["trust_limit"]) == (90, 600)
         # Hillside's log says where the minutes came from: riverside's transfer, by id and index.
         [accepted] = [e for e in await _entries(hillside) if isinstance(e, Transfer) and e.remote is not None]
         assert accepted.payee == bob
