@@ -39,6 +39,11 @@ class NatsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str | None = None
     user: str | None = None
     password: str | None = None
+    # Where our server's configuration includes its authorization block from, and its pid file: when a peer is
+    # added or removed, the federation rewrites the block and has the server reload it. None: the operator keeps
+    # the server's users (deploy/ shows how), and peers added at run time need a reload by hand.
+    authorization_file: str | None = None
+    pid_file: str | None = None
 
 
 class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -107,6 +112,8 @@ class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     peers: list[PeerSettings] = msgspec.field(default_factory=list)
     # Our witness's cosignature key (C2SP note key format, algorithm 0x04); default: <data_dir>/witness.key.
     witness_key_file: str | None = None
+    # Our NATS server's address as neighbours reach it (told to a peer when it is added); default: nats.url.
+    public_nats_url: str | None = None
     # Witnesses besides our neighbours that our log asks for cosignatures.
     witnesses: list[WitnessSettings] = msgspec.field(default_factory=list)
     # The federation's bearer token for the ledger (a secret: set it by environment or a private file).

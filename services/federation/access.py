@@ -13,6 +13,9 @@ The rendered block goes into our nats-server's configuration (``timebank up`` wr
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 
 from services.federation import names
 
@@ -51,3 +54,23 @@ def authorization(our_name: str, local_user: str, local_password: str, issued: d
         users.append({"user": peer_user(peer), "password": password, "permissions": peer_permissions(our_name, peer)})
     # The configuration format accepts JSON objects, and JSON strings quote every character the format reserves.
     return "authorization " + json.dumps({"users": users}, indent=2)
+
+
+def write_authorization(path: Path, block: str) -> None:
+    """Replace the authorization file in one step (the server never reads half of it)."""
+    partial = path.with_name(path.name + ".new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(block + "\n")
+    os.replace(partial, path)
+
+
+def reload_server(pid_file: Path) -> bool:
+    """Have the nats-server whose pid is in ``pid_file`` reload its configuration (SIGHUP); False if it is not
+    running."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        return False
+    return True

@@ -4,18 +4,23 @@ own log so that an auditor can fetch both networks' logs from either one."""
 from __future__ import annotations
 
 import base64
+import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
-from services.federation import settle, store
+from services.federation import access, settle, store
+from services.federation.guards import require_coordinator, require_reader
 from services.federation.peers import Peer
+from services.federation.supervisor import Federation
 from services.ledger.client import LedgerClient, LedgerError
 from shared.errors import NotFound
+from shared.settings import PeerSettings
+from shared.web import StrictRequest
 
 MAX_RANGE = 1000
 MAX_INDEX = 2**62
@@ -100,10 +105,11 @@ class FederationController(Controller):
     path = "/"
     tags = ("federation",)
 
-    @get("/status", operation_id="federationStatus")
+    @get("/status", operation_id="federationStatus", guards=[require_reader])
     async def status(self, state: State) -> Status:
         """Per peer: how far its log is replicated and verified, its trust limit, and what was refused."""
-        peers: dict[str, Peer] = state.peers
+        federation: Federation = state.federation
+        peers = federation.peers
         async with state.pool.acquire() as conn:
             copies = {replica.origin: replica for replica in await store.replicas(conn)}
             refused = await store.rejections(conn)
@@ -112,8 +118,8 @@ class FederationController(Controller):
             witnessed = {origin: await store.witnessed(conn, origin) for origin in peers}
             out = await store.in_flight_out(conn)
             inbound = _decisions_pending(await store.pending_decisions(conn))
-        balances = {origin: await _balance(state.ledger, state.clearing.get(origin)) for origin in peers}
-        replicators = state.replicators
+        balances = {origin: await _balance(state.ledger, federation.clearing.get(origin)) for origin in peers}
+        replicators = federation.replicators
         return Status(
             origin=state.origin,
             name=state.name,
@@ -146,7 +152,7 @@ class FederationController(Controller):
                     trust_used=max(0, out.get(peer.origin, (0, 0))[1] - balances[peer.origin]),
                     in_flight_out=_flight(out.get(peer.origin)),
                     in_flight_in=_flight(inbound.get(peer.origin)),
-                    clearing_account=state.clearing.get(peer.origin),
+                    clearing_account=federation.clearing.get(peer.origin),
                     rejected=[
                         RejectionView(reason=r.reason, count=r.count, last_detail=r.last_detail, last_at=r.last_at)
                         for r in refused
@@ -168,7 +174,7 @@ class FederationController(Controller):
         """A neighbour's log as we hold it verified: ``<origin>/log/checkpoint`` (its signed note) or
         ``<origin>/log/entries?start=&end=`` (at most 1000 entries, as it stored them)."""
         origin, _, what = peer_path.strip("/").rpartition("/log/")
-        peers: dict[str, Peer] = state.peers
+        peers: dict[str, Peer] = state.federation.peers
         if origin not in peers or what not in ("checkpoint", "entries"):
             raise NotFound(f"no copy of {origin or peer_path!r}'s log is kept here")
         async with state.pool.acquire() as conn:
@@ -231,3 +237,74 @@ class WitnessController(Controller):
         The body and the answers are C2SP tlog-witness's (text, not JSON)."""
         answer = await state.witness.add_checkpoint(await request.body())
         return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
+
+
+class PeerView(msgspec.Struct, kw_only=True):
+    """A neighbour as configured (its secrets left out)."""
+
+    origin: str
+    name: str
+    log_key: str
+    witness_key: str | None
+    nats_url: str
+    nats_user: str | None
+    trust_limit: int
+
+
+class Credential(msgspec.Struct, kw_only=True):
+    """What the neighbour needs to reach our NATS server: give it to its coordinators (once: it is a secret)."""
+
+    nats_url: str | None
+    user: str
+    password: str
+
+
+class PeerAdded(msgspec.Struct, kw_only=True):
+    peer: PeerView
+    credential: Credential
+
+
+def _view(peer: Peer) -> PeerView:
+    return PeerView(
+        origin=peer.origin,
+        name=peer.name,
+        log_key=peer.log_key.to_text(),
+        witness_key=None if peer.witness_key is None else peer.witness_key.to_text(),
+        nats_url=peer.nats_url,
+        nats_user=peer.nats_user,
+        trust_limit=peer.trust_limit,
+    )
+
+
+class PeerController(Controller):
+    """Coordinators add and remove neighbours here (and with `timebank peer add|list|remove`)."""
+
+    path = "/peers"
+    tags = ("peers",)
+    request_class = StrictRequest
+
+    @get("/", operation_id="listPeers", guards=[require_reader])
+    async def list_peers(self, state: State) -> list[PeerView]:
+        return [_view(peer) for peer in state.federation.peers.values()]
+
+    @post("/", operation_id="addPeer", guards=[require_coordinator], status_code=201)
+    async def add_peer(self, data: JSONBody[PeerSettings], state: State) -> PeerAdded:
+        """Add a neighbour (or change one), link its clearing account with the trust limit as floor, and let it
+        in to our NATS server; without ``issued_password``, a new password is made for it and returned once."""
+        configured = (
+            data if data.issued_password else msgspec.structs.replace(data, issued_password=secrets.token_urlsafe(24))
+        )
+        peer = await state.federation.add(configured)
+        assert configured.issued_password is not None
+        return PeerAdded(
+            peer=_view(peer),
+            credential=Credential(
+                nats_url=state.public_nats_url, user=access.peer_user(peer.name), password=configured.issued_password
+            ),
+        )
+
+    @delete("/{origin:path}", operation_id="removePeer", guards=[require_coordinator], status_code=204)
+    async def remove_peer(self, origin: FromPath[str], state: State) -> None:
+        """Stop peering: replication, witnessing and settling with it stop, and its NATS user goes."""
+        if not await state.federation.remove(origin.strip("/")):
+            raise NotFound(f"{origin.strip('/')} is not a peer")

@@ -16,27 +16,23 @@ from litestar.openapi import OpenAPIConfig
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from services.federation import api, cosigning, names, store
-from services.federation.peering import link
-from services.federation.peers import Peer, peer_from_settings
+from services.federation import api, cosigning, links, names, store
+from services.federation.peers import peer_from_settings
 from services.federation.publisher import Publisher
-from services.federation.replicator import Replicator
 from services.federation.settler import Settler
+from services.federation.supervisor import Federation
 from services.federation.witness import Witness
 from services.federation.witness_protocol import STATUS_HEADER
 from services.ledger.client import LedgerClient
+from shared.bearer import TokenBook
 from shared.db import create_pool, migrate
 from shared.errors import Invalid
 from shared.http_metrics import MetricsController, request_metrics
 from shared.logs import AppLogging
-from shared.note import CosignatureSigner, CosignatureVerifier, NoteError, read_cosignature_signer_key
+from shared.note import CosignatureSigner, CosignatureVerifier, NoteError, Verifier, read_cosignature_signer_key
 from shared.outbox import Wakeup
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
-
-
-async def _linked(ledger: LedgerClient, peer: Peer, clearing: dict[str, str]) -> None:
-    clearing[peer.origin] = await link(ledger, peer)
 
 
 def _witness_key(text: str, where: str) -> CosignatureVerifier:
@@ -65,10 +61,8 @@ def create_app(
         raise ValueError("the federation needs the ledger's URL")
     fed = settings.federation
     name = fed.name or names.network_name(settings.origin)
-    peers = {p.origin: p for p in map(peer_from_settings, fed.peers)}
-    taken = [p.name for p in peers.values()] + [name]
-    if len(set(taken)) != len(taken):
-        raise ValueError(f"two networks would share a NATS name: {sorted(taken)}")
+    for configured in fed.peers:
+        peer_from_settings(configured)  # a peer the settings cannot describe stops the start, here
     signer = witness_signer or read_cosignature_signer_key(settings.witness_key_path)
     external = [(w.url, _witness_key(w.key, f"witness {w.url}")) for w in fed.witnesses]
     nats_url, nats_user, nats_password = settings.nats.url, settings.nats.user, settings.nats.password
@@ -79,8 +73,8 @@ def create_app(
         ledger = LedgerClient(ledger_url, fed.ledger_token or "", transport=ledger_transport)
         http = httpx.AsyncClient(timeout=cosigning.ANSWER_SECONDS)
         nc = None
+        federation = None
         tasks: list[asyncio.Task[None]] = []
-        closers: list[Callable[[], Awaitable[None]]] = []
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, "federation", store.MIGRATIONS)
@@ -93,40 +87,36 @@ def create_app(
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
             )
-            publisher = Publisher(
-                pool, ledger, nc.jetstream(), origin=settings.origin, name=name, poll=fed.poll_seconds
-            )
+            js = nc.jetstream()
+            publisher = Publisher(pool, ledger, js, origin=settings.origin, name=name, poll=fed.poll_seconds)
             await publisher.prepare()
-            await publisher.offer_to([peer.name for peer in peers.values()])
-            witness = Witness(pool, signer, {peer.origin: peer.log_key for peer in peers.values()})
+            witness_logs: dict[str, Verifier] = {}
+            witness = Witness(pool, signer, witness_logs)
             await nc.subscribe(names.witness_subject(name), queue="witness", cb=_answering(nc, witness))
-            # Each neighbour's clearing account in our ledger, once linked.
-            clearing: dict[str, str] = {}
+            wakeup = Wakeup()
+            settler = Settler(pool, ledger, wakeup=wakeup)
+            federation = Federation(
+                settings,
+                name=name,
+                pool=pool,
+                ledger=ledger,
+                js=js,
+                publisher=publisher,
+                witness_logs=witness_logs,
+                settling=wakeup,
+            )
+            await federation.start()
             app.state.pool = pool
             app.state.publisher = publisher
             app.state.witness = witness
-            app.state.clearing = clearing
             app.state.ledger = ledger
-            replicators: dict[str, Replicator] = {}
-            app.state.replicators = replicators
-            wakeup = Wakeup()
-            settler = Settler(pool, ledger, wakeup=wakeup)
+            app.state.federation = federation
             settler.start()
             tasks.append(asyncio.create_task(publisher.run(), name="federation publisher"))
-            for peer in peers.values():
-                replicator = Replicator(pool, peer, our_origin=settings.origin, our_name=name, settling=wakeup)
-                replicators[peer.origin] = replicator
-                tasks.append(asyncio.create_task(_linked(ledger, peer, clearing), name=f"linking {peer.origin}"))
-                tasks.append(asyncio.create_task(replicator.run(), name=f"replicating {peer.origin}"))
-            targets = [cosigning.WitnessTarget(key, cosigning.over_http(u, http)) for u, key in external]
-            for peer in peers.values():
-                if peer.witness_key is not None:
-                    send, close = cosigning.over_nats(peer, name)
-                    targets.append(cosigning.WitnessTarget(peer.witness_key, send))
-                    closers.append(close)
-            for target in targets:
+            for witness_url, key in external:
+                target = cosigning.WitnessTarget(key, cosigning.over_http(witness_url, http))
                 collector = cosigning.Collector(pool, ledger, target, poll=fed.poll_seconds)
-                tasks.append(asyncio.create_task(collector.run(), name=f"cosigning by {target.key.name}"))
+                tasks.append(asyncio.create_task(collector.run(), name=f"cosigning by {witness_url}"))
             try:
                 yield
             finally:
@@ -137,18 +127,26 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            for close in closers:
-                await close()
+            if federation is not None:
+                await federation.close()
             if nc is not None:
-                await nc.close()
+                await links.close(nc)
             await http.aclose()
             await ledger.close()
             await pool.close()
 
     return Litestar(
-        route_handlers=[api.FederationController, api.WitnessController, MetricsController],
+        route_handlers=[api.FederationController, api.PeerController, api.WitnessController, MetricsController],
         lifespan=[lifespan],
-        state=State({"origin": settings.origin, "name": name, "peers": peers, "witness_key": signer.verifier()}),
+        state=State(
+            {
+                "origin": settings.origin,
+                "name": name,
+                "witness_key": signer.verifier(),
+                "tokens": TokenBook(settings.ledger.tokens),
+                "public_nats_url": fed.public_nats_url or settings.nats.url,
+            }
+        ),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_metrics("federation")],
         logging_config=AppLogging(),

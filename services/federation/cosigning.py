@@ -134,7 +134,7 @@ def over_nats(peer: Peer, our_name: str) -> tuple[Send, Callable[[], Awaitable[N
 
     async def close() -> None:
         for nc in connection:
-            await nc.close()
+            await links.close(nc)
 
     return send, close
 

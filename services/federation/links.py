@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import nats
 from nats.aio.client import Client as NatsClient
 
@@ -30,3 +33,13 @@ async def connect(peer: Peer, our_name: str, purpose: str) -> NatsClient:
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
     )
+
+
+# How long closing a connection may take: nats-py's close() can wait on a connection that is reconnecting.
+CLOSE_SECONDS = 5.0
+
+
+async def close(nc: NatsClient) -> None:
+    """Close ``nc`` (draining nothing), giving up after CLOSE_SECONDS so that a stop never hangs on it."""
+    with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+        await asyncio.wait_for(nc.close(), CLOSE_SECONDS)

@@ -20,6 +20,8 @@ class Peer:
     nats_url: str
     nats_user: str | None
     nats_password: str | None
+    # The password we issued it for our NATS server.
+    issued_password: str | None
     trust_limit: int
 
 
@@ -45,5 +47,6 @@ def peer_from_settings(settings: PeerSettings) -> Peer:
         nats_url=settings.nats_url,
         nats_user=settings.nats_user,
         nats_password=settings.nats_password,
+        issued_password=settings.issued_password,
         trust_limit=settings.trust_limit,
     )

@@ -83,3 +83,20 @@ GROUP BY s.peer
 
 -- name: pending_decisions
 SELECT payload FROM federation.outbox WHERE done_at IS NULL AND kind = 'federation.settle.decide.v1'
+
+-- name: upsert_peer
+INSERT INTO federation.peers AS p
+    (origin, name, log_key, witness_key, nats_url, nats_user, nats_password, issued_password, trust_limit)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (origin) DO UPDATE SET name = excluded.name, log_key = excluded.log_key,
+    witness_key = excluded.witness_key, nats_url = excluded.nats_url, nats_user = excluded.nats_user,
+    nats_password = excluded.nats_password, issued_password = excluded.issued_password,
+    trust_limit = excluded.trust_limit, removed_at = NULL,
+    added_at = CASE WHEN p.removed_at IS NULL THEN p.added_at ELSE now() END
+
+-- name: active_peers
+SELECT origin, name, log_key, witness_key, nats_url, nats_user, nats_password, issued_password, trust_limit, added_at
+FROM federation.peers WHERE removed_at IS NULL ORDER BY origin
+
+-- name: remove_peer
+UPDATE federation.peers SET removed_at = now() WHERE origin = $1 AND removed_at IS NULL RETURNING origin

@@ -93,7 +93,7 @@ class Replicator:
             try:
                 await self._follow(nc)
             finally:
-                await nc.close()
+                await links.close(nc)
 
     async def _follow(self, nc: NatsClient) -> None:
         js = nc.jetstream()

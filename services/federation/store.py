@@ -11,6 +11,7 @@ import msgspec
 from services.federation.settle import CrossnetEvent
 from shared.db import Connection, load_queries
 from shared.logverify import TreeState
+from shared.settings import PeerSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 Q = load_queries(Path(__file__).parent / "queries.sql")
@@ -191,3 +192,51 @@ async def in_flight_out(conn: Connection) -> dict[str, tuple[int, int]]:
 async def pending_decisions(conn: Connection) -> list[bytes]:
     """The stored settlements still waiting for our ledger to decide a neighbour's payment."""
     return [bytes(r["payload"]) for r in await conn.fetch(Q["pending_decisions"])]
+
+
+# ---- peers ----
+
+
+class StoredPeer(msgspec.Struct, frozen=True, kw_only=True):
+    settings: PeerSettings
+    added_at: datetime
+
+
+async def upsert_peer(conn: Connection, peer: PeerSettings, name: str) -> None:
+    """Add the neighbour, or bring it back, or change how it is configured."""
+    await conn.execute(
+        Q["upsert_peer"],
+        peer.origin,
+        name,
+        peer.log_key,
+        peer.witness_key,
+        peer.nats_url,
+        peer.nats_user,
+        peer.nats_password,
+        peer.issued_password,
+        peer.trust_limit,
+    )
+
+
+async def active_peers(conn: Connection) -> list[StoredPeer]:
+    return [
+        StoredPeer(
+            settings=PeerSettings(
+                origin=r["origin"],
+                name=r["name"],
+                log_key=r["log_key"],
+                witness_key=r["witness_key"],
+                nats_url=r["nats_url"],
+                nats_user=r["nats_user"],
+                nats_password=r["nats_password"],
+                issued_password=r["issued_password"],
+                trust_limit=r["trust_limit"],
+            ),
+            added_at=r["added_at"],
+        )
+        for r in await conn.fetch(Q["active_peers"])
+    ]
+
+
+async def remove_peer(conn: Connection, origin: str) -> bool:
+    return await conn.fetchval(Q["remove_peer"], origin) is not None

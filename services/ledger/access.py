@@ -18,6 +18,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from services.ledger.entries import ACCOUNT_ID_PATTERN
+from shared.bearer import TokenBook
 from shared.errors import Forbidden, Unauthorized
 from shared.settings import ApiToken
 
@@ -38,7 +39,7 @@ ANONYMOUS = Caller("anonymous", "anonymous")
 
 class Access:
     def __init__(self, tokens: list[ApiToken], owner_secret: bytes) -> None:
-        self._tokens = {t.sha256.lower(): t for t in tokens}
+        self._tokens = TokenBook(tokens)
         self._owner_secret = owner_secret
 
     def owner_token(self, account: str) -> str:
@@ -47,18 +48,15 @@ class Access:
         return f"{OWNER_PREFIX}{account}_{mac}"
 
     def caller(self, authorization: str | None) -> Caller:
-        if not authorization:
+        token = self._tokens.bearer(authorization)
+        if token is None:
             return ANONYMOUS
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("use 'Authorization: Bearer <token>'")
         if token.startswith(OWNER_PREFIX):
             account = token[len(OWNER_PREFIX) : len(OWNER_PREFIX) + ACCOUNT_ID_LENGTH]
             if _ACCOUNT_RE.match(account) and hmac.compare_digest(self.owner_token(account), token):
                 return Caller("owner", account, account)
             raise Unauthorized("unknown or invalid token")
-        known = self._tokens.get(hashlib.sha256(token.encode()).hexdigest())
+        known = self._tokens.lookup(token)
         if known is None:
             raise Unauthorized("unknown or invalid token")
         return Caller(known.role, known.name)

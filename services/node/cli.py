@@ -51,6 +51,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(_settings(args))
 
 
+def cmd_peer(args: argparse.Namespace) -> int:
+    from services.node.peer import run_peer
+
+    return run_peer(_settings(args), args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "ledger":
         from services.node.bench.ledger import run
@@ -100,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--name", help="key name: the log origin (default: settings origin)")
     keygen.add_argument("--out", help="file to write (default: settings key_file or <data_dir>/network.key)")
     keygen.set_defaults(func=cmd_keygen)
+    peer = sub.add_parser("peer", help="add, list or remove neighbouring networks (as a coordinator)")
+    from services.node.peer import add_arguments as add_peer_arguments
+
+    add_peer_arguments(peer)
+    peer.set_defaults(func=cmd_peer)
     bench = sub.add_parser("bench", help="benchmarks")
     bench.add_argument("what", choices=["ledger", "audit", "exchange"])
     bench.add_argument("--transfers", type=int, default=20000, help="transfers per measured phase")

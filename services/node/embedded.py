@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from services.federation.access import authorization
+from services.federation.access import authorization, write_authorization
 from services.federation.names import network_name
 from services.node.database import migrate_all
 from services.node.nats import NatsServer
@@ -63,11 +63,22 @@ def _nats_server(settings: Settings, data_dir: Path) -> NatsServer:
     for peer in settings.federation.peers:
         if peer.issued_password:
             issued[peer.name or network_name(peer.origin)] = peer.issued_password
+    # The users live in a file of their own, which the federation rewrites (and has the server reload) when a
+    # coordinator adds or removes a peer.
+    store = data_dir / "nats"
+    store.mkdir(parents=True, exist_ok=True)
+    settings.nats.authorization_file = str(store / "authorization.conf")
+    settings.nats.pid_file = str(store / "nats-server.pid")
+    write_authorization(
+        Path(settings.nats.authorization_file),
+        authorization(name, settings.nats.user, settings.nats.password, issued),
+    )
     return NatsServer(
-        data_dir / "nats",
+        store,
         server_name=f"timebank-{name}",
         jetstream_domain=name,
-        extra_config=authorization(name, settings.nats.user, settings.nats.password, issued),
+        includes=[Path(settings.nats.authorization_file)],
+        pid_file=Path(settings.nats.pid_file),
     )
 
 

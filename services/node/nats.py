@@ -68,8 +68,12 @@ class NatsServer(ServerProcess):
         monitor_port: int | None = None,
         startup_timeout: float = 30.0,
         binary: Path | None = None,
+        includes: Sequence[Path] = (),
+        pid_file: Path | None = None,
     ) -> None:
-        """Describe a server whose JetStream data, config and log live in ``store_dir``."""
+        """Describe a server whose JetStream data, config and log live in ``store_dir``. ``includes``: files the
+        configuration includes (an authorization block, say); ``pid_file``: where the server writes its pid, so that
+        whoever rewrites an included file can have it reload."""
         self.store_dir = Path(store_dir).absolute()
         super().__init__(self.store_dir / "nats-server.log")
         self.config_path = self.store_dir / "nats-server.conf"
@@ -77,6 +81,8 @@ class NatsServer(ServerProcess):
         self.jetstream_domain = jetstream_domain
         self.extra_config = extra_config
         self.leafnode_remotes = list(leafnode_remotes)
+        self.includes = [Path(p).absolute() for p in includes]
+        self.pid_file = None if pid_file is None else Path(pid_file).absolute()
         self.startup_timeout = startup_timeout
         self._binary = binary
         self._auto = {
@@ -125,6 +131,11 @@ class NatsServer(ServerProcess):
                 remotes = ", ".join(f"{{ url: {_conf_str(url)} }}" for url in self.leafnode_remotes)
                 lines.append(f"  remotes: [ {remotes} ]")
             lines.append("}")
+        for path in self.includes:
+            # nats-server reads an include relative to the configuration file, never as an absolute path.
+            lines.append(f"include {_conf_str(os.path.relpath(path, self.store_dir))}")
+        if self.pid_file is not None:
+            lines.append(f"pid_file: {_conf_str(str(self.pid_file))}")
         if self.extra_config:
             lines.append(self.extra_config)
         return "\n".join(lines) + "\n"

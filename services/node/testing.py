@@ -57,6 +57,8 @@ class NatsFactory:
         leafnode_port: int | None = None,
         leafnode_remotes: Sequence[str] = (),
         extra_config: str = "",
+        includes: Sequence[Path] = (),
+        pid_file: Path | None = None,
     ) -> NatsServer:
         """Start and return a new JetStream-enabled server (``leafnode_port=0`` picks a free port)."""
         name = server_name or f"nats-{len(self.servers) + 1}"
@@ -69,6 +71,8 @@ class NatsFactory:
             leafnode_port=leafnode_port,
             leafnode_remotes=leafnode_remotes,
             extra_config=extra_config,
+            includes=includes,
+            pid_file=pid_file,
         )
         self.servers.append(server)
         _start_or_fail(server)

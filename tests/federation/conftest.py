@@ -9,6 +9,7 @@ import pytest
 
 from services.federation import access
 from services.node.postgres import PostgresServer
+from services.node.processes import server_tempdir
 from services.node.testing import NatsFactory
 from shared.note import CosignatureSigner, Signer
 from tests.federation.support import LOCAL_USER, Network
@@ -23,6 +24,10 @@ def _network(postgres_server: PostgresServer, nats_factory: NatsFactory, name: s
     origin = f"timebank.test/{name}"
     issued = {other: f"{other}-on-{name}-{secrets.token_hex(8)}" for other in NAMES if other != name}
     local = secrets.token_hex(8)
+    # The server reads its users from a file the federation rewrites (and has the server reload) as peers change.
+    config = server_tempdir(f"timebank-test-{name}-nats-")
+    authorization, pid_file = config / "authorization.conf", config / "nats.pid"
+    access.write_authorization(authorization, access.authorization(name, LOCAL_USER, local, issued))
     return Network(
         origin=origin,
         signer=Signer.generate(origin),
@@ -31,8 +36,11 @@ def _network(postgres_server: PostgresServer, nats_factory: NatsFactory, name: s
         nats=nats_factory(
             f"{name}-{number}",
             jetstream_domain=name,
-            extra_config=access.authorization(name, LOCAL_USER, local, issued),
+            includes=[authorization],
+            pid_file=pid_file,
         ),
+        authorization_file=authorization,
+        pid_file=pid_file,
         nats_password=local,
         issued=issued,
     )

@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -41,6 +42,8 @@ class Network:
     # Our services' password on our NATS server, and the passwords we issued neighbours there (by NATS name).
     nats_password: str
     issued: dict[str, str]
+    authorization_file: Path
+    pid_file: Path
     peers: list[PeerSettings] = field(default_factory=list)
     # The running node (ledger at /ledger, federation at /federation), while it runs.
     client: AsyncTestClient[Any] | None = None
@@ -67,7 +70,13 @@ class Network:
     def settings(self) -> Settings:
         return Settings(
             origin=self.origin,
-            nats=NatsSettings(url=self.nats.url, user=LOCAL_USER, password=self.nats_password),
+            nats=NatsSettings(
+                url=self.nats.url,
+                user=LOCAL_USER,
+                password=self.nats_password,
+                authorization_file=str(self.authorization_file),
+                pid_file=str(self.pid_file),
+            ),
             ledger=LedgerSettings(
                 tokens=[
                     ApiToken(name=role, role=role, sha256=hashlib.sha256(t.encode()).hexdigest())  # type: ignore[arg-type]
@@ -111,7 +120,7 @@ class Network:
 
     async def status(self) -> dict[str, Any]:
         assert self.client is not None
-        r = await self.client.get("/federation/status")
+        r = await self.client.get("/federation/status", headers=auth("auditor"))
         assert r.status_code == 200, r.text
         return dict(r.json())
 
@@ -146,18 +155,22 @@ class Network:
 async def running(*networks: Network) -> AsyncIterator[None]:
     """Run every network's ledger and federation, wired as ``timebank serve`` wires them (in this process, each
     network on its own database and NATS server)."""
+    # Every app is built before any starts: building a Litestar app retries a failing optional import, and doing
+    # that while another app's lifespan runs on its test client's thread trips CPython 3.11's import locks.
+    nodes = []
+    for net in networks:
+        settings = net.settings()
+        ledger = create_ledger(settings, database_url=net.database_url, signer=net.signer)
+        federation = create_federation(
+            settings,
+            database_url=net.database_url,
+            ledger_url=IN_PROCESS_LEDGER,
+            ledger_transport=httpx.ASGITransport(app=cast("Any", ledger)),
+            witness_signer=net.witness,
+        )
+        nodes.append(Node({"/ledger": ledger, "/federation": federation}))
     async with AsyncExitStack() as stack:
-        for net in networks:
-            settings = net.settings()
-            ledger = create_ledger(settings, database_url=net.database_url, signer=net.signer)
-            federation = create_federation(
-                settings,
-                database_url=net.database_url,
-                ledger_url=IN_PROCESS_LEDGER,
-                ledger_transport=httpx.ASGITransport(app=cast("Any", ledger)),
-                witness_signer=net.witness,
-            )
-            node = Node({"/ledger": ledger, "/federation": federation})
+        for net, node in zip(networks, nodes, strict=True):
             net.client = await stack.enter_async_context(AsyncTestClient(app=cast("Any", node)))
         try:
             yield

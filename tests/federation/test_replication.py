@@ -10,10 +10,8 @@ from tests.federation.support import Network, eventually, running
 
 
 async def _copy_size(net: Network, origin: str) -> int:
-    assert net.client is not None
-    r = await net.client.get("/federation/status")
-    assert r.status_code == 200, r.text
-    return next(p["replicated_size"] for p in r.json()["peers"] if p["origin"] == origin)
+    peers = (await net.status())["peers"]
+    return next(p["replicated_size"] for p in peers if p["origin"] == origin)
 
 
 async def test_a_neighbour_keeps_a_verified_copy_of_our_log(two_networks: tuple[Network, Network]) -> None:
@@ -61,8 +59,7 @@ async def test_batches_signed_with_another_key_are_refused_counted_and_never_app
         await riverside.transfers(5, "signed")
 
         async def refused() -> bool:
-            assert hillside.client is not None
-            peer = (await hillside.client.get("/federation/status")).json()["peers"][0]
+            peer = (await hillside.status())["peers"][0]
             return any(r["reason"] == "signature" and r["count"] >= 1 for r in peer["rejected"])
 
         await eventually(refused, "hillside counts the bad signature")

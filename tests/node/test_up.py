@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from services.node.processes import free_port
+from shared.note import Signer
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
@@ -61,6 +62,37 @@ def _wait_outbox_empty(base: str) -> None:
         time.sleep(0.1)
 
 
+def _timebank(data_dir: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TIMEBANK_DATA_DIR": str(data_dir), "TIMEBANK_HTTP__PORT": str(port)}
+    return subprocess.run(
+        [sys.executable, "-m", "services.node.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _peer_commands_manage_a_neighbour(data_dir: Path, port: int) -> None:
+    """`timebank peer add|list|remove` against the running node, with the coordinator token it made."""
+    neighbour = Signer.generate("timebank.test/hillside").verifier().to_text()
+    added = _timebank(
+        data_dir, port, "peer", "add", "--origin", "timebank.test/hillside", "--log-key", neighbour,
+        "--nats-url", "nats://127.0.0.1:1", "--trust-limit", "120",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "user:     peer-hillside" in added.stdout
+    password = added.stdout.split("password: ")[1].split()[0]
+    # The node let the neighbour's user in to its NATS server's configuration.
+    assert password in (data_dir / "nats" / "authorization.conf").read_text()
+    listed = _timebank(data_dir, port, "peer", "list")
+    assert "timebank.test/hillside  (NATS name hillside, trust limit 120 minutes)" in listed.stdout, listed.stderr
+    removed = _timebank(data_dir, port, "peer", "remove", "timebank.test/hillside")
+    assert removed.returncode == 0, removed.stderr
+    assert "peer-hillside" not in (data_dir / "nats" / "authorization.conf").read_text()
+    assert _timebank(data_dir, port, "peer", "list").stdout.strip() == "no neighbours"
+    refused = _timebank(data_dir, port, "peer", "add", "--origin", "x", "--log-key", "bad", "--nats-url", "n",
+                        "--trust-limit", "1")  # fmt: skip
+    assert refused.returncode != 0
+    assert "422" in refused.stderr
+
+
 def test_up_serves_stops_cleanly_and_keeps_its_data_across_restarts(server_tmp_path: Path) -> None:
     data_dir = server_tmp_path / "node"
     port = free_port()
@@ -88,8 +120,14 @@ def test_up_serves_stops_cleanly_and_keeps_its_data_across_restarts(server_tmp_p
         assert int(size) == 4  # the pot, alice, bob and the transfer
         # The federation signs in to the node's own NATS server and publishes the log to its stream.
         deadline = time.monotonic() + 30
-        while httpx.get(base + "/federation/status").json()["published_size"] < 4:
+        while httpx.get(base + "/federation/status", headers=coordinator).json()["published_size"] < 4:
             assert time.monotonic() < deadline, "the federation did not publish the log to NATS"
+            time.sleep(0.1)
+        _peer_commands_manage_a_neighbour(data_dir, port)
+        # Linking the neighbour opened its clearing account and set its floor: two more entries.
+        deadline = time.monotonic() + 30
+        while (checkpoint := httpx.get(base + "/ledger/log/checkpoint").text).split("\n")[1] != "6":
+            assert time.monotonic() < deadline, checkpoint
             time.sleep(0.1)
     finally:
         out = _stop(proc) if proc.poll() is None else ""
