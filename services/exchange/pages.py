@@ -21,9 +21,11 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from services.exchange import auth, forms, store
 from services.exchange import commands as cmd
 from services.exchange import events as ev
+from services.exchange.actions import allowed_actions
 from services.exchange.api import access, exchanges, listings, members, payments, schema
 from services.exchange.domain import Actor
 from services.exchange.forms import HEADERS, SignInNeeded, Visit, Visitor, duration, optional, read_form
+from services.exchange.service import reads
 from shared.errors import DomainError, Invalid, NotFound, TooManyRequests
 from shared.web import AnyRequest
 
@@ -111,24 +113,16 @@ async def apply(visit: Visitor) -> Template | Redirect:
     return visit.redirect("/login", "applied")
 
 
-async def _invitation(visit: Visit, token: str) -> store.InvitationView:
-    async with visit.pool.acquire() as conn:
-        invitation = await store.invitation(conn, auth.token_digest(token))
-    if invitation is None:
-        raise NotFound("this invitation link is not valid; ask your coordinator for a new one")
-    return invitation
-
-
 @get("/join/{token:str}", operation_id="invitationPage", include_in_schema=False)
 async def invitation_form(visit: Visitor, token: FromPath[str]) -> Template:
-    invitation = await _invitation(visit, token)
+    invitation = await reads.invitation(visit.pool, token)
     return visit.page("join.html", invitation=invitation, token=token, now=datetime.now(UTC))
 
 
 @post("/join/{token:str}", operation_id="joinForm", include_in_schema=False)
 async def join(visit: Visitor, token: FromPath[str]) -> Template | Redirect:
     """Join by invitation: the new member is approved at once and signed in."""
-    invitation = await _invitation(visit, token)
+    invitation = await reads.invitation(visit.pool, token)
     try:
         visit.check_form_token()
         body = read_form(schema.JoinBody, _application(visit.form, token))
@@ -187,17 +181,6 @@ async def logout(visit: Visitor) -> Redirect:
 # ---- A member's own page ----
 
 
-async def _names(visit: Visit, shown: list[store.ExchangeView]) -> dict[str, str]:
-    ids = sorted({p.member for ex in shown for p in ex.parties})
-    async with visit.pool.acquire() as conn:
-        return await store.names(conn, ids)
-
-
-async def _titles(visit: Visit, shown: list[store.ExchangeView]) -> dict[str, str]:
-    async with visit.pool.acquire() as conn:
-        return await store.titles(conn, [ex.listing for ex in shown if ex.listing])
-
-
 @get("/me", operation_id="myPage", include_in_schema=False)
 async def me_page(visit: Visitor, before: FromQuery[int | None] = None) -> Template:
     return await _me(visit, before=before)
@@ -206,9 +189,7 @@ async def me_page(visit: Visitor, before: FromQuery[int | None] = None) -> Templ
 async def _me(visit: Visit, *, before: int | None = None, status: int = 200, error: str | None = None) -> Template:
     """Balance, statement, what waits for me, my listings, my profile."""
     actor = visit.actor()
-    async with visit.pool.acquire() as conn:
-        member = await store.member(conn, actor.member)
-        pot = await store.pot_account(conn)
+    member = await reads.member(visit.pool, actor.member)
     # The same reads as the API's (GET /api/listings/mine, GET /api/exchanges?open=true).
     own = [v for v in await listings.member_listings(visit.pool, actor.member) if v.status != "withdrawn"]
     open_exchanges = await exchanges.member_exchanges(visit.pool, actor.member, open_only=True, limit=100)
@@ -224,10 +205,6 @@ async def _me(visit: Visit, *, before: int | None = None, status: int = 200, err
         except DomainError as exc:
             ledger_problem = exc.detail
     accounts = sorted({e.counterparty for e in statement.entries}) if statement else []
-    async with visit.pool.acquire() as conn:
-        counterparties = await store.names(conn, [], accounts)
-    if pot:
-        counterparties[pot] = "the community pot"
     return visit.page(
         "me.html",
         status=status,
@@ -235,11 +212,11 @@ async def _me(visit: Visit, *, before: int | None = None, status: int = 200, err
         member=member,
         balance=balance,
         statement=statement,
-        counterparties=counterparties,
+        counterparties=await reads.counterparties(visit.pool, accounts),
         ledger_problem=ledger_problem,
         actions=exchanges.needs_action(actor.member, open_exchanges),
-        names=await _names(visit, open_exchanges),
-        titles=await _titles(visit, open_exchanges),
+        names=await reads.party_names(visit.pool, open_exchanges),
+        titles=await reads.listing_titles(visit.pool, open_exchanges),
         listings=own,
     )
 
@@ -375,30 +352,6 @@ async def listing_status(visit: Visitor, listing_id: FromPath[str]) -> Template 
 # ---- Exchanges ----
 
 
-def allowed_actions(ex: store.ExchangeView, actor: Actor) -> set[str]:
-    """What ``actor`` may do to the exchange now (the domain decides again when they do it)."""
-    mine = next((p for p in ex.parties if p.member == actor.member), None)
-    live = [line for line in ex.lines if line.state != "declined"]
-    can: set[str] = set()
-    if mine is not None:
-        if ex.status == "proposed" and mine.answer is None:
-            can |= {"accept", "decline"}
-        elif ex.status in ("proposed", "accepted") and all(line.state == "open" for line in live):
-            can.add("cancel")
-        provided = [line for line in live if line.provider == actor.member]
-        if (
-            provided
-            and ex.status not in ("proposed", "declined", "cancelled")
-            and all(line.state in ("open", "recorded") for line in provided)
-        ):
-            can.add("record")
-        if any(line.receiver == actor.member and line.state == "recorded" for line in live):
-            can |= {"confirm", "dispute"}
-    if actor.coordinator and any(line.state in ("disputed", "refused") for line in live):
-        can.add("resolve")
-    return can
-
-
 async def _exchange(visit: Visit, exchange_id: str, *, status: int = 200, error: str | None = None) -> Template:
     actor = visit.actor()
     ex = await exchanges.exchange_view(visit.pool, exchange_id, actor)
@@ -408,8 +361,8 @@ async def _exchange(visit: Visit, exchange_id: str, *, status: int = 200, error:
         error=error,
         ex=ex,
         can=allowed_actions(ex, actor),
-        names=await _names(visit, [ex]),
-        titles=await _titles(visit, [ex]),
+        names=await reads.party_names(visit.pool, [ex]),
+        titles=await reads.listing_titles(visit.pool, [ex]),
     )
 
 
@@ -461,12 +414,7 @@ def _exchange_command(visit: Visit, exchange_id: str, action: str) -> cmd.Exchan
 
 async def _send(visit: Visit, *, to: str = "", status: int = 200, error: str | None = None) -> Template:
     visit.actor()
-    recipient = None
-    if to:
-        async with visit.pool.acquire() as conn:
-            found = await store.member(conn, to)
-        if found is not None and found.status == "approved":
-            recipient = found.name
+    recipient = await reads.recipient_name(visit.pool, to) if to else None
     return visit.page("send.html", status=status, error=error, to=to, recipient=recipient)
 
 
@@ -502,25 +450,21 @@ async def _coordinate(
     pending = await members.members_by_status(visit.pool, "pending", 100)
     disputes = await exchanges.disputed_exchanges(visit.pool, 100)
     impact = await payments.impact(visit.pool, IMPACT_WEEKS)
-    async with visit.pool.acquire() as conn:
-        pot = await store.pot_account(conn)
+    pot = await reads.pot_account(visit.pool)
     pot_balance, pot_problem = None, None
     if pot is not None:
         try:
             pot_balance = await payments.read_balance(visit.ledger, pot)
         except DomainError as exc:
             pot_problem = exc.detail
-    weeks: dict[datetime, list[store.ImpactRow]] = {}
-    for row in impact:
-        weeks.setdefault(row.week, []).append(row)
     return visit.page(
         "coordinate.html",
         status=status,
         error=error,
         pending=pending,
         disputes=disputes,
-        names=await _names(visit, disputes),
-        weeks=weeks,
+        names=await reads.party_names(visit.pool, disputes),
+        weeks=reads.by_week(impact),
         pot_balance=pot_balance,
         pot_problem=pot_problem,
         invitation=invitation,
