@@ -18,6 +18,7 @@ from shared.errors import DomainError, Invalid, TooManyRequests
 
 
 def _application(form: dict[str, str], token: str | None = None) -> dict[str, Any]:
+    """The join form as the JSON API's application body (with the invitation's ``token`` when there is one)."""
     if form.get("password", "") != form.get("password_again", ""):
         raise Invalid("the two passwords differ; type the same password twice")
     data: dict[str, Any] = {

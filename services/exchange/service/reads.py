@@ -40,6 +40,7 @@ async def counterparties(pool: asyncpg.Pool, accounts: list[str]) -> dict[str, s
 
 
 async def member(pool: asyncpg.Pool, member_id: str) -> store.MemberView | None:
+    """The member as the exchange's read model holds them, or None."""
     async with pool.acquire() as conn:
         return await store.member(conn, member_id)
 
