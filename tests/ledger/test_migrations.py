@@ -91,9 +91,9 @@ def test_queries_file_defines_the_queries_the_store_uses() -> None:
     assert used <= set(QUERIES), used - set(QUERIES)
 
 
-def test_store_and_appender_hold_no_inline_sql() -> None:
-    appender = Path(store.__file__).with_name("appender.py").read_text()
-    for name, source in (("store.py", STORE_SOURCE), ("appender.py", appender)):
+def test_store_and_the_writer_hold_no_inline_sql() -> None:
+    writer = {name: Path(store.__file__).with_name(name).read_text() for name in ("appender.py", "committer.py")}
+    for name, source in (("store.py", STORE_SOURCE), *writer.items()):
         inline = re.findall(r"\.(?:execute|executemany|fetch|fetchrow|fetchval|prepare)\(\s*[rbf]?[\"']", source)
         assert inline == [], f"{name} runs SQL that is not a named query"
 

@@ -3,6 +3,8 @@ projects and enqueues what the ledger must be told in one atomic statement (see 
 
 Optimistic concurrency: two commands on one stream race to the next version; the loser retries from a fresh
 read, so a decision is always made on the latest state. One module per aggregate; ``Commands`` is all of them.
+
+``reads.py`` is the read side the web pages need beyond the JSON API's reads (names beside ids, and the like).
 """
 
 from __future__ import annotations
