@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-import httpx
 import msgspec
 
+from services.audit.fetch import Fetcher, FetchError
 from services.audit.progress import Task
 from services.audit.tree import BundleError, bundle_count, bundle_width, read_bundle
 from shared import merkle, tiles
@@ -206,24 +206,16 @@ class HttpSource:
         self.cache = cache
         self.concurrency = concurrency
         self._timeout = timeout
-        self._client: httpx.AsyncClient | None = None
+        self._client: Fetcher | None = None
         self._located = False
         self._locating = asyncio.Lock()
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> Fetcher:
         if self._client is None:
-            # One client for the whole audit: ``concurrency`` kept-alive connections, reused bundle after bundle.
-            # Each phase of a request (connecting, each read) is bounded by the timeout, not a whole download.
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout),
-                limits=httpx.Limits(
-                    max_connections=self.concurrency,
-                    max_keepalive_connections=self.concurrency,
-                    keepalive_expiry=30.0,
-                ),
-                # An auditor names the node it means; proxies from the environment are not silently put between.
-                trust_env=False,
-            )
+            # One client for the whole audit: its connections are kept alive and reused bundle after bundle (as
+            # many as ``concurrency`` workers have requests in flight). Each connect and each read is bounded by
+            # the timeout, not a whole download. An auditor names the node it means: no proxy is put between.
+            self._client = Fetcher(self._timeout)
         return self._client
 
     async def _locate(self) -> None:
@@ -253,17 +245,12 @@ class HttpSource:
         status = 0
         for attempt in range(5):
             try:
-                async with self._http().stream("GET", url, params=params) as r:
-                    status = r.status_code
-                    if status == 200 and into is not None:
-                        await _stream_to(r, into)
-                        return status, b""
-                    body = await r.aread()
-                    if status < 500:
-                        return status, body
-            except httpx.HTTPError as exc:
+                status, body = await self._http().get(url, params, into)
+                if status < 500:
+                    return status, body
+            except FetchError as exc:
                 if attempt == 4:
-                    raise SourceError(f"cannot read {url}: {exc!r}") from None
+                    raise SourceError(f"cannot read {url}: {exc}") from None
             await asyncio.sleep(0.2 * 2**attempt)
         raise SourceError(f"{url} keeps failing (HTTP {status})")
 
@@ -340,22 +327,7 @@ class HttpSource:
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
-
-
-async def _stream_to(response: httpx.Response, path: Path) -> None:
-    """Write the response's body to ``path`` as it arrives; the file appears only once it is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            async for chunk in response.aiter_bytes():
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            await client.close()
 
 
 class _ConsistencyProof(msgspec.Struct):

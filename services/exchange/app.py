@@ -102,23 +102,25 @@ def create_app(
             await client.close()
             await pool.close()
 
+    # The lifespan adds the pool, the ledger client and the commands to this state; the dependencies read it.
+    state = State(
+        {
+            "gate": Gate(
+                settings.ledger.tokens,
+                session_days=ex.session_days,
+                max_failures=ex.login_max_failures,
+                max_failures_per_address=ex.login_max_failures_per_address,
+                window_seconds=ex.login_window_seconds,
+            ),
+            "secure_cookies": ex.secure_cookies,
+            "origin": settings.origin,
+        }
+    )
     return Litestar(
         route_handlers=ROUTES,
-        dependencies=access.DEPENDENCIES,
+        dependencies=access.dependencies(state),
         lifespan=[lifespan],
-        state=State(
-            {
-                "gate": Gate(
-                    settings.ledger.tokens,
-                    session_days=ex.session_days,
-                    max_failures=ex.login_max_failures,
-                    max_failures_per_address=ex.login_max_failures_per_address,
-                    window_seconds=ex.login_window_seconds,
-                ),
-                "secure_cookies": ex.secure_cookies,
-                "origin": settings.origin,
-            }
-        ),
+        state=state,
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=ops.refuse_control_characters,
         middleware=[request_metrics("exchange")],

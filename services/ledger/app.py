@@ -39,7 +39,11 @@ def create_app(settings: Settings, *, database_url: str | None = None, signer: S
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(url, min_size=settings.database.min_pool, max_size=settings.database.max_pool)
+        # The ledger keeps no session state on its connections (its locks and settings are per transaction), so
+        # releasing one needs no reset round trip: every read request would otherwise pay a second one.
+        pool = await create_pool(
+            url, min_size=settings.database.min_pool, max_size=settings.database.max_pool, reset=False
+        )
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, "ledger", store.MIGRATIONS)

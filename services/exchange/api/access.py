@@ -18,39 +18,12 @@ from shared.errors import Forbidden, Unauthorized
 from shared.web import AnyRequest
 
 Me = NamedDependency[Principal | None]
-# The app's resources as handlers declare them (see DEPENDENCIES).
+# The app's resources as handlers declare them (see dependencies()).
 CommandsDep = NamedDependency[Commands]
 PoolDep = NamedDependency[asyncpg.Pool]
 LedgerDep = NamedDependency[LedgerClient]
 GateDep = NamedDependency[auth.Gate]
 SecureCookiesDep = NamedDependency[bool]
-
-
-# The app's resources, typed, for handlers to declare (the lifespan puts them in the app's state).
-
-
-def _commands(state: State) -> Commands:
-    commands: Commands = state.commands
-    return commands
-
-
-def _pool(state: State) -> asyncpg.Pool:
-    pool: asyncpg.Pool = state.pool
-    return pool
-
-
-def _ledger(state: State) -> LedgerClient:
-    ledger: LedgerClient = state.ledger
-    return ledger
-
-
-def _gate(state: State) -> auth.Gate:
-    gate: auth.Gate = state.gate
-    return gate
-
-
-def _secure_cookies(state: State) -> bool:
-    return bool(state.secure_cookies)
 
 
 async def current(request: AnyRequest, gate: GateDep, pool: PoolDep) -> Principal | None:
@@ -119,14 +92,40 @@ def expired_cookie() -> Cookie:
     return Cookie(key=auth.SESSION_COOKIE, value="", max_age=0, path="/", httponly=True, samesite="lax")
 
 
-DEPENDENCIES = {
-    "commands": Provide(_commands, sync_to_thread=False),
-    "pool": Provide(_pool, sync_to_thread=False),
-    "ledger": Provide(_ledger, sync_to_thread=False),
-    "gate": Provide(_gate, sync_to_thread=False),
-    "secure_cookies": Provide(_secure_cookies, sync_to_thread=False),
-    "me": Provide(current),
-}
+def dependencies(state: State) -> dict[str, Provide]:
+    """The typed dependencies of an app whose resources live in ``state`` (its lifespan puts the pool, the ledger
+    client and the commands there).
+
+    The providers read that State object directly and take no parameters: one that declared ``state`` would have
+    Litestar build a State from the app's and validate it for every dependency of every request."""
+
+    def commands() -> Commands:
+        found: Commands = state.commands
+        return found
+
+    def pool() -> asyncpg.Pool:
+        found: asyncpg.Pool = state.pool
+        return found
+
+    def ledger() -> LedgerClient:
+        found: LedgerClient = state.ledger
+        return found
+
+    def gate() -> auth.Gate:
+        found: auth.Gate = state.gate
+        return found
+
+    def secure_cookies() -> bool:
+        return bool(state.secure_cookies)
+
+    return {
+        "commands": Provide(commands, sync_to_thread=False),
+        "pool": Provide(pool, sync_to_thread=False),
+        "ledger": Provide(ledger, sync_to_thread=False),
+        "gate": Provide(gate, sync_to_thread=False),
+        "secure_cookies": Provide(secure_cookies, sync_to_thread=False),
+        "me": Provide(current),
+    }
 
 
 async def sign_out(gate: auth.Gate, pool: asyncpg.Pool, me: Principal) -> None:
