@@ -1,0 +1,234 @@
+"""Networks keep working while a neighbour is unreachable, and settle everything exactly once when it returns.
+
+Each test runs real nats-servers (one per network) and ends as an auditor would: both logs audit, the
+cross-network transfers pair up, and balance_A(peer:B) + balance_B(peer:A) equals the minutes in flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import msgspec
+
+from services.federation import wire
+from services.ledger.entries import Transfer, entry_decoder, entry_encoder
+from shared.note import Signer, sign_note
+from tests.federation.faults import (
+    Proxy,
+    audit_pair,
+    batches,
+    copy_of,
+    decisions,
+    entries,
+    in_flight,
+    inject,
+    pairing_detail,
+    served,
+    settled,
+)
+from tests.federation.support import Network, auth, eventually
+
+
+async def _published(net: Network) -> bool:
+    """Whether the network's publisher has put all of its log on its own stream."""
+    return (await net.status())["published_size"] >= await net.log_size()
+
+
+async def test_a_partition_leaves_payments_in_flight_and_they_settle_once_when_the_link_returns(
+    two_networks: tuple[Network, Network],
+) -> None:
+    riverside, hillside = two_networks
+    # Each federation reaches the other's NATS only through a proxy the test can cut.
+    async with Proxy(riverside.nats.url) as to_riverside, Proxy(hillside.nats.url) as to_hillside:
+        hillside.peers = [riverside.as_peer(hillside, nats_url=to_riverside.url)]
+        riverside.peers = [hillside.as_peer(riverside, nats_url=to_hillside.url)]
+        await _partition(riverside, hillside, to_riverside, to_hillside)
+
+
+async def _partition(riverside: Network, hillside: Network, to_riverside: Proxy, to_hillside: Proxy) -> None:
+    async with served(riverside), served(hillside):
+        alice = await riverside.open_member("alice")
+        bob = await hillside.open_member("bob")
+        before = await riverside.pay_remote("before", alice, hillside, bob, 5)
+        await settled(riverside, hillside, {before["id"]}, set())
+
+        await to_riverside.cut()
+        await to_hillside.cut()
+        # Members still trade locally.
+        await riverside.transfers(5, "local")
+        await hillside.transfers(5, "local")
+        # Payments across stay in flight, both ways.
+        sent = {before["id"]}
+        for n, minutes in enumerate((10, 20, 30)):
+            sent.add((await riverside.pay_remote(f"cut-{n}", alice, hillside, bob, minutes))["id"])
+        back = await hillside.pay_remote("cut-back", bob, riverside, alice, 15)
+        await eventually(lambda: _published(riverside), "riverside publishes its log to its own stream")
+        await eventually(lambda: _published(hillside), "hillside publishes its log to its own stream")
+        assert await hillside.balance(bob) == 5 - 15
+        assert await riverside.balance(alice) == -5 - 60
+        assert await in_flight(riverside, hillside) == 60 + 15
+        # An auditor reading both logs sees the same: they pair, with those minutes in flight.
+        detail = pairing_detail(await audit_pair(riverside, hillside))
+        assert f"(peer:{riverside.origin}) = 75 (3 of {riverside.origin}'s not yet decided by" in detail, detail
+        assert f"1 of {hillside.origin}'s not yet decided by {riverside.origin}" in detail, detail
+
+        await to_riverside.open()
+        await to_hillside.open()
+        await settled(riverside, hillside, sent, {back["id"]})
+        assert await hillside.balance(bob) == 5 + 60 - 15
+        assert await riverside.balance(alice) == -5 - 60 + 15
+        assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
+        assert pairing_detail(await audit_pair(hillside, riverside)).endswith(" = 0")
+
+
+async def _pay(net: Network, key: str, payer: str, clearing: str, payee: str, minutes: int) -> str:
+    """Pay ``payee`` in a neighbour through its clearing account ``clearing`` (with or without the federation)."""
+    assert net.client is not None
+    body = {"key": key, "payer": payer, "payee": clearing, "minutes": minutes, "remote_payee": payee}
+    r = await net.client.post("/ledger/transfers", json=body, headers=auth("service"))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def _copy_size(net: Network, origin: str) -> int:
+    return int(next(p["replicated_size"] for p in (await net.status())["peers"] if p["origin"] == origin))
+
+
+async def _rejected(net: Network, origin: str) -> dict[str, int]:
+    peer = next(p for p in (await net.status())["peers"] if p["origin"] == origin)
+    return {r["reason"]: r["count"] for r in peer["rejected"]}
+
+
+def _linked(*nets: Network) -> None:
+    for net in nets:
+        net.peers = [other.as_peer(net) for other in nets if other is not net]
+
+
+async def test_duplicated_and_reordered_batches_leave_an_identical_copy_and_decide_nothing_twice(
+    two_networks: tuple[Network, Network],
+) -> None:
+    riverside, hillside = two_networks
+    _linked(riverside, hillside)
+    async with served(hillside):
+        async with served(riverside):
+            alice = await riverside.open_member("alice")
+            bob = await hillside.open_member("bob")
+            clearing = await riverside.clearing_account(hillside.origin)
+            sent = {await _pay(riverside, "first", alice, clearing, bob, 10)}
+            await settled(riverside, hillside, sent, set())
+            old = await batches(riverside)
+        # Riverside's federation is down: its ledger goes on alone, and publishes nothing itself.
+        async with served(riverside, federation=False):
+            for n, minutes in enumerate((20, 30, 40)):
+                sent.add(await _pay(riverside, f"alone-{n}", alice, clearing, bob, minutes))
+            await riverside.transfers(3, "locally")
+            new = await batches(riverside, after=old[-1].end)
+            assert len(new) >= 5, "several signed checkpoints, to send out of order"
+            # The new batches backwards, everything hillside already holds again, then the new ones twice more.
+            await inject(riverside, [*new[::-1], *old[::-1], *new, *new[::-1]], "replayed")
+            log = await entries(riverside)
+
+            async def caught_up() -> bool:
+                return await _copy_size(hillside, riverside.origin) == len(log)
+
+            await eventually(caught_up, "hillside's copy catches up from the reordered batches")
+            assert (await copy_of(hillside, riverside.origin))[1] == log
+        # Back up, riverside's publisher resumes after the stream's last message (the earliest new batch) and
+        # sends the rest again: more duplicates.
+        async with served(riverside):
+            await settled(riverside, hillside, sent, set())
+            assert await hillside.balance(bob) == 100
+            assert (await copy_of(hillside, riverside.origin))[1] == await entries(riverside)
+            assert await _rejected(hillside, riverside.origin) == {}, "copies and reordering are not faults"
+            assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
+
+
+def _tampered(batch: wire.LogBatch, transfer: str, minutes: int) -> wire.LogBatch:
+    """``batch`` with the minutes of ``transfer`` changed, and its real checkpoint left as it was."""
+    changed = []
+    for data in batch.entries:
+        entry = entry_decoder.decode(data)
+        if isinstance(entry, Transfer) and entry.id == transfer:
+            data = entry_encoder.encode(msgspec.structs.replace(entry, minutes=minutes))
+        changed.append(data)
+    assert changed != batch.entries
+    return msgspec.structs.replace(batch, entries=changed)
+
+
+def _resigned(batch: wire.LogBatch, signer: Signer) -> wire.LogBatch:
+    """``batch`` with its checkpoint's text signed by ``signer`` instead."""
+    assert batch.checkpoint is not None
+    text = batch.checkpoint.decode().split("\n\n")[0] + "\n"
+    return msgspec.structs.replace(batch, checkpoint=sign_note(text, signer))
+
+
+def _counted(metrics: str, origin: str, reason: str) -> float:
+    prefix = f'timebank_federation_rejected_total{{peer="{origin}",reason="{reason}"}} '
+    return sum(float(line.removeprefix(prefix)) for line in metrics.splitlines() if line.startswith(prefix))
+
+
+async def test_tampered_entries_and_a_wrong_key_are_refused_counted_and_never_settled(
+    two_networks: tuple[Network, Network],
+) -> None:
+    riverside, hillside = two_networks
+    _linked(riverside, hillside)
+    async with served(hillside):
+        async with served(riverside):
+            alice = await riverside.open_member("alice")
+            bob = await hillside.open_member("bob")
+            clearing = await riverside.clearing_account(hillside.origin)
+            sent = {await _pay(riverside, "first", alice, clearing, bob, 10)}
+            await settled(riverside, hillside, sent, set())
+            held = (await batches(riverside))[-1].end
+        async with served(riverside, federation=False):
+            transfer = await _pay(riverside, "lift", alice, clearing, bob, 60)
+            sent.add(transfer)
+            [signed] = await batches(riverside, after=held)
+            assert hillside.client is not None
+            before = (await hillside.client.get("/federation/metrics")).text
+            # The real entries under a checkpoint riverside never signed, then 600 minutes under its real one.
+            await inject(riverside, [_resigned(signed, Signer.generate(riverside.origin))], "impostor")
+            await inject(riverside, [_tampered(signed, transfer, 600)], "tampered")
+
+            async def refused() -> bool:
+                return await _rejected(hillside, riverside.origin) == {"signature": 1, "root": 1}
+
+            await eventually(refused, "hillside refuses both batches, by reason")
+            after = (await hillside.client.get("/federation/metrics")).text
+            for reason in ("signature", "root"):
+                assert _counted(after, riverside.origin, reason) == _counted(before, riverside.origin, reason) + 1
+            # Never applied, never settled.
+            assert await _copy_size(hillside, riverside.origin) == held
+            assert await decisions(hillside, riverside.origin) == [*sent - {transfer}]
+            assert await hillside.balance(bob) == 10
+
+            # The genuine batch still goes through, and is decided once, for what riverside's log says.
+            await inject(riverside, [signed], "genuine")
+
+            async def applied() -> bool:
+                return await _copy_size(hillside, riverside.origin) == signed.end
+
+            await eventually(applied, "hillside applies the genuine batch")
+        async with served(riverside):
+            await settled(riverside, hillside, sent, set())
+            assert await hillside.balance(bob) == 70
+            assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
+
+
+async def test_three_networks_pay_in_every_direction_and_every_pair_settles(
+    three_networks: tuple[Network, Network, Network],
+) -> None:
+    nets = three_networks
+    _linked(*nets)
+    async with served(nets[0]), served(nets[1]), served(nets[2]):
+        members = {net.name: await net.open_member(f"member-{net.name}") for net in nets}
+        sent: dict[tuple[str, str], set[str]] = {}
+        for payer, payee in itertools.permutations(nets, 2):
+            paid = await payer.pay_remote(f"to-{payee.name}", members[payer.name], payee, members[payee.name], 7)
+            sent[payer.name, payee.name] = {paid["id"]}
+        for a, b in itertools.combinations(nets, 2):
+            await settled(a, b, sent[a.name, b.name], sent[b.name, a.name])
+        for net in nets:
+            assert await net.balance(members[net.name]) == 0, "each paid two neighbours 7 and was paid 7 by each"
+        for a, b in itertools.combinations(nets, 2):
+            assert pairing_detail(await audit_pair(a, b)).endswith(" = 0")
