@@ -6,8 +6,13 @@ cross-network transfers pair up, and balance_A(peer:B) + balance_B(peer:A) equal
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
 
+import httpx
 import msgspec
 
 from services.federation import wire
@@ -26,6 +31,7 @@ from tests.federation.faults import (
     served,
     settled,
 )
+from tests.federation.processes import node_processes
 from tests.federation.support import Network, auth, eventually
 
 
@@ -232,3 +238,87 @@ async def test_three_networks_pay_in_every_direction_and_every_pair_settles(
             assert await net.balance(members[net.name]) == 0, "each paid two neighbours 7 and was paid 7 by each"
         for a, b in itertools.combinations(nets, 2):
             assert pairing_detail(await audit_pair(a, b)).endswith(" = 0")
+
+
+async def _pay_until_answered(net: Network, key: str, payer: str, clearing: str, payee: str, minutes: int) -> str:
+    """Pay as a client would while the node may be down: the same key again until the ledger answers."""
+    assert net.client is not None
+    body = {"key": key, "payer": payer, "payee": clearing, "minutes": minutes, "remote_payee": payee}
+    while True:
+        try:
+            r = await net.client.post("/ledger/transfers", json=body, headers=auth("service"))
+        except httpx.TransportError:
+            await asyncio.sleep(0.2)
+            continue
+        if r.status_code >= 500:
+            await asyncio.sleep(0.2)
+            continue
+        assert r.status_code in (200, 201), r.text
+        return str(r.json()["id"])
+
+
+async def _answered(ask: Callable[[], Awaitable[int]]) -> int:
+    """``ask()``, once the node answers (it may still be starting)."""
+    while True:
+        try:
+            return await ask()
+        except httpx.TransportError:
+            await asyncio.sleep(0.2)
+
+
+async def test_nodes_killed_mid_batch_settle_everything_once_after_a_restart(
+    two_networks: tuple[Network, Network], tmp_path: Path
+) -> None:
+    riverside, hillside = two_networks
+    # Room for every payment the test makes while the nodes restart: nothing is refused for limits.
+    hillside.peers = [riverside.as_peer(hillside, trust_limit=100_000)]
+    riverside.peers = [hillside.as_peer(riverside, trust_limit=100_000)]
+    async with node_processes(tmp_path, riverside, hillside) as (river_node, hill_node):
+        assert riverside.client is not None
+        r = await riverside.client.post(
+            "/ledger/accounts", json={"key": "alice", "floor": -100_000}, headers=auth("coordinator")
+        )
+        assert r.status_code == 201, r.text
+        alice = str(r.json()["id"])
+        bob = await hillside.open_member("bob")
+        clearing = await riverside.clearing_account(hillside.origin)
+        stop = asyncio.Event()
+
+        async def pay_until_stopped() -> set[str]:
+            sent: set[str] = set()
+            while not stop.is_set():
+                # A few at once, so that the ledger commits several in one batch, at a pace a loaded machine keeps.
+                keys = [f"pay-{n}" for n in range(len(sent), len(sent) + 4)]
+                paid = await asyncio.gather(*(_pay_until_answered(riverside, k, alice, clearing, bob, 1) for k in keys))
+                sent |= set(paid)
+                await asyncio.sleep(0.2)
+            return sent
+
+        paying = asyncio.create_task(pay_until_stopped())
+
+        async def decided() -> int:
+            return len(await decisions(hillside, riverside.origin))
+
+        async def more_decided(than: int) -> bool:
+            try:
+                return await decided() >= than
+            except httpx.TransportError:
+                return False
+
+        # The payer dies while it publishes, and the receiver while it decides; payments go on throughout.
+        for node in (river_node, hill_node):
+            before = await _answered(decided)
+            await eventually(partial(more_decided, before + 8), "hillside decides more payments", within=90)
+            node.kill()
+            node.start()
+            await node.ready()
+        before = await _answered(decided)
+        await eventually(partial(more_decided, before + 8), "hillside decides payments after the restarts", within=90)
+        stop.set()
+        sent = await paying
+        payments = len(sent)
+
+        await settled(riverside, hillside, sent, set())
+        assert await hillside.balance(bob) == payments
+        assert await riverside.balance(alice) == -payments
+        assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
