@@ -34,6 +34,8 @@ FETCH_WAIT_SECONDS = 1.0
 STOPPED_RETRY_SECONDS = 30.0
 # Batches held ahead of a missing one before the hole is reported as a gap.
 MAX_AHEAD = 4096
+# Batches let go at a gap are offered again after this long (the hole may have filled by then).
+GAP_RETRY_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -142,10 +144,14 @@ class Replicator:
         if len(self._ahead) > MAX_AHEAD:
             waiting = self._ahead
             self._ahead = []
+            # Counted, but offered again rather than terminated: a hole can fill late (after our crash, what we had
+            # fetched comes again only after the stream's ack wait), and a terminated batch would never come again,
+            # leaving the copy stuck at the hole for good.
             await self._refuse(
                 "gap",
                 f"{len(waiting)} batches wait for entry {self.tree.size + len(self._staged):,}, which never came",
                 [h.msg for h in waiting],
+                again_after=GAP_RETRY_SECONDS,
             )
 
     async def _compare(self, note: bytes) -> None:
@@ -200,11 +206,15 @@ class Replicator:
         for msg in msgs:
             await msg.ack()
 
-    async def _refuse(self, reason: str, detail: str, msgs: list[Msg]) -> None:
-        """Count and log a refusal; the messages are never applied, and never delivered again."""
+    async def _refuse(self, reason: str, detail: str, msgs: list[Msg], *, again_after: float | None = None) -> None:
+        """Count and log a refusal; the messages are not applied, and never delivered again (or, with
+        ``again_after``, not before that many seconds)."""
         metrics.REJECTED.labels(peer=self._peer.origin, reason=reason).inc()
         log.warning("refused %d message(s) from %s: %s: %s", len(msgs), self._peer.origin, reason, detail)
         async with self._pool.acquire() as conn:
             await store.count_rejection(conn, self._peer.origin, reason, detail)
         for msg in msgs:
-            await msg.term()
+            if again_after is None:
+                await msg.term()
+            else:
+                await msg.nak(delay=again_after)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import pytest
 
-from services.federation import wire
+from services.federation import replicator, wire
 from services.ledger.entries import Transfer, entry_decoder, entry_encoder
 from shared.note import Signer, sign_note
 from tests.federation.faults import (
@@ -87,6 +88,40 @@ async def _partition(riverside: Network, hillside: Network, to_riverside: Proxy,
         assert pairing_detail(await audit_pair(hillside, riverside)).endswith(" = 0")
 
 
+async def test_a_stopped_nats_server_holds_payments_in_flight_until_it_returns(
+    two_networks: tuple[Network, Network],
+) -> None:
+    riverside, hillside = two_networks
+    _linked(riverside, hillside)
+    async with served(riverside), served(hillside):
+        alice = await riverside.open_member("alice")
+        bob = await hillside.open_member("bob")
+        sent = {(await riverside.pay_remote("before", alice, hillside, bob, 5))["id"]}
+        await settled(riverside, hillside, sent, set())
+
+        # Riverside's own server goes down (its store and port kept): nobody can read its log meanwhile.
+        await asyncio.to_thread(riverside.nats.stop)
+        await riverside.transfers(3, "local")
+        for n, minutes in enumerate((10, 20)):
+            sent.add((await riverside.pay_remote(f"down-{n}", alice, hillside, bob, minutes))["id"])
+        # Hillside's server is up, so riverside still reads hillside's log and decides what it is paid.
+        back = await hillside.pay_remote("back", bob, riverside, alice, 15)
+
+        async def riverside_decided() -> bool:
+            return back["id"] in await decisions(riverside, hillside.origin)
+
+        await eventually(riverside_decided, "riverside decides hillside's payment while its own server is down")
+        assert await riverside.balance(alice) == -5 - 30 + 15
+        assert await in_flight(riverside, hillside) == 30
+        detail = pairing_detail(await audit_pair(riverside, hillside))
+        assert detail.endswith(f" = 30 (2 of {riverside.origin}'s not yet decided by {hillside.origin})"), detail
+
+        await asyncio.to_thread(riverside.nats.start)
+        await settled(riverside, hillside, sent, {back["id"]})
+        assert await hillside.balance(bob) == 5 + 30 - 15
+        assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
+
+
 async def _pay(net: Network, key: str, payer: str, clearing: str, payee: str, minutes: int) -> str:
     """Pay ``payee`` in a neighbour through its clearing account ``clearing`` (with or without the federation)."""
     assert net.client is not None
@@ -146,6 +181,43 @@ async def test_duplicated_and_reordered_batches_leave_an_identical_copy_and_deci
             assert await hillside.balance(bob) == 100
             assert (await copy_of(hillside, riverside.origin))[1] == await entries(riverside)
             assert await _rejected(hillside, riverside.origin) == {}, "copies and reordering are not faults"
+            assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
+
+
+async def test_batches_held_too_long_ahead_of_a_hole_come_again_once_it_fills(
+    two_networks: tuple[Network, Network], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a receiver's crash: the batches it had fetched come again only after the stream's ack wait, and a
+    busy neighbour's later batches pile up ahead of that hole meanwhile. Those must not be lost for good."""
+    riverside, hillside = two_networks
+    # Fewer batches ahead than in production make the pile overflow in a test-sized log.
+    monkeypatch.setattr(replicator, "MAX_AHEAD", 16)
+    _linked(riverside, hillside)
+    async with served(hillside):
+        async with served(riverside):
+            alice = await riverside.open_member("alice")
+            bob = await hillside.open_member("bob")
+            clearing = await riverside.clearing_account(hillside.origin)
+            sent = {await _pay(riverside, "first", alice, clearing, bob, 10)}
+            await settled(riverside, hillside, sent, set())
+            held = (await batches(riverside))[-1].end
+        async with served(riverside, federation=False):
+            for n in range(3):
+                sent.add(await _pay(riverside, f"later-{n}", alice, clearing, bob, 5))
+            new = await batches(riverside, after=held)
+            assert len(new) == 3
+            # Everything after the hole, then more copies of the last batch than fit ahead, then the hole's batch.
+            await inject(riverside, [*new[1:], *[new[-1]] * 20, new[0]], "after-a-hole")
+            log = await entries(riverside)
+
+            async def caught_up() -> bool:
+                return await _copy_size(hillside, riverside.origin) == len(log)
+
+            await eventually(caught_up, "hillside's copy passes the hole and takes the batches after it")
+            assert "gap" in await _rejected(hillside, riverside.origin), "the pile overflowed, and was counted"
+        async with served(riverside):
+            await settled(riverside, hillside, sent, set())
+            assert await hillside.balance(bob) == 25
             assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
 
 
