@@ -172,6 +172,16 @@ async def decisions(net: Network, origin: str) -> list[str]:
     return decided
 
 
+async def reversals(net: Network) -> list[str]:
+    """The transfers that ``net``'s log reverses, once per reversing entry."""
+    found = []
+    for data in await entries(net):
+        entry = entry_decoder.decode(data)
+        if isinstance(entry, Transfer) and entry.reverses is not None:
+            found.append(entry.reverses)
+    return found
+
+
 async def in_flight(a: Network, b: Network) -> int:
     """balance_A(peer:B) + balance_B(peer:A): the minutes paid on one side and not yet settled on the other."""
     return await a.balance(await a.clearing_account(b.origin)) + await b.balance(await b.clearing_account(a.origin))

@@ -29,11 +29,15 @@ from tests.federation.faults import (
     in_flight,
     inject,
     pairing_detail,
+    reversals,
     served,
     settled,
 )
 from tests.federation.processes import node_processes
 from tests.federation.support import Network, auth, eventually
+
+# No such member in any network.
+NOBODY = "acct_" + "0" * 20
 
 
 async def _published(net: Network) -> bool:
@@ -68,22 +72,25 @@ async def _partition(riverside: Network, hillside: Network, to_riverside: Proxy,
         sent = {before["id"]}
         for n, minutes in enumerate((10, 20, 30)):
             sent.add((await riverside.pay_remote(f"cut-{n}", alice, hillside, bob, minutes))["id"])
+        typo = (await riverside.pay_remote("cut-typo", alice, hillside, NOBODY, 7))["id"]
+        sent.add(typo)
         back = await hillside.pay_remote("cut-back", bob, riverside, alice, 15)
         await eventually(lambda: _published(riverside), "riverside publishes its log to its own stream")
         await eventually(lambda: _published(hillside), "hillside publishes its log to its own stream")
         assert await hillside.balance(bob) == 5 - 15
-        assert await riverside.balance(alice) == -5 - 60
-        assert await in_flight(riverside, hillside) == 60 + 15
+        assert await riverside.balance(alice) == -5 - 60 - 7
+        assert await in_flight(riverside, hillside) == 60 + 7 + 15
         # An auditor reading both logs sees the same: they pair, with those minutes in flight.
         detail = pairing_detail(await audit_pair(riverside, hillside))
-        assert f"(peer:{riverside.origin}) = 75 (3 of {riverside.origin}'s not yet decided by" in detail, detail
+        assert f"(peer:{riverside.origin}) = 82 (4 of {riverside.origin}'s not yet decided by" in detail, detail
         assert f"1 of {hillside.origin}'s not yet decided by {riverside.origin}" in detail, detail
 
         await to_riverside.open()
         await to_hillside.open()
         await settled(riverside, hillside, sent, {back["id"]})
         assert await hillside.balance(bob) == 5 + 60 - 15
-        assert await riverside.balance(alice) == -5 - 60 + 15
+        assert await riverside.balance(alice) == -5 - 60 + 15, "the payment to nobody came back"
+        assert await reversals(riverside) == [typo]
         assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
         assert pairing_detail(await audit_pair(hillside, riverside)).endswith(" = 0")
 
@@ -356,13 +363,22 @@ async def test_nodes_killed_mid_batch_settle_everything_once_after_a_restart(
         clearing = await riverside.clearing_account(hillside.origin)
         stop = asyncio.Event()
 
+        refused: set[str] = set()
+
+        payees = [bob, bob, bob, NOBODY]
+
+        async def pay(key: str, payee: str) -> str:
+            return await _pay_until_answered(riverside, key, alice, clearing, payee, 1)
+
         async def pay_until_stopped() -> set[str]:
             sent: set[str] = set()
             while not stop.is_set():
-                # A few at once, so that the ledger commits several in one batch, at a pace a loaded machine keeps.
-                keys = [f"pay-{n}" for n in range(len(sent), len(sent) + 4)]
-                paid = await asyncio.gather(*(_pay_until_answered(riverside, k, alice, clearing, bob, 1) for k in keys))
+                # A few at once, so that the ledger commits several in one batch, at a pace a loaded machine keeps;
+                # the last of each few to nobody in hillside, to be rejected there and reversed here.
+                first = len(sent)
+                paid = await asyncio.gather(*(pay(f"pay-{first + i}", payee) for i, payee in enumerate(payees)))
                 sent |= set(paid)
+                refused.add(paid[-1])
                 await asyncio.sleep(0.2)
             return sent
 
@@ -391,6 +407,7 @@ async def test_nodes_killed_mid_batch_settle_everything_once_after_a_restart(
         payments = len(sent)
 
         await settled(riverside, hillside, sent, set())
-        assert await hillside.balance(bob) == payments
-        assert await riverside.balance(alice) == -payments
+        assert await hillside.balance(bob) == payments - len(refused)
+        assert await riverside.balance(alice) == -(payments - len(refused))
+        assert sorted(await reversals(riverside)) == sorted(refused), "each rejected payment reversed once"
         assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
