@@ -300,23 +300,42 @@ async def test_tampered_entries_and_a_wrong_key_are_refused_counted_and_never_se
             assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
 
 
-async def test_three_networks_pay_in_every_direction_and_every_pair_settles(
+async def test_three_networks_pay_in_every_direction_and_a_cut_link_holds_up_only_its_own_pair(
     three_networks: tuple[Network, Network, Network],
 ) -> None:
     nets = three_networks
+    riverside, hillside, lakeside = nets
     _linked(*nets)
-    async with served(nets[0]), served(nets[1]), served(nets[2]):
-        members = {net.name: await net.open_member(f"member-{net.name}") for net in nets}
-        sent: dict[tuple[str, str], set[str]] = {}
-        for payer, payee in itertools.permutations(nets, 2):
-            paid = await payer.pay_remote(f"to-{payee.name}", members[payer.name], payee, members[payee.name], 7)
-            sent[payer.name, payee.name] = {paid["id"]}
-        for a, b in itertools.combinations(nets, 2):
-            await settled(a, b, sent[a.name, b.name], sent[b.name, a.name])
-        for net in nets:
-            assert await net.balance(members[net.name]) == 0, "each paid two neighbours 7 and was paid 7 by each"
-        for a, b in itertools.combinations(nets, 2):
-            assert pairing_detail(await audit_pair(a, b)).endswith(" = 0")
+    # Riverside and hillside reach each other through proxies; lakeside reaches both directly.
+    async with Proxy(riverside.nats.url) as to_riverside, Proxy(hillside.nats.url) as to_hillside:
+        hillside.peers = [riverside.as_peer(hillside, nats_url=to_riverside.url), lakeside.as_peer(hillside)]
+        riverside.peers = [hillside.as_peer(riverside, nats_url=to_hillside.url), lakeside.as_peer(riverside)]
+        async with served(riverside), served(hillside), served(lakeside):
+            members = {net.name: await net.open_member(f"member-{net.name}") for net in nets}
+            for net in nets:  # every clearing account linked before the cut
+                for other in nets:
+                    if other is not net:
+                        await net.clearing_account(other.origin)
+            await to_riverside.cut()
+            await to_hillside.cut()
+            sent: dict[tuple[str, str], set[str]] = {}
+            for payer, payee in itertools.permutations(nets, 2):
+                paid = await payer.pay_remote(f"to-{payee.name}", members[payer.name], payee, members[payee.name], 7)
+                sent[payer.name, payee.name] = {paid["id"]}
+            # Lakeside's links are up: its pairs settle while riverside and hillside cannot reach each other.
+            for other in (riverside, hillside):
+                await settled(lakeside, other, sent[lakeside.name, other.name], sent[other.name, lakeside.name])
+            assert await in_flight(riverside, hillside) == 14
+            assert " = 14 (" in pairing_detail(await audit_pair(riverside, hillside))
+
+            await to_riverside.open()
+            await to_hillside.open()
+            for a, b in itertools.combinations(nets, 2):
+                await settled(a, b, sent[a.name, b.name], sent[b.name, a.name])
+            for net in nets:
+                assert await net.balance(members[net.name]) == 0, "each paid two neighbours 7 and was paid 7 by each"
+            for a, b in itertools.combinations(nets, 2):
+                assert pairing_detail(await audit_pair(a, b)).endswith(" = 0")
 
 
 async def _pay_until_answered(net: Network, key: str, payer: str, clearing: str, payee: str, minutes: int) -> str:
