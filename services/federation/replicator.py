@@ -10,6 +10,7 @@ does not verify is refused, counted by reason and logged, and never applied; the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 # Batches asked for per fetch, and how long a fetch waits for the first one.
 FETCH = 256
 FETCH_WAIT_SECONDS = 1.0
+# What we held when we stopped reading is offered again after this long (our last fetch has expired by then).
+HAND_BACK_SECONDS = FETCH_WAIT_SECONDS + 1.0
 # While a neighbour's fork evidence is open, its batches are offered again after this long.
 STOPPED_RETRY_SECONDS = 30.0
 # Batches held ahead of a missing one before the hole is reported as a gap.
@@ -79,7 +82,20 @@ class Replicator:
             try:
                 await self._follow(nc)
             finally:
+                await self._hand_back(nc)
                 await nc.close()
+
+    async def _hand_back(self, nc: NatsClient) -> None:
+        """Give back what we hold unacknowledged (staged, or ahead of a hole) as we stop reading, so that whoever
+        reads next (we, restarted) gets it in seconds rather than after the stream's ack wait."""
+        held = [*self._staged_msgs, *(h.msg for h in self._ahead)]
+        self._staged, self._staged_msgs, self._ahead = [], [], []
+        # The link may be gone: then the ack wait brings them back.
+        with contextlib.suppress(Exception):
+            for msg in held:
+                # Offered again only once our last pull request has expired, or the server would hand them to it.
+                await msg.nak(delay=HAND_BACK_SECONDS)
+            await nc.flush(timeout=1)
 
     async def _follow(self, nc: NatsClient) -> None:
         js = nc.jetstream()

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import nats
 import pytest
 
-from services.federation import replicator, wire
+from services.federation import names, replicator, wire
+from services.federation.publisher import ACK_WAIT_SECONDS
 from services.ledger.entries import Transfer, entry_decoder, entry_encoder
 from shared.note import Signer, sign_note
 from tests.federation.faults import (
@@ -34,7 +36,7 @@ from tests.federation.faults import (
     settled,
 )
 from tests.federation.processes import node_processes
-from tests.federation.support import Network, auth, eventually
+from tests.federation.support import LOCAL_USER, Network, auth, eventually
 
 # No such member in any network.
 NOBODY = "acct_" + "0" * 20
@@ -226,6 +228,52 @@ async def test_batches_held_too_long_ahead_of_a_hole_come_again_once_it_fills(
             await settled(riverside, hillside, sent, set())
             assert await hillside.balance(bob) == 25
             assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
+
+
+async def test_a_restarted_receiver_takes_up_the_batches_it_held_without_waiting_for_the_ack_wait(
+    two_networks: tuple[Network, Network],
+) -> None:
+    """A receiver that stops while it holds batches (ahead of a hole, unacknowledged) hands them back, so the next
+    one to read gets them at once, not after the stream's ack wait (a deploy should not stall replication)."""
+    riverside, hillside = two_networks
+    _linked(riverside, hillside)
+    async with served(hillside), served(riverside):
+        alice = await riverside.open_member("alice")
+        bob = await hillside.open_member("bob")
+        clearing = await riverside.clearing_account(hillside.origin)
+        sent = {await _pay(riverside, "first", alice, clearing, bob, 10)}
+        await settled(riverside, hillside, sent, set())
+        held = (await batches(riverside))[-1].end
+    async with served(riverside, federation=False):
+        for n in range(2):
+            sent.add(await _pay(riverside, f"later-{n}", alice, clearing, bob, 5))
+        first, second = await batches(riverside, after=held)
+        async with served(hillside):
+            await inject(riverside, [second], "ahead-of-a-hole")
+            await eventually(lambda: _unacknowledged(riverside, hillside), "hillside holds the batch ahead")
+        async with served(hillside):
+            await inject(riverside, [first], "the-hole")
+
+            async def caught_up() -> bool:
+                return await _copy_size(hillside, riverside.origin) == second.end
+
+            await eventually(
+                caught_up, "hillside takes up the batch it held before it restarted", within=ACK_WAIT_SECONDS * 2 / 3
+            )
+    async with served(riverside), served(hillside):
+        await settled(riverside, hillside, sent, set())
+        assert pairing_detail(await audit_pair(riverside, hillside)).endswith(" = 0")
+
+
+async def _unacknowledged(net: Network, reader: Network) -> bool:
+    """Whether ``reader`` holds messages of ``net``'s log stream that it has not acknowledged (asked of ``net``'s
+    own server, with its services' credential)."""
+    nc = await nats.connect(servers=[net.nats.url], user=LOCAL_USER, password=net.nats_password)
+    try:
+        info = await nc.jetstream().consumer_info(names.log_stream(net.name), names.peer_consumer(reader.name))
+        return bool(info.num_ack_pending)
+    finally:
+        await nc.close()
 
 
 def _tampered(batch: wire.LogBatch, transfer: str, minutes: int) -> wire.LogBatch:
