@@ -24,7 +24,10 @@ from services.ledger.client import LedgerClient
 from services.ledger.entries import CrossnetRejected, Transfer, entry_decoder
 from services.node.cli import main
 from services.node.processes import LOCALHOST, free_port
-from tests.federation.support import LOCAL_USER, TOKENS, Network, eventually, node_app
+from tests.federation.support import LOCAL_USER, TOKENS, Network, auth, eventually, node_app
+
+# No such member in any network.
+NOBODY = "acct_" + "0" * 20
 
 
 class _Server(uvicorn.Server):
@@ -204,6 +207,32 @@ async def settled(a: Network, b: Network, sent_by_a: set[str], sent_by_b: set[st
         decided = await decisions(decider, sender.origin)
         assert sorted(decided) == sorted(set(decided)), f"{decider.name} decided a transfer of {sender.name} twice"
         assert set(decided) == sent, f"{decider.name} decided transfers {sender.name} never sent"
+
+
+async def pay_through(net: Network, key: str, payer: str, clearing: str, payee: str, minutes: int) -> str:
+    """Pay ``payee`` in a neighbour through its clearing account ``clearing`` (with or without the federation)."""
+    assert net.client is not None
+    body = {"key": key, "payer": payer, "payee": clearing, "minutes": minutes, "remote_payee": payee}
+    r = await net.client.post("/ledger/transfers", json=body, headers=auth("service"))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def copy_size(net: Network, origin: str) -> int:
+    """How many entries of ``origin``'s log ``net`` holds verified."""
+    return int(next(p["replicated_size"] for p in (await net.status())["peers"] if p["origin"] == origin))
+
+
+async def rejected(net: Network, origin: str) -> dict[str, int]:
+    """What ``net`` refused of ``origin``'s messages: counts by reason."""
+    peer = next(p for p in (await net.status())["peers"] if p["origin"] == origin)
+    return {r["reason"]: r["count"] for r in peer["rejected"]}
+
+
+def linked(*nets: Network) -> None:
+    """Make every network a neighbour of every other."""
+    for net in nets:
+        net.peers = [other.as_peer(net) for other in nets if other is not net]
 
 
 # ---- the auditor ---------------------------------------------------------------------------------------------
