@@ -10,6 +10,7 @@ does not verify is refused, counted by reason and logged, and never applied; the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -31,10 +32,14 @@ log = logging.getLogger(__name__)
 # Batches asked for per fetch, and how long a fetch waits for the first one.
 FETCH = 256
 FETCH_WAIT_SECONDS = 1.0
+# What we held when we stopped reading is offered again after this long (our last fetch has expired by then).
+HAND_BACK_SECONDS = FETCH_WAIT_SECONDS + 1.0
 # While a neighbour's fork evidence is open, its batches are offered again after this long.
 STOPPED_RETRY_SECONDS = 30.0
 # Batches held ahead of a missing one before the hole is reported as a gap.
 MAX_AHEAD = 4096
+# Batches let go at a gap are offered again after this long (the hole may have filled by then).
+GAP_RETRY_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -93,7 +98,20 @@ class Replicator:
             try:
                 await self._follow(nc)
             finally:
+                await self._hand_back(nc)
                 await links.close(nc)
+
+    async def _hand_back(self, nc: NatsClient) -> None:
+        """Give back what we hold unacknowledged (staged, or ahead of a hole) as we stop reading, so that whoever
+        reads next (we, restarted) gets it in seconds rather than after the stream's ack wait."""
+        held = [*self._staged_msgs, *(h.msg for h in self._ahead)]
+        self._staged, self._staged_msgs, self._ahead = [], [], []
+        # The link may be gone: then the ack wait brings them back.
+        with contextlib.suppress(Exception):
+            for msg in held:
+                # Offered again only once our last pull request has expired, or the server would hand them to it.
+                await msg.nak(delay=HAND_BACK_SECONDS)
+            await nc.flush(timeout=1)
 
     async def _follow(self, nc: NatsClient) -> None:
         js = nc.jetstream()
@@ -161,10 +179,14 @@ class Replicator:
         if len(self._ahead) > MAX_AHEAD:
             waiting = self._ahead
             self._ahead = []
+            # Counted, but offered again rather than terminated: a hole can fill late (after our crash, what we had
+            # fetched comes again only after the stream's ack wait), and a terminated batch would never come again,
+            # leaving the copy stuck at the hole for good.
             await self._refuse(
                 "gap",
                 f"{len(waiting)} batches wait for entry {self.tree.size + len(self._staged):,}, which never came",
                 [h.msg for h in waiting],
+                again_after=GAP_RETRY_SECONDS,
             )
 
     async def _compare(self, note: bytes) -> None:
@@ -224,11 +246,15 @@ class Replicator:
         for msg in msgs:
             await msg.ack()
 
-    async def _refuse(self, reason: str, detail: str, msgs: list[Msg]) -> None:
-        """Count and log a refusal; the messages are never applied, and never delivered again."""
+    async def _refuse(self, reason: str, detail: str, msgs: list[Msg], *, again_after: float | None = None) -> None:
+        """Count and log a refusal; the messages are not applied, and never delivered again (or, with
+        ``again_after``, not before that many seconds)."""
         metrics.REJECTED.labels(peer=self._peer.origin, reason=reason).inc()
         log.warning("refused %d message(s) from %s: %s: %s", len(msgs), self._peer.origin, reason, detail)
         async with self._pool.acquire() as conn:
             await store.count_rejection(conn, self._peer.origin, reason, detail)
         for msg in msgs:
-            await msg.term()
+            if again_after is None:
+                await msg.term()
+            else:
+                await msg.nak(delay=again_after)

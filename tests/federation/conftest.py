@@ -52,12 +52,27 @@ _numbers = iter(range(1, 10**6))
 @pytest.fixture
 def two_networks(postgres_server: PostgresServer, nats_factory: NatsFactory) -> Iterator[tuple[Network, Network]]:
     """Riverside and hillside, not yet running, and not yet each other's peers."""
+    nets = _networks(postgres_server, nats_factory, NAMES[:2])
+    yield nets[0], nets[1]
+    _remove(postgres_server, nets)
+
+
+@pytest.fixture
+def three_networks(
+    postgres_server: PostgresServer, nats_factory: NatsFactory
+) -> Iterator[tuple[Network, Network, Network]]:
+    """Riverside, hillside and lakeside, not yet running, and not yet one another's peers."""
+    nets = _networks(postgres_server, nats_factory, NAMES)
+    yield nets[0], nets[1], nets[2]
+    _remove(postgres_server, nets)
+
+
+def _networks(postgres_server: PostgresServer, nats_factory: NatsFactory, names: tuple[str, ...]) -> list[Network]:
     number = next(_numbers)
-    nets = (
-        _network(postgres_server, nats_factory, "riverside", number),
-        _network(postgres_server, nats_factory, "hillside", number),
-    )
-    yield nets
+    return [_network(postgres_server, nats_factory, name, number) for name in names]
+
+
+def _remove(postgres_server: PostgresServer, nets: list[Network]) -> None:
     for net in nets:
         net.nats.stop()
         postgres_server.drop_database(net.database_url.rsplit("/", 1)[-1])

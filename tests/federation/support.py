@@ -45,8 +45,10 @@ class Network:
     authorization_file: Path
     pid_file: Path
     peers: list[PeerSettings] = field(default_factory=list)
-    # The running node (ledger at /ledger, federation at /federation), while it runs.
-    client: AsyncTestClient[Any] | None = None
+    # The running node (ledger at /ledger, federation at /federation), while it runs; ``url`` when it is served
+    # on a socket (tests/federation/faults.py), for clients outside this event loop such as the auditor.
+    client: httpx.AsyncClient | None = None
+    url: str | None = None
 
     @property
     def name(self) -> str:
@@ -151,24 +153,30 @@ class Network:
         return int(r.json()["log_size"])
 
 
+def node_app(net: Network, *, federation: bool = True) -> Node:
+    """The network's node as ``timebank serve`` wires it: its ledger at /ledger and (unless ``federation`` is
+    False) its federation at /federation, which reaches the ledger in process."""
+    settings = net.settings()
+    ledger = create_ledger(settings, database_url=net.database_url, signer=net.signer)
+    if not federation:
+        return Node({"/ledger": ledger})
+    fed = create_federation(
+        settings,
+        database_url=net.database_url,
+        ledger_url=IN_PROCESS_LEDGER,
+        ledger_transport=httpx.ASGITransport(app=cast("Any", ledger)),
+        witness_signer=net.witness,
+    )
+    return Node({"/ledger": ledger, "/federation": fed})
+
+
 @asynccontextmanager
 async def running(*networks: Network) -> AsyncIterator[None]:
     """Run every network's ledger and federation, wired as ``timebank serve`` wires them (in this process, each
     network on its own database and NATS server)."""
     # Every app is built before any starts: building a Litestar app retries a failing optional import, and doing
     # that while another app's lifespan runs on its test client's thread trips CPython 3.11's import locks.
-    nodes = []
-    for net in networks:
-        settings = net.settings()
-        ledger = create_ledger(settings, database_url=net.database_url, signer=net.signer)
-        federation = create_federation(
-            settings,
-            database_url=net.database_url,
-            ledger_url=IN_PROCESS_LEDGER,
-            ledger_transport=httpx.ASGITransport(app=cast("Any", ledger)),
-            witness_signer=net.witness,
-        )
-        nodes.append(Node({"/ledger": ledger, "/federation": federation}))
+    nodes = [node_app(net) for net in networks]
     async with AsyncExitStack() as stack:
         for net, node in zip(networks, nodes, strict=True):
             net.client = await stack.enter_async_context(AsyncTestClient(app=cast("Any", node)))
