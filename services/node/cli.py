@@ -70,6 +70,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from services.node.bench.exchange import run as run_exchange_bench
 
         return run_exchange_bench(args)
+    if args.what == "federation":
+        from services.node.bench.federation import run as run_federation_bench
+
+        return run_federation_bench(args)
     raise SystemExit(f"timebank: no benchmark called {args.what}")
 
 
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_peer_arguments(peer)
     peer.set_defaults(func=cmd_peer)
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=["ledger", "audit", "exchange"])
+    bench.add_argument("what", choices=["ledger", "audit", "exchange", "federation"])
     bench.add_argument("--transfers", type=int, default=20000, help="transfers per measured phase")
     bench.add_argument("--proof-size", type=int, default=1_000_000, help="log size for the proof benchmark")
     bench.add_argument("--database-url", help="use this database instead of a private PostgreSQL")
@@ -122,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--searches", type=int, default=5000, help="searches in the exchange benchmark")
     bench.add_argument("--exchanges", type=int, default=3000, help="exchanges completed in the exchange benchmark")
     bench.add_argument("--clients", type=int, default=32, help="concurrent clients making exchanges")
+    bench.add_argument("--backlog", type=int, default=1_000_000, help="log size replicated as a backlog (federation)")
+    bench.add_argument("--trades", type=int, default=6400, help="cross-network trades by 64 payers (federation)")
     bench.set_defaults(func=cmd_bench)
     audit = sub.add_parser("audit", help="verify a node's public log (or an exported one) from the outside")
     export = sub.add_parser("export", help="copy a node's public log into a directory that `audit` reads offline")

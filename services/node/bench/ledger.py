@@ -254,9 +254,12 @@ def bulk_entries(size: int, accounts: int = ACCOUNTS) -> Iterator[tuple[int, Log
         yield index, entry, command, book
 
 
-async def grow_log(url: str, signer: Signer, size: int, accounts: int = ACCOUNTS) -> None:
+async def grow_log(
+    url: str, signer: Signer, size: int, accounts: int = ACCOUNTS, *, checkpoint_every: int | None = None
+) -> None:
     """Write a valid ledger of ``size`` entries (see ``bulk_entries``) straight into the ledger's tables, as the
-    appender would have left them: entries, accounts, transfers, tiles, head and a signed checkpoint."""
+    appender would have left them: entries, accounts, transfers, tiles, head and a signed checkpoint (and one every
+    ``checkpoint_every`` entries before it, as batches of that size would have left them)."""
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn, "ledger", store.MIGRATIONS)
@@ -264,10 +267,14 @@ async def grow_log(url: str, signer: Signer, size: int, accounts: int = ACCOUNTS
         rows: list[tuple[int, bytes]] = []
         opened: list[tuple[object, ...]] = []
         transfers: list[tuple[object, ...]] = []
+        checkpoints: list[tuple[int, bytes]] = []
+        cp_signer = CheckpointSigner(signer)
         for index, entry, command, book in bulk_entries(size, accounts):
             data = entry_encoder.encode(entry)
             edge.append(merkle.leaf_hash(data))
             rows.append((index, data))
+            if checkpoint_every and (index + 1) % checkpoint_every == 0 and index + 1 < size:
+                checkpoints.append((index + 1, cp_signer.sign(index + 1, edge.root())))
             if isinstance(entry, AccountOpened):
                 assert isinstance(command, OpenAccount)
                 opened.append(
@@ -288,6 +295,7 @@ async def grow_log(url: str, signer: Signer, size: int, accounts: int = ACCOUNTS
                 ("transfers", transfers, ["id", "idx", "fingerprint", "payer", "payee", "minutes", "reverses",
                                           "payer_balance", "payee_balance"]),
                 ("tiles", edge.take_dirty(), ["level", "idx", "hashes"]),
+                ("checkpoints", checkpoints, ["size", "note"]),
             ):  # fmt: skip
                 await conn.copy_records_to_table(table, schema_name="ledger", records=records, columns=columns)
             root = edge.root()
@@ -295,7 +303,7 @@ async def grow_log(url: str, signer: Signer, size: int, accounts: int = ACCOUNTS
             await conn.execute(
                 "INSERT INTO ledger.checkpoints (size, note) VALUES ($1, $2)",
                 size,
-                CheckpointSigner(signer).sign(size, root),
+                cp_signer.sign(size, root),
             )
     finally:
         await conn.close()
