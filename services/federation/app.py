@@ -115,7 +115,7 @@ def create_app(
             tasks.append(asyncio.create_task(publisher.run(), name="federation publisher"))
             for witness_url, key in external:
                 target = cosigning.WitnessTarget(key, cosigning.over_http(witness_url, http))
-                collector = cosigning.Collector(pool, ledger, target, poll=fed.poll_seconds)
+                collector = cosigning.Collector(pool, ledger, target, published=publisher.subscribe())
                 tasks.append(asyncio.create_task(collector.run(), name=f"cosigning by {witness_url}"))
             try:
                 yield

@@ -9,6 +9,7 @@ a witness answers 409 with another size, the next request starts from that size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Seconds to wait for a witness's answer.
 ANSWER_SECONDS = 5.0
+# While nothing new is published, the latest checkpoint is looked at this often all the same.
+QUIET_SECONDS = 1.0
 
 Send = Callable[[bytes], Awaitable[Answer]]
 
@@ -53,21 +56,26 @@ def checkpoint_text(note: bytes) -> str:
 class Collector:
     """Keeps one witness's cosignature on our latest checkpoint."""
 
-    def __init__(self, pool: asyncpg.Pool, ledger: LedgerClient, target: WitnessTarget, *, poll: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, ledger: LedgerClient, target: WitnessTarget, *, published: asyncio.Event
+    ) -> None:
+        """``published``: set by the publisher when our log has new checkpoints (checked at least every second)."""
         self._pool = pool
         self._ledger = ledger
         self._target = target
-        self._poll = poll
+        self._published = published
         self._gauge = metrics.COSIGNED.labels(witness=target.key.name)
 
     async def run(self) -> None:
         while True:
             try:
                 if not await self.round():
-                    await asyncio.sleep(self._poll)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._published.wait(), QUIET_SECONDS)
+                    self._published.clear()
             except Exception as exc:
                 log.warning("asking %s to cosign failed (%s); trying again", self._target.key.name, exc)
-                await asyncio.sleep(max(self._poll, 1.0))
+                await asyncio.sleep(QUIET_SECONDS)
 
     async def round(self) -> bool:
         """Ask for a cosignature of our latest checkpoint if the witness has not cosigned it; True if it did now."""

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 # Entries per C2SP entry bundle: a batch never crosses a bundle's end, so message ranges line up with tiles.
 BUNDLE = 256
-# Entries the ledger serves per read.
+# Entries the ledger serves per read, and reads in flight at once.
 READ = 1000
+READ_AT_ONCE = 8
 # How long JetStream remembers message ids to drop a republished batch.
 DUPLICATE_WINDOW_SECONDS = 120.0
 # A neighbour acknowledges a batch once it stored it verified; unacknowledged batches come again after this.
@@ -67,6 +68,7 @@ class Publisher:
         self._poll = poll
         # Entries [0, published) are in the stream.
         self.published = 0
+        self._listeners: list[asyncio.Event] = []
 
     async def prepare(self) -> None:
         """Make sure the stream exists, and resume after the last batch it holds."""
@@ -101,6 +103,12 @@ class Publisher:
                 ),
             )
 
+    def subscribe(self) -> asyncio.Event:
+        """An event set whenever newly signed checkpoints have been published (for the cosignature collectors)."""
+        event = asyncio.Event()
+        self._listeners.append(event)
+        return event
+
     async def run(self) -> None:
         """Publish forever: every newly signed checkpoint's entries, then wait a moment while the log is quiet."""
         await self.prepare()
@@ -114,31 +122,52 @@ class Publisher:
                 await asyncio.sleep(self._poll)
 
     async def publish_new(self, limit: int = 64) -> int:
-        """Publish up to ``limit`` checkpoints' worth of new entries; the number of entries sent."""
-        sent = 0
-        for checkpoint in await self._ledger.checkpoints(self.published, limit):
-            entries: list[bytes] = []
-            while self.published + len(entries) < checkpoint.size:
-                start = self.published + len(entries)
-                page = await self._ledger.entries(start, min(checkpoint.size, start + READ))
-                if not page.entries:
-                    raise RuntimeError(f"the ledger signed {checkpoint.size:,} entries but serves none from {start:,}")
-                entries.extend(entry.data for entry in page.entries)
-            steps = our_steps(self.published, entries)
-            if steps:  # our payments to neighbours' members, to follow until they are answered
-                async with self._pool.acquire() as conn:
-                    await store.record_crossnet(conn, steps)
-            batches = split(self.published, entries, checkpoint.note.encode(), self._origin)
-            acks = [
-                await self._js.publish_async(
-                    self._subject,
-                    wire.encoder.encode(batch),
-                    headers={"Nats-Msg-Id": wire.message_id(batch)},
+        """Publish up to ``limit`` checkpoints' worth of new entries; the number of entries sent.
+
+        The entries are read in pages at once, and the batches are all sent before their acknowledgements are
+        awaited: one round trip for the whole round rather than one per checkpoint."""
+        checkpoints = await self._ledger.checkpoints(self.published, limit)
+        if not checkpoints:
+            return 0
+        start, end = self.published, checkpoints[-1].size
+        entries = await self._read(start, end)
+        steps = our_steps(start, entries)
+        if steps:  # our payments to neighbours' members, to follow until they are answered
+            async with self._pool.acquire() as conn:
+                await store.record_crossnet(conn, steps)
+        acks = []
+        at = start
+        for checkpoint in checkpoints:
+            for batch in split(
+                at, entries[at - start : checkpoint.size - start], checkpoint.note.encode(), self._origin
+            ):
+                data = wire.encoder.encode(batch)
+                acks.append(
+                    await self._js.publish_async(self._subject, data, headers={"Nats-Msg-Id": wire.message_id(batch)})
                 )
-                for batch in batches
-            ]
-            await asyncio.gather(*acks)
-            self.published = checkpoint.size
-            metrics.PUBLISHED_SIZE.set(self.published)
-            sent += len(entries)
-        return sent
+            at = checkpoint.size
+        await asyncio.gather(*acks)
+        self.published = end
+        metrics.PUBLISHED_SIZE.set(end)
+        for event in self._listeners:
+            event.set()
+        return end - start
+
+    async def _read(self, start: int, end: int) -> list[bytes]:
+        """Entries [start, end) from the ledger, its pages read a few at a time."""
+        pages = [(at, min(end, at + READ)) for at in range(start, end, READ)]
+        entries: list[bytes] = []
+        for window in range(0, len(pages), READ_AT_ONCE):
+            for (lo, hi), page in zip(
+                pages[window : window + READ_AT_ONCE],
+                await asyncio.gather(
+                    *(self._ledger.entries(lo, hi) for lo, hi in pages[window : window + READ_AT_ONCE])
+                ),
+                strict=True,
+            ):
+                if len(page.entries) != hi - lo:
+                    raise RuntimeError(
+                        f"the ledger signed entries up to {end:,} but serves {len(page.entries)} of {lo:,}..{hi:,}"
+                    )
+                entries.extend(entry.data for entry in page.entries)
+        return entries

@@ -8,7 +8,8 @@ SELECT origin, size, edge, checkpoint, updated_at FROM federation.replicas WHERE
 SELECT origin, size, edge, checkpoint, updated_at FROM federation.replicas ORDER BY origin
 
 -- name: append_verified
--- A verified batch, all or nothing: the replica moves from $2 entries to $3 only if nobody moved it meanwhile.
+-- Verified batches, all or nothing: the replica moves from $2 entries to $3 only if nobody moved it meanwhile;
+-- $6 are the entries from $2 on, $7/$8 the sizes and notes of the checkpoints they were verified against.
 WITH moved AS (
     UPDATE federation.replicas SET size = $3, edge = $4, checkpoint = $5, updated_at = now()
     WHERE origin = $1 AND size = $2
@@ -19,7 +20,8 @@ stored AS (
     SELECT moved.origin, $2 + e.ord - 1, e.data FROM moved, unnest($6::bytea[]) WITH ORDINALITY AS e (data, ord)
 ),
 signed AS (
-    INSERT INTO federation.checkpoints (origin, size, note) SELECT origin, $3, $5 FROM moved
+    INSERT INTO federation.checkpoints (origin, size, note)
+    SELECT moved.origin, c.size, c.note FROM moved, unnest($7::bigint[], $8::bytea[]) AS c (size, note)
 )
 SELECT count(*) FROM moved
 

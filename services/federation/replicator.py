@@ -58,7 +58,12 @@ class Replicator:
         self._our_origin = our_origin
         self._our_name = our_name
         self._settling = settling
+        # The copy as stored; ``_verified`` runs ahead of it by what this fetch verified and is yet to store.
         self.tree = TreeState()
+        self._verified = TreeState()
+        self._pending: list[tuple[int, bytes]] = []  # verified checkpoints (size, note), in order
+        self._pending_entries: list[bytes] = []
+        self._pending_msgs: list[Msg] = []
         self._staged: list[bytes] = []
         self._staged_msgs: list[Msg] = []
         self._ahead: list[_Held] = []
@@ -83,6 +88,7 @@ class Replicator:
         """Replicate forever, reconnecting to the neighbour whenever it is unreachable."""
         async with self._pool.acquire() as conn:
             self.tree = (await store.replica(conn, self._peer.origin)).tree
+        self._verified = self.tree
         self._size_gauge.set(self.tree.size)
         failures = 0
         while True:
@@ -104,8 +110,10 @@ class Replicator:
     async def _hand_back(self, nc: NatsClient) -> None:
         """Give back what we hold unacknowledged (staged, or ahead of a hole) as we stop reading, so that whoever
         reads next (we, restarted) gets it in seconds rather than after the stream's ack wait."""
-        held = [*self._staged_msgs, *(h.msg for h in self._ahead)]
+        held = [*self._pending_msgs, *self._staged_msgs, *(h.msg for h in self._ahead)]
         self._staged, self._staged_msgs, self._ahead = [], [], []
+        self._pending, self._pending_entries, self._pending_msgs = [], [], []
+        self._verified = self.tree
         # The link may be gone: then the ack wait brings them back.
         with contextlib.suppress(Exception):
             for msg in held:
@@ -149,24 +157,25 @@ class Replicator:
                 await self._refuse("origin", f"a batch claims the origin {batch.origin!r}", [msg])
                 continue
             self.seen_size = max(self.seen_size, batch.end)
-            if batch.end <= self.tree.size:
-                if batch.checkpoint is not None:
+            if batch.end <= self._verified.size:
+                if batch.checkpoint is not None and batch.end <= self.tree.size:
                     await self._compare(batch.checkpoint)
-                await msg.ack()  # a duplicate of what the copy holds
+                await msg.ack()  # a duplicate of what the copy holds (or is about to store)
                 continue
             self._ahead.append(_Held(batch, msg))
         await self._advance()
+        await self._store()
 
     async def _advance(self) -> None:
         while True:
-            cursor = self.tree.size + len(self._staged)
+            cursor = self._verified.size + len(self._staged)
             ready = [held for held in self._ahead if held.batch.start <= cursor]
             if not ready:
                 break
             self._ahead = [held for held in self._ahead if held.batch.start > cursor]
             for held in sorted(ready, key=lambda h: h.batch.start):
                 batch = held.batch
-                cursor = self.tree.size + len(self._staged)
+                cursor = self._verified.size + len(self._staged)
                 if batch.start > cursor:  # staging was just refused and emptied: this one waits again
                     self._ahead.append(held)
                     continue
@@ -175,7 +184,7 @@ class Replicator:
                     continue  # a duplicate of staged entries: acknowledged with them
                 self._staged.extend(batch.entries[cursor - batch.start :])
                 if batch.checkpoint is not None:
-                    await self._verify_and_store(batch.checkpoint)
+                    await self._verify(batch.checkpoint)
         if len(self._ahead) > MAX_AHEAD:
             waiting = self._ahead
             self._ahead = []
@@ -184,7 +193,7 @@ class Replicator:
             # leaving the copy stuck at the hole for good.
             await self._refuse(
                 "gap",
-                f"{len(waiting)} batches wait for entry {self.tree.size + len(self._staged):,}, which never came",
+                f"{len(waiting)} batches wait for entry {self._verified.size + len(self._staged):,}, which never came",
                 [h.msg for h in waiting],
                 again_after=GAP_RETRY_SECONDS,
             )
@@ -206,42 +215,55 @@ class Replicator:
         metrics.ALERTS.labels(peer=self._peer.origin, kind="fork").inc()
         log.error("FORK: %s signed two checkpoints of size %d", self._peer.origin, checkpoint.size)
 
-    async def _verify_and_store(self, note: bytes) -> None:
+    async def _verify(self, note: bytes) -> None:
+        """Verify the staged entries against the checkpoint that ends them; what verifies waits to be stored with
+        the rest of this fetch, what does not is refused."""
         msgs, entries = self._staged_msgs, self._staged
         self._staged_msgs, self._staged = [], []
-        async with self._pool.acquire() as conn:
-            stopped = await store.has_open_evidence(conn, self._peer.origin)
-        if stopped:
-            # Until a coordinator acts on the evidence, nothing more from this neighbour is applied or settled;
-            # the batches come again later, so the copy can carry on from here once the matter is settled.
-            metrics.REJECTED.labels(peer=self._peer.origin, reason="stopped").inc()
-            for msg in msgs:
-                await msg.nak(delay=STOPPED_RETRY_SECONDS)
-            return
         try:
             checkpoint = verify_checkpoint(note, self._peer.log_key)
-            grown = verify_batch(self.tree, self.tree.size, entries, checkpoint)
+            grown = verify_batch(self._verified, self._verified.size, entries, checkpoint)
         except LogVerifyError as exc:
             await self._refuse(exc.reason, str(exc), msgs)
             return
-        # What the entries ask of our ledger is queued with them, atomically: a crash loses neither.
-        found = settlements(self._our_origin, self._peer.origin, self.tree.size, entries)
-        answers = their_answers(self._our_origin, self._peer.origin, self.tree.size, entries)
+        self._verified = grown
+        self._pending.append((grown.size, note))
+        self._pending_entries.extend(entries)
+        self._pending_msgs.extend(msgs)
+
+    async def _store(self) -> None:
+        """Store what this fetch verified in one transaction, with what it asks of our ledger, then acknowledge it."""
+        if not self._pending:
+            return
+        pending, entries, msgs = self._pending, self._pending_entries, self._pending_msgs
+        self._pending, self._pending_entries, self._pending_msgs = [], [], []
+        verified, self._verified = self._verified, self.tree
         async with self._pool.acquire() as conn:
+            stopped = await store.has_open_evidence(conn, self._peer.origin)
+            if stopped:
+                # Until a coordinator acts on the evidence, nothing more from this neighbour is applied or
+                # settled; the batches come again later, so the copy can carry on from here once it is settled.
+                metrics.REJECTED.labels(peer=self._peer.origin, reason="stopped").inc()
+                for msg in msgs:
+                    await msg.nak(delay=STOPPED_RETRY_SECONDS)
+                return
+            # What the entries ask of our ledger is queued with them, atomically: a crash loses neither.
+            found = settlements(self._our_origin, self._peer.origin, self.tree.size, entries)
+            answers = their_answers(self._our_origin, self._peer.origin, self.tree.size, entries)
             async with conn.transaction():
-                moved = await store.append_verified(conn, self._peer.origin, self.tree, grown, note, entries)
+                moved = await store.append_verified(conn, self._peer.origin, self.tree, verified, pending, entries)
                 if moved and found:
                     queued = settler.enqueue(found)
                     await conn.execute(queued.sql, *queued.args)
                 if moved and answers:
                     await store.record_crossnet(conn, answers)
             if not moved:  # another process stored it first: carry on from what is stored
-                grown = (await store.replica(conn, self._peer.origin)).tree
+                verified = (await store.replica(conn, self._peer.origin)).tree
         if moved and found:
             self._settling.set()
-        self.tree = grown
-        self._size_gauge.set(grown.size)
-        if grown.size >= self.seen_size:
+        self.tree = self._verified = verified
+        self._size_gauge.set(verified.size)
+        if verified.size >= self.seen_size:
             self.caught_up_at = time.time()
         for msg in msgs:
             await msg.ack()

@@ -60,11 +60,25 @@ async def replicas(conn: Connection) -> list[Replica]:
 
 
 async def append_verified(
-    conn: Connection, origin: str, old: TreeState, new: TreeState, checkpoint: bytes, entries: list[bytes]
+    conn: Connection,
+    origin: str,
+    old: TreeState,
+    new: TreeState,
+    checkpoints: list[tuple[int, bytes]],
+    entries: list[bytes],
 ) -> bool:
-    """Append verified entries that grow the copy from ``old`` to ``new``; False if the copy was not at ``old``."""
+    """Append verified entries that grow the copy from ``old`` to ``new`` (``checkpoints``: the (size, note) of
+    each checkpoint they were verified against, the last for ``new``); False if the copy was not at ``old``."""
     moved = await conn.fetchval(
-        Q["append_verified"], origin, old.size, new.size, b"".join(new.edge), checkpoint, entries
+        Q["append_verified"],
+        origin,
+        old.size,
+        new.size,
+        b"".join(new.edge),
+        checkpoints[-1][1],
+        entries,
+        [size for size, _ in checkpoints],
+        [note for _, note in checkpoints],
     )
     return bool(moved)
 

@@ -118,9 +118,7 @@ class Federation:
         if peer.witness_key is not None:
             send, close = cosigning.over_nats(peer, self.name)
             target = cosigning.WitnessTarget(peer.witness_key, send)
-            collector = cosigning.Collector(
-                self._pool, self._ledger, target, poll=self._settings.federation.poll_seconds
-            )
+            collector = cosigning.Collector(self._pool, self._ledger, target, published=self._publisher.subscribe())
             tasks.append(self._task(collector.run(), f"cosigning by {peer.origin}"))
             closers.append(close)
         self._tasks[peer.origin] = tasks
