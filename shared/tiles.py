@@ -83,6 +83,22 @@ def entries_path(index: int, width: int = TILE_WIDTH) -> str:
     return f"tile/entries/{_index_path(index, width)}"
 
 
+def split_entry_bundle(data: bytes) -> list[bytes]:
+    """The entries of a C2SP entry bundle: each is a big-endian 16-bit length, then that many bytes. Raises
+    ValueError when the bundle ends inside an entry."""
+    entries = []
+    at = 0
+    while at < len(data):
+        if at + 2 > len(data):
+            raise ValueError("the entry bundle ends inside a length")
+        length = int.from_bytes(data[at : at + 2], "big")
+        if at + 2 + length > len(data):
+            raise ValueError("the entry bundle ends inside an entry")
+        entries.append(data[at + 2 : at + 2 + length])
+        at += 2 + length
+    return entries
+
+
 _TILE_PATH_RE = re.compile(
     r"tile/(?P<level>entries|0|[1-9][0-9]?)/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]*))?"
 )

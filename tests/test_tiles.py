@@ -335,3 +335,12 @@ def test_right_edge_refuses_missing_or_wrongly_sized_tiles() -> None:
         RightEdge.from_tiles(300, {0: b"".join(LEAVES[256:299]), 1: LEAVES[0]})
     with pytest.raises(ValueError, match="bytes"):
         RightEdge().append(b"short")
+
+
+def test_an_entry_bundle_splits_into_its_entries_and_a_truncated_one_is_refused() -> None:
+    entries = [b"", b"a", b"x" * 300]
+    bundle = b"".join(len(e).to_bytes(2, "big") + e for e in entries)
+    assert tiles.split_entry_bundle(bundle) == entries
+    for cut in (1, len(bundle) - 1):
+        with pytest.raises(ValueError, match="ends inside"):
+            tiles.split_entry_bundle(bundle[:cut])

@@ -25,9 +25,8 @@ log = logging.getLogger(__name__)
 
 # Entries per C2SP entry bundle: a batch never crosses a bundle's end, so message ranges line up with tiles.
 BUNDLE = 256
-# Entries the ledger serves per read, and reads in flight at once.
-READ = 1000
-READ_AT_ONCE = 8
+# Entry bundles read from the ledger at once.
+READ_AT_ONCE = 16
 # How long JetStream remembers message ids to drop a republished batch.
 DUPLICATE_WINDOW_SECONDS = 120.0
 # A neighbour acknowledges a batch once it stored it verified; unacknowledged batches come again after this.
@@ -154,20 +153,15 @@ class Publisher:
         return end - start
 
     async def _read(self, start: int, end: int) -> list[bytes]:
-        """Entries [start, end) from the ledger, its pages read a few at a time."""
-        pages = [(at, min(end, at + READ)) for at in range(start, end, READ)]
+        """Entries [start, end) from the ledger, as C2SP entry bundles (binary: no JSON or base64 on the way), a
+        few bundles at a time."""
+        bundles = [(n, min(BUNDLE, end - n * BUNDLE)) for n in range(start // BUNDLE, (end - 1) // BUNDLE + 1)]
         entries: list[bytes] = []
-        for window in range(0, len(pages), READ_AT_ONCE):
-            for (lo, hi), page in zip(
-                pages[window : window + READ_AT_ONCE],
-                await asyncio.gather(
-                    *(self._ledger.entries(lo, hi) for lo, hi in pages[window : window + READ_AT_ONCE])
-                ),
-                strict=True,
-            ):
-                if len(page.entries) != hi - lo:
-                    raise RuntimeError(
-                        f"the ledger signed entries up to {end:,} but serves {len(page.entries)} of {lo:,}..{hi:,}"
-                    )
-                entries.extend(entry.data for entry in page.entries)
+        for window in range(0, len(bundles), READ_AT_ONCE):
+            chunk = bundles[window : window + READ_AT_ONCE]
+            read = await asyncio.gather(*(self._ledger.entry_bundle(n, width) for n, width in chunk))
+            for (n, width), bundle in zip(chunk, read, strict=True):
+                if len(bundle) != width:
+                    raise RuntimeError(f"the ledger's entry bundle {n} holds {len(bundle)} entries, not {width}")
+                entries.extend(bundle[max(0, start - n * BUNDLE) :])
         return entries

@@ -23,7 +23,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from services.federation import access, links, metrics, names, settler, store, wire
 from services.federation.peers import Peer
-from services.federation.settle import settlements, their_answers
+from services.federation.settle import from_neighbour
 from shared.logverify import LogVerifyError, TreeState, verify_batch, verify_checkpoint
 from shared.outbox import Wakeup
 
@@ -248,8 +248,7 @@ class Replicator:
                     await msg.nak(delay=STOPPED_RETRY_SECONDS)
                 return
             # What the entries ask of our ledger is queued with them, atomically: a crash loses neither.
-            found = settlements(self._our_origin, self._peer.origin, self.tree.size, entries)
-            answers = their_answers(self._our_origin, self._peer.origin, self.tree.size, entries)
+            found, answers = from_neighbour(self._our_origin, self._peer.origin, self.tree.size, entries)
             async with conn.transaction():
                 moved = await store.append_verified(conn, self._peer.origin, self.tree, verified, pending, entries)
                 if moved and found:

@@ -12,6 +12,7 @@ Each command carries the key it is sent under, so deciding or reversing twice is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 
 import msgspec
@@ -64,12 +65,15 @@ encoder = msgspec.json.Encoder()
 decoder = msgspec.json.Decoder(Settlement)
 
 
+# Entries of our own log that can matter across networks hold one of these (the full decode then decides).
+_MAYBE_CROSSNET = re.compile(rb'"remote"|"reverses"')
+
+
 def _crossnet(start: int, entries: Sequence[bytes]) -> Iterator[tuple[int, LogEntry]]:
-    """The entries that can matter across networks (transfers naming another network, rejections), decoded."""
+    """The entries of our own log that can matter across networks (payments to neighbours, reversals), decoded."""
     for offset, data in enumerate(entries):
-        # A cheap look first: most entries are local transfers, and a newer neighbour's unknown entry types are
-        # none of our business.
-        if b'"remote"' not in data and b'"reverses"' not in data and b'"ledger.crossnet.rejected.v1"' not in data:
+        # A cheap look first: most entries are local transfers.
+        if _MAYBE_CROSSNET.search(data) is None:
             continue
         try:
             yield start + offset, entry_decoder.decode(data)
@@ -77,10 +81,24 @@ def _crossnet(start: int, entries: Sequence[bytes]) -> Iterator[tuple[int, LogEn
             continue
 
 
-def settlements(ours: str, neighbour: str, start: int, entries: Sequence[bytes]) -> list[Settlement]:
-    """The commands that the neighbour's entries ``start``.. (verified, as stored) ask of us, the log ``ours``."""
+def from_neighbour(
+    ours: str, neighbour: str, start: int, entries: Sequence[bytes]
+) -> tuple[list[Settlement], list[CrossnetEvent]]:
+    """What the neighbour's entries ``start``.. (verified, as stored) mean for us, the log ``ours``: the commands
+    they ask of our ledger (its payments to our members to decide, its rejections of ours to reverse), and its
+    answers to our payments (acceptances and rejections)."""
     found: list[Settlement] = []
-    for index, entry in _crossnet(start, entries):
+    answers: list[CrossnetEvent] = []
+    # Every entry that concerns us names our origin: one substring search skips the rest.
+    needle = msgspec.json.encode(ours)
+    for offset, data in enumerate(entries):
+        if needle not in data:
+            continue
+        try:
+            entry = entry_decoder.decode(data)
+        except msgspec.DecodeError:
+            continue
+        index = start + offset
         match entry:
             case Transfer(remote=remote) if remote is not None and remote.origin == ours and remote.account:
                 found.append(
@@ -93,9 +111,12 @@ def settlements(ours: str, neighbour: str, start: int, entries: Sequence[bytes])
                         memo_digest=entry.memo_digest,
                     )
                 )
+            case Transfer(remote=remote) if remote is not None and remote.origin == ours and remote.transfer:
+                answers.append(CrossnetEvent(remote.transfer, "accepted", neighbour, entry.minutes, index))
             case CrossnetRejected(origin=origin) if origin == ours:
                 found.append(Reverse(origin=neighbour, transfer=entry.transfer, index=index, reason=entry.reason))
-    return found
+                answers.append(CrossnetEvent(entry.transfer, "rejected", neighbour, entry.minutes, index))
+    return found, answers
 
 
 def our_steps(start: int, entries: Sequence[bytes]) -> list[CrossnetEvent]:
@@ -109,16 +130,4 @@ def our_steps(start: int, entries: Sequence[bytes]) -> list[CrossnetEvent]:
             steps.append(CrossnetEvent(entry.id, "sent", entry.remote.origin, entry.minutes, index))
         elif entry.reverses is not None:
             steps.append(CrossnetEvent(entry.reverses, "reversed", "", entry.minutes, index))
-    return steps
-
-
-def their_answers(ours: str, neighbour: str, start: int, entries: Sequence[bytes]) -> list[CrossnetEvent]:
-    """From the neighbour's log: its acceptances and rejections of our payments."""
-    steps = []
-    for index, entry in _crossnet(start, entries):
-        match entry:
-            case Transfer(remote=remote) if remote is not None and remote.origin == ours and remote.transfer:
-                steps.append(CrossnetEvent(remote.transfer, "accepted", neighbour, entry.minutes, index))
-            case CrossnetRejected(origin=origin) if origin == ours:
-                steps.append(CrossnetEvent(entry.transfer, "rejected", neighbour, entry.minutes, index))
     return steps

@@ -39,6 +39,7 @@ from services.ledger.client_types import (
     StatementPage,
     TransferRequest,
 )
+from shared import tiles
 
 AccountKind = Literal["member", "community"]
 # A peer account is a neighbour network's clearing account, opened by the federation, not the exchange.
@@ -331,6 +332,15 @@ class LedgerClient:
         params = {"start": str(start)} if end is None else {"start": str(start), "end": str(end)}
         _, data = await self._request("GET", "/log/entries", params=params)
         return self._decode(_entries, data)
+
+    async def entry_bundle(self, index: int, width: int = tiles.TILE_WIDTH) -> list[bytes]:
+        """The entries of C2SP entry bundle ``index`` (entries 256*index..), ``width`` of them (a partial bundle
+        when fewer than 256): the exact stored bytes, read in one binary response."""
+        _, data = await self._request("GET", "/log/" + tiles.entries_path(index, width))
+        try:
+            return tiles.split_entry_bundle(data)
+        except ValueError as exc:
+            raise LedgerUnavailable(f"the ledger sent a malformed entry bundle {index}: {exc}") from None
 
     async def inclusion_proof(self, index: int, size: int) -> InclusionProof:
         """The proof that entry ``index`` is in the tree of the first ``size`` entries."""
