@@ -20,6 +20,7 @@ import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
 
 from services.federation import access, links, metrics, names, settler, store, wire
 from services.federation.peers import Peer
@@ -29,9 +30,10 @@ from shared.outbox import Wakeup
 
 log = logging.getLogger(__name__)
 
-# Batches asked for per fetch, and how long a fetch waits for the first one.
-FETCH = 256
+# How long we wait for the neighbour's next batch; then how many more we take at once, waiting this long at most.
 FETCH_WAIT_SECONDS = 1.0
+FETCH = 256
+DRAIN_SECONDS = 0.02
 # What we held when we stopped reading is offered again after this long (our last fetch has expired by then).
 HAND_BACK_SECONDS = FETCH_WAIT_SECONDS + 1.0
 # While a neighbour's fork evidence is open, its batches are offered again after this long.
@@ -131,7 +133,7 @@ class Replicator:
         failures = 0
         while True:
             try:
-                msgs = await subscription.fetch(FETCH, timeout=FETCH_WAIT_SECONDS)
+                msgs = await self._next(subscription)
             except NatsTimeout:
                 self.last_contact_at = time.time()
                 continue
@@ -144,6 +146,18 @@ class Replicator:
             failures = 0
             self.last_contact_at = time.time()
             await self.receive(msgs)
+
+    async def _next(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next batches: waits for the first, then takes at once all that are waiting (up to FETCH).
+
+        A fetch takes what is waiting at once, up to its size; but when nothing is, it waits until its size is
+        reached or its time is up. So one batch is waited for (a fetch of 1 is answered as soon as the neighbour
+        publishes), and the rest are asked for with a short wait."""
+        first = await subscription.fetch(1, timeout=FETCH_WAIT_SECONDS)
+        try:
+            return first + await subscription.fetch(FETCH, timeout=DRAIN_SECONDS)
+        except NatsTimeout:
+            return first
 
     async def receive(self, msgs: list[Msg]) -> None:
         """Take fetched messages in: hold, stage, verify and store what they allow."""

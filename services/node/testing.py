@@ -7,9 +7,11 @@ Chromium is installed by the test command's setup (``tests/setup-browser``), nev
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import re
 import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +38,13 @@ __all__ = [
 ]
 
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking")
+
+# Litestar's app constructor imports its OpenTelemetry plugin every time; without opentelemetry installed that
+# import fails, and it is tried again for every app. Tests build apps while other apps run on test-client and
+# server threads, and a failing import retried from two threads at once trips CPython 3.11's module locks (a
+# KeyError in importlib, or a hang). Recording the failure once makes the import fail at once, without the locks.
+if importlib.util.find_spec("opentelemetry") is None:
+    sys.modules.setdefault("litestar.plugins.opentelemetry", None)  # type: ignore[arg-type]
 
 _database_numbers = itertools.count(1)
 
