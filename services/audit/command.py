@@ -31,8 +31,14 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--witness", action="append", default=[], metavar="VKEY", help="a witness's cosignature verifier key (repeat)"
     )
+    # --min-cosignatures is the name docs/federation.md gives it; both spellings set the same number.
     parser.add_argument(
-        "--witnesses-required", type=int, metavar="N", help="cosignatures required (default: every --witness)"
+        "--witnesses-required",
+        "--min-cosignatures",
+        dest="witnesses_required",
+        type=int,
+        metavar="N",
+        help="cosignatures required (default: every --witness)",
     )
     parser.add_argument(
         "--checkpoint-only",

@@ -13,6 +13,11 @@ rejected. With both public logs an auditor checks, in both directions:
 
 The two logs are read at two checkpoints taken one after the other, so one may have moved on: an answer to a
 transfer past the sender's checkpoint is counted as not yet checkable, not as a failure.
+
+Entries that involve a third network (payments through its clearing account, decisions on its transfers, its
+rejections) cannot be paired without that network's log: they are counted as unpaired, by log and by the network
+they involve, and named in the check's detail, never counted as paired. A log audited alone reports all its
+cross-network entries that way.
 """
 
 from __future__ import annotations
@@ -63,11 +68,47 @@ class Direction:
     answers: dict[str, Answer] = field(default_factory=dict)
 
 
+def unpaired(side: Side, neighbour: str | None) -> dict[str, int]:
+    """How many of the log's cross-network entries involve a network other than ``neighbour`` (every one when
+    None), by that network's origin: what the pairing cannot check without that network's log."""
+    peers = {a.id: a.peer for a in side.replay.all_accounts() if a.peer is not None}
+    counts: dict[str, int] = {}
+    for _, t in side.replay.crossnet:
+        involved = {peers[x] for x in (t.payer, t.payee) if x in peers}
+        if not involved or neighbour in involved:
+            continue  # paired (or failed) with the neighbour's log
+        origin = min(involved)
+        counts[origin] = counts.get(origin, 0) + 1
+    for _, entry in side.replay.other:
+        if isinstance(entry, CrossnetRejected) and entry.origin != neighbour:
+            counts[entry.origin] = counts.get(entry.origin, 0) + 1
+    return counts
+
+
+def describe_unpaired(found: dict[str, dict[str, int]]) -> tuple[int, str]:
+    """The number of unpaired entries and their description, from counts by log and by network involved."""
+    total = sum(n for counts in found.values() for n in counts.values())
+    parts = [
+        f"{n:,} in {log}'s log with {origin}" for log, counts in found.items() for origin, n in sorted(counts.items())
+    ]
+    return total, f"{total:,} cross-network entries unpaired, no log given to pair them with: {', '.join(parts)}"
+
+
+def check_unpaired(checks: Checks, side: Side) -> None:
+    """A log audited without its neighbours: its cross-network entries are reported as unpaired (a skip)."""
+    counts = unpaired(side, None)
+    if counts:
+        checks.skip(CHECK, describe_unpaired({side.origin: counts})[1] + " (give one with --neighbour)")
+
+
 def check_pairing(checks: Checks, a: Side, b: Side) -> None:
     """Record ``federation.pairing`` for two networks' logs."""
     a_clearing, b_clearing = a.clearing(b.origin), b.clearing(a.origin)
+    found = {side.origin: counts for side, other in ((a, b), (b, a)) if (counts := unpaired(side, other.origin))}
+    unpaired_total, unpaired_detail = describe_unpaired(found)
     if not a_clearing and not b_clearing:
-        checks.passed(CHECK, f"{a.origin} and {b.origin} hold no clearing accounts for each other: nothing to pair")
+        detail = f"{a.origin} and {b.origin} hold no clearing accounts for each other: nothing to pair"
+        checks.passed(CHECK, detail + (f"; {unpaired_detail}" if unpaired_total else ""))
         return
     for side, clearing, other in ((a, a_clearing, b), (b, b_clearing, a)):
         if not clearing:
@@ -93,9 +134,11 @@ def check_pairing(checks: Checks, a: Side, b: Side) -> None:
                 f"{d.beyond} answers by {receiver.origin} to entries past {sender.origin}'s checkpoint "
                 "(audit again to check them)"
             )
+    # The unpaired entries go before the balance: the balance and what is still pending end the detail, as before.
     detail = (
         f"{there.paired + back.paired:,} cross-network transfers paired; "
-        f"balance_{a.origin}(peer:{b.origin}) + balance_{b.origin}(peer:{a.origin}) = {held}"
+        + (f"{unpaired_detail}; " if unpaired_total else "")
+        + f"balance_{a.origin}(peer:{b.origin}) + balance_{b.origin}(peer:{a.origin}) = {held}"
     )
     checks.passed(CHECK, detail + (f" ({'; '.join(pending)})" if pending else ""))
 

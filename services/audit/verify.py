@@ -17,7 +17,7 @@ from typing import Literal
 from services.audit import tree
 from services.audit.history import check_consistency
 from services.audit.inclusion import check_inclusions
-from services.audit.pairing import CHECK, Side, check_pairing
+from services.audit.pairing import CHECK, Side, check_pairing, check_unpaired
 from services.audit.progress import Reporter, silent_task
 from services.audit.replay import Replay
 from services.audit.report import CheckpointInfo, Checks, Report, Timings, b64
@@ -117,6 +117,8 @@ async def audit(
         await _full(run, source, progress)
         if options.neighbour is not None:
             neighbour = await _pair(run, options.neighbour, progress, state_file)
+        elif (side := run.side()) is not None:
+            check_unpaired(run.checks, side)
     elif options.mode == "checkpoint":
         assert source is not None
         signed = check_checkpoint(await source.checkpoint(), options.trust, run.checks)

@@ -18,7 +18,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.ledger.entries import CrossnetRejected, Remote, Transfer, entry_decoder, entry_encoder, transfer_id
+from services.ledger.entries import (
+    AccountOpened,
+    CrossnetRejected,
+    Remote,
+    Transfer,
+    entry_decoder,
+    entry_encoder,
+    transfer_id,
+)
 from services.node.cli import main
 from services.node.postgres import PostgresServer
 from shared.note import Signer, write_signer_key
@@ -296,3 +304,103 @@ def test_neighbour_arguments_that_do_not_go_together_are_refused(
     status = main(["audit", str(networks.a.export), "--vkey", networks.a.vkey, "--no-state", "--quiet", *extra])
     assert status == 2
     assert "--neighbour" in capsys.readouterr().err
+
+
+def test_a_forged_rejection_is_caught_in_the_neighbours_log(networks: Pair, tmp_path: Path, capsys: Capture) -> None:
+    # A decision of the other kind naming an entry riverside's log does not hold fails the same way.
+    b = copy_export(networks.b.export, tmp_path / "b")
+    entries = read_entries(b)
+    forged = CrossnetRejected(
+        at=datetime.now(UTC),
+        origin=ORIGIN,
+        transfer=transfer_id("never-made"),
+        index=7,
+        payee=networks.b.accounts["bob"],
+        minutes=50,
+        reason="unknown_payee",
+    )
+    rewrite(b, networks.b.signer, [*entries, entry_encoder.encode(forged)])
+
+    done = audit_pair(capsys, tmp_path, networks.a.export, b, networks)
+    assert done.status == 1, done.out
+    assert done.failed() == {"federation.pairing"}
+    assert pairing_failures(done) == [
+        (
+            ORIGIN_B,
+            len(entries),
+            f"rejects {ORIGIN}'s transfer {forged.transfer} (entry 7), which {ORIGIN}'s log does not hold",
+        )
+    ]
+
+
+ORIGIN_C = "timebank.test/lakeside"
+LAKESIDE_CLEARING = "acct_" + "3" * 20
+
+
+def with_lakeside(network: Network, tmp: Path, *, trade: bool) -> tuple[Path, int]:
+    """A copy of the network's export that also dealt with a third network, lakeside, signed by its key: with
+    ``trade``, a clearing account for lakeside, a payment to it, an acceptance of lakeside's payment and a rejection
+    of another; otherwise only a rejection. The copy, and how many of its entries involve lakeside."""
+    directory = copy_export(network.export, tmp)
+    now = datetime.now(UTC)
+    member = network.accounts.get("alice") or network.accounts["bob"]
+    added: list[object] = [
+        CrossnetRejected(
+            at=now, origin=ORIGIN_C, transfer=transfer_id("lake-2"), index=4, payee=member, minutes=5, reason="x"
+        )
+    ]
+    if trade:
+        added = [
+            AccountOpened(at=now, account=LAKESIDE_CLEARING, kind="peer", floor=-100, peer=ORIGIN_C),
+            Transfer(
+                at=now,
+                id=transfer_id("to-lakeside"),
+                payer=member,
+                payee=LAKESIDE_CLEARING,
+                minutes=20,
+                remote=Remote(origin=ORIGIN_C, account="acct_" + "4" * 20),
+            ),
+            Transfer(
+                at=now,
+                id=transfer_id("from-lakeside"),
+                payer=LAKESIDE_CLEARING,
+                payee=member,
+                minutes=10,
+                remote=Remote(origin=ORIGIN_C, transfer=transfer_id("lake-1"), index=3),
+            ),
+            *added,
+        ]
+    rewrite(directory, network.signer, [*read_entries(directory), *(entry_encoder.encode(e) for e in added)])
+    return directory, 3 if trade else 1
+
+
+def test_entries_with_a_third_network_are_unpaired_not_paired(networks: Pair, tmp_path: Path, capsys: Capture) -> None:
+    a, in_a = with_lakeside(networks.a, tmp_path / "a", trade=True)
+    b, in_b = with_lakeside(networks.b, tmp_path / "b", trade=False)
+
+    done = audit_pair(capsys, tmp_path, a, b, networks)
+    assert done.status == 0, done.out
+    pairing = done.check("federation.pairing")
+    assert pairing["status"] == "pass", done.out
+    # The five transfers between riverside and hillside pair up as before; none of lakeside's is counted with them.
+    assert pairing["detail"] == (
+        f"5 cross-network transfers paired; {in_a + in_b} cross-network entries unpaired, no log given to pair them "
+        f"with: {in_a} in {ORIGIN}'s log with {ORIGIN_C}, {in_b} in {ORIGIN_B}'s log with {ORIGIN_C}; "
+        f"balance_{ORIGIN}(peer:{ORIGIN_B}) + balance_{ORIGIN_B}(peer:{ORIGIN}) = 0"
+    )
+
+
+def test_a_log_audited_alone_reports_its_cross_network_entries_as_unpaired(
+    networks: Pair, tmp_path: Path, capsys: Capture
+) -> None:
+    a, in_a = with_lakeside(networks.a, tmp_path / "a", trade=True)
+    done = audit(capsys, tmp_path, str(a), "--vkey", networks.a.vkey)
+    assert done.status == 0, done.out
+    pairing = done.check("federation.pairing")
+    assert pairing["status"] == "skip", done.out
+    # With hillside: 3 payments out, 2 reversals of the rejected ones, 2 acceptances of hillside's payments.
+    assert pairing["detail"] == (
+        f"{7 + in_a} cross-network entries unpaired, no log given to pair them with: 7 in {ORIGIN}'s log with "
+        f"{ORIGIN_B}, {in_a} in {ORIGIN}'s log with {ORIGIN_C} (give one with --neighbour)"
+    )
+    assert done.report["ok"] is True
