@@ -118,6 +118,8 @@ class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     witnesses: list[WitnessSettings] = msgspec.field(default_factory=list)
     # The federation's bearer token for the ledger (a secret: set it by environment or a private file).
     ledger_token: str | None = None
+    # Copies JetStream keeps of our log stream: 1 on one server, 3 on a 3-node cluster (deploy/).
+    stream_replicas: int = 1
     # How often the publisher looks for newly signed checkpoints while the log is quiet.
     poll_seconds: float = 0.2
 

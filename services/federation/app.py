@@ -88,7 +88,9 @@ def create_app(
                 max_reconnect_attempts=-1,
             )
             js = nc.jetstream()
-            publisher = Publisher(pool, ledger, js, origin=settings.origin, name=name, poll=fed.poll_seconds)
+            publisher = Publisher(
+                pool, ledger, js, origin=settings.origin, name=name, poll=fed.poll_seconds, replicas=fed.stream_replicas
+            )
             await publisher.prepare()
             witness_logs: dict[str, Verifier] = {}
             witness = Witness(pool, signer, witness_logs)

@@ -56,8 +56,17 @@ class Publisher:
     """Copies the ledger's log, checkpoint by checkpoint, into our log stream."""
 
     def __init__(
-        self, pool: asyncpg.Pool, ledger: LedgerClient, js: JetStreamContext, *, origin: str, name: str, poll: float
+        self,
+        pool: asyncpg.Pool,
+        ledger: LedgerClient,
+        js: JetStreamContext,
+        *,
+        origin: str,
+        name: str,
+        poll: float,
+        replicas: int = 1,
     ) -> None:
+        """``replicas``: copies JetStream keeps of our log stream (3 on a 3-node cluster)."""
         self._pool = pool
         self._ledger = ledger
         self._js = js
@@ -65,6 +74,7 @@ class Publisher:
         self._stream = names.log_stream(name)
         self._subject = names.log_subject(name)
         self._poll = poll
+        self._replicas = replicas
         # Entries [0, published) are in the stream.
         self.published = 0
         self._listeners: list[asyncio.Event] = []
@@ -76,11 +86,15 @@ class Publisher:
             subjects=[self._subject],
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=self._replicas,
         )
         try:
-            await self._js.stream_info(self._stream)
+            info = await self._js.stream_info(self._stream)
         except NotFoundError:
             await self._js.add_stream(config)
+        else:
+            if (info.config.num_replicas or 1) < self._replicas:  # a cluster grown since: keep more copies
+                await self._js.update_stream(config)
         try:
             last = await self._js.get_last_msg(self._stream, self._subject)
         except NotFoundError:
