@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -33,6 +34,8 @@ from shared.note import CosignatureSigner, CosignatureVerifier, NoteError, Verif
 from shared.outbox import Wakeup
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def _witness_key(text: str, where: str) -> CosignatureVerifier:
@@ -122,20 +125,21 @@ def create_app(
             try:
                 yield
             finally:
-                await settler.stop()
+                await _within("stopping the settler", settler.stop())
         finally:
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    await _within(f"stopping {task.get_name()}", task)
             if federation is not None:
-                await federation.close()
+                await _within("stopping the peers' tasks", federation.close())
             if nc is not None:
                 await links.close(nc)
             await http.aclose()
             await ledger.close()
-            await pool.close()
+            if not await _within("closing the database pool", pool.close()):
+                pool.terminate()
 
     return Litestar(
         route_handlers=[api.FederationController, api.PeerController, api.WitnessController, MetricsController],
@@ -155,6 +159,17 @@ def create_app(
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=OpenAPIConfig(title="timebank federation", version="0.1.0", path="/schema"),
     )
+
+
+async def _within(what: str, step: Awaitable[object], seconds: float = 15.0) -> bool:
+    """Run one step of stopping, but never for long: a stop that hangs would keep the whole node from stopping.
+    False (and a warning naming the step) if it did not finish in time."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.warning("%s took more than %.0f s; going on without it", what, seconds)
+        return False
+    return True
 
 
 def _answering(nc: NatsClient, witness: Witness) -> Callable[[Msg], Awaitable[None]]:

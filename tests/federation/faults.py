@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httpx
 import nats
-import uvicorn
 
 from services.federation import names, wire
 from services.federation.publisher import split
@@ -24,55 +19,10 @@ from services.ledger.client import LedgerClient
 from services.ledger.entries import CrossnetRejected, Transfer, entry_decoder
 from services.node.cli import main
 from services.node.processes import LOCALHOST, free_port
-from tests.federation.support import LOCAL_USER, TOKENS, Network, auth, eventually, node_app
+from tests.federation.support import LOCAL_USER, TOKENS, Network, auth, eventually
 
 # No such member in any network.
 NOBODY = "acct_" + "0" * 20
-
-
-class _Server(uvicorn.Server):
-    """uvicorn in the test's event loop, leaving pytest's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@asynccontextmanager
-async def served(net: Network, *, federation: bool = True) -> AsyncIterator[None]:
-    """Serve the network's node (or only its ledger) on a loopback port until the block ends; ``net.client`` and
-    ``net.url`` reach it meanwhile."""
-    port = free_port()
-    config = uvicorn.Config(
-        cast("Any", node_app(net, federation=federation)),
-        host=LOCALHOST,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        loop="asyncio",
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(), name=f"serving {net.name}")
-    try:
-        await eventually(lambda: _started(server, task), f"{net.name}'s node starts", within=60)
-        net.url = f"http://{LOCALHOST}:{port}"
-        async with httpx.AsyncClient(base_url=net.url, timeout=60, trust_env=False) as client:
-            net.client = client
-            yield
-    finally:
-        net.client = None
-        net.url = None
-        server.should_exit = True
-        await task
-
-
-async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
-    if task.done():
-        task.result()
-        raise AssertionError("the node stopped while starting")
-    return server.started
 
 
 class Proxy:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
-from litestar.testing import AsyncTestClient
+import uvicorn
 
 from services.federation import access
 from services.federation.app import create_app as create_federation
@@ -19,6 +20,7 @@ from services.federation.names import network_name
 from services.ledger.app import create_app as create_ledger
 from services.node.compose import IN_PROCESS_LEDGER, Node
 from services.node.nats import NatsServer
+from services.node.processes import LOCALHOST, free_port
 from shared.note import CosignatureSigner, Signer
 from shared.settings import ApiToken, FederationSettings, LedgerSettings, NatsSettings, PeerSettings, Settings
 
@@ -170,21 +172,62 @@ def node_app(net: Network, *, federation: bool = True) -> Node:
     return Node({"/ledger": ledger, "/federation": fed})
 
 
+class _Server(uvicorn.Server):
+    """uvicorn in the test's event loop, leaving pytest's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@asynccontextmanager
+async def served(net: Network, *, federation: bool = True, app: Node | None = None) -> AsyncIterator[None]:
+    """Serve the network's node (or only its ledger; or ``app``, built already) on a loopback port, with uvicorn in
+    this event loop, until the block ends; ``net.client`` and ``net.url`` reach it meanwhile."""
+    port = free_port()
+    config = uvicorn.Config(
+        cast("Any", app or node_app(net, federation=federation)),
+        host=LOCALHOST,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        loop="asyncio",
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(), name=f"serving {net.name}")
+    try:
+        await eventually(lambda: _started(server, task), f"{net.name}'s node starts", within=60)
+        net.url = f"http://{LOCALHOST}:{port}"
+        async with httpx.AsyncClient(base_url=net.url, timeout=60, trust_env=False) as client:
+            net.client = client
+            yield
+    finally:
+        net.client = None
+        net.url = None
+        server.should_exit = True
+        await task
+
+
+async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
+    if task.done():
+        task.result()
+        raise AssertionError("the node stopped while starting")
+    return server.started
+
+
 @asynccontextmanager
 async def running(*networks: Network) -> AsyncIterator[None]:
-    """Run every network's ledger and federation, wired as ``timebank serve`` wires them (in this process, each
-    network on its own database and NATS server)."""
-    # Every app is built before any starts: building a Litestar app retries a failing optional import, and doing
-    # that while another app's lifespan runs on its test client's thread trips CPython 3.11's import locks.
+    """Run every network's ledger and federation, wired as ``timebank serve`` wires them, each on its own database
+    and NATS server, served on loopback in this event loop (no test-client threads)."""
+    # Every app is built before any starts: building a Litestar app retries a failing optional import, which is
+    # best not done while other apps run.
     nodes = [node_app(net) for net in networks]
     async with AsyncExitStack() as stack:
         for net, node in zip(networks, nodes, strict=True):
-            net.client = await stack.enter_async_context(AsyncTestClient(app=cast("Any", node)))
-        try:
-            yield
-        finally:
-            for net in networks:
-                net.client = None
+            await stack.enter_async_context(served(net, app=node))
+        yield
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 30.0) -> None:

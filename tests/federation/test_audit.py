@@ -12,8 +12,8 @@ from typing import Any
 from services.node.cli import main
 from shared.logverify import check_cosignatures
 from shared.note import CosignatureSigner
-from tests.federation.faults import linked, served
-from tests.federation.support import Network, eventually
+from tests.federation.faults import linked
+from tests.federation.support import Network, eventually, served
 
 
 async def _audit(net: Network, *args: str) -> tuple[int, dict[str, Any] | None]:

@@ -24,11 +24,10 @@ from tests.federation.faults import (
     linked,
     pairing_detail,
     reversals,
-    served,
     settled,
 )
 from tests.federation.processes import node_processes
-from tests.federation.support import Network, auth, eventually
+from tests.federation.support import Network, auth, eventually, served
 
 
 async def _published(net: Network) -> bool:

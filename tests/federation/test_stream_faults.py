@@ -27,10 +27,9 @@ from tests.federation.faults import (
     pairing_detail,
     pay_through,
     rejected,
-    served,
     settled,
 )
-from tests.federation.support import LOCAL_USER, Network, eventually
+from tests.federation.support import LOCAL_USER, Network, eventually, served
 
 
 async def test_duplicated_and_reordered_batches_leave_an_identical_copy_and_decide_nothing_twice(
