@@ -30,10 +30,9 @@ from shared.outbox import Wakeup
 
 log = logging.getLogger(__name__)
 
-# How long we wait for the neighbour's next batch; then how many more we take at once, waiting this long at most.
-FETCH_WAIT_SECONDS = 1.0
+# Batches asked for per fetch, and how long a fetch waits for them.
 FETCH = 256
-DRAIN_SECONDS = 0.02
+FETCH_WAIT_SECONDS = 1.0
 # What we held when we stopped reading is offered again after this long (our last fetch has expired by then).
 HAND_BACK_SECONDS = FETCH_WAIT_SECONDS + 1.0
 # While a neighbour's fork evidence is open, its batches are offered again after this long.
@@ -148,16 +147,8 @@ class Replicator:
             await self.receive(msgs)
 
     async def _next(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
-        """The next batches: waits for the first, then takes at once all that are waiting (up to FETCH).
-
-        A fetch takes what is waiting at once, up to its size; but when nothing is, it waits until its size is
-        reached or its time is up. So one batch is waited for (a fetch of 1 is answered as soon as the neighbour
-        publishes), and the rest are asked for with a short wait."""
-        first = await subscription.fetch(1, timeout=FETCH_WAIT_SECONDS)
-        try:
-            return first + await subscription.fetch(FETCH, timeout=DRAIN_SECONDS)
-        except NatsTimeout:
-            return first
+        """The next batches: all that are waiting (up to FETCH), or the first ones to come within the wait."""
+        return await subscription.fetch(FETCH, timeout=FETCH_WAIT_SECONDS)
 
     async def receive(self, msgs: list[Msg]) -> None:
         """Take fetched messages in: hold, stage, verify and store what they allow."""
