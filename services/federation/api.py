@@ -178,13 +178,14 @@ class FederationController(Controller):
         if origin not in peers or what not in ("checkpoint", "entries"):
             raise NotFound(f"no copy of {origin or peer_path!r}'s log is kept here")
         async with state.pool.acquire() as conn:
-            replica = await store.replica(conn, origin)
+            replica = await store.held_replica(conn, origin)
             if what == "checkpoint":
-                if replica.checkpoint is None:
+                if replica is None or replica.checkpoint is None:
                     raise NotFound(f"no checkpoint of {origin}'s log has been verified yet")
                 return Response(replica.checkpoint, media_type="text/plain; charset=utf-8")
             stop = start + MAX_RANGE if end is None else min(end, start + MAX_RANGE)
-            rows = await store.replica_entries(conn, origin, start, min(stop, replica.tree.size))
+            held = 0 if replica is None else replica.tree.size
+            rows = await store.replica_entries(conn, origin, start, min(stop, held))
         view = Entries(
             start=start,
             entries=[EntryView(index=start + i, data=base64.b64encode(d).decode()) for i, d in enumerate(rows)],

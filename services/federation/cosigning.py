@@ -24,6 +24,7 @@ from services.federation.witness_protocol import (
     CONTENT_TYPE,
     STATUS_HEADER,
     Answer,
+    checkpoint_text,
     encode_request,
     size_of_conflict,
 )
@@ -46,11 +47,6 @@ class WitnessTarget:
 
     key: CosignatureVerifier
     send: Send
-
-
-def checkpoint_text(note: bytes) -> str:
-    whole = note.decode("utf-8", "replace")
-    return whole[: whole.find("\n\n") + 1]
 
 
 class Collector:

@@ -55,6 +55,12 @@ async def replica(conn: Connection, origin: str) -> Replica:
     return _replica(row)
 
 
+async def held_replica(conn: Connection, origin: str) -> Replica | None:
+    """The copy of ``origin``'s log if one was started (reads only)."""
+    row = await conn.fetchrow(Q["replica"], origin)
+    return None if row is None else _replica(row)
+
+
 async def replicas(conn: Connection) -> list[Replica]:
     return [_replica(row) for row in await conn.fetch(Q["replicas"])]
 

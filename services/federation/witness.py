@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import asyncpg
 
 from services.federation import metrics, store
-from services.federation.witness_protocol import AddCheckpoint, Answer, Refused, parse_request
+from services.federation.witness_protocol import AddCheckpoint, Answer, Refused, checkpoint_text, parse_request
 from shared.logverify import LogVerifyError, verify_consistency
 from shared.note import (
     CosignatureSigner,
@@ -50,7 +50,7 @@ class Witness:
         return Answer(200, line.encode())
 
     async def _cosign(self, request: AddCheckpoint) -> str:
-        text = _text(request.note)
+        text = checkpoint_text(request.note)
         try:
             checkpoint = parse_checkpoint(text)
         except NoteError as exc:
@@ -95,10 +95,3 @@ class Witness:
         timestamp = int(time.time())
         signature = self._signer.sign(text, timestamp)
         return Signature(self._signer.name, self._signer.key_id, signature).to_line()
-
-
-def _text(note: bytes) -> str:
-    """The checkpoint text of a note: everything up to and including the line before the blank line."""
-    whole = note.decode("utf-8", "replace")
-    cut = whole.find("\n\n")
-    return whole[: cut + 1] if cut >= 0 else whole

@@ -47,6 +47,13 @@ class Refused(Exception):
             self.answer = Answer(status, (message + "\n").encode())
 
 
+def checkpoint_text(note: bytes) -> str:
+    """The checkpoint text of a signed note: everything up to and including the line before the blank line."""
+    whole = note.decode("utf-8", "replace")
+    cut = whole.find("\n\n")
+    return whole[: cut + 1] if cut >= 0 else whole
+
+
 def encode_request(old: int, proof: list[bytes], note: bytes) -> bytes:
     lines = [f"old {old}"] + [base64.b64encode(h).decode() for h in proof]
     return ("\n".join(lines) + "\n\n").encode() + note
