@@ -124,6 +124,8 @@ class Handler(abc.ABC, Generic[_T]):
 
     # Whether ``record_many`` records a whole round's outcomes at once.
     records_many: bool = False
+    # Whether ``send_many`` sends a whole round's commands at once (one request for them all, say).
+    sends_many: bool = False
 
     @abc.abstractmethod
     async def send(self, payload: bytes) -> Sent[_T] | Retry:
@@ -135,6 +137,10 @@ class Handler(abc.ABC, Generic[_T]):
 
     async def record_many(self, conn: Connection, sent: list[Sent[_T]], done: Statement) -> None:
         """Record every outcome at once, all or nothing, and run ``done`` (which marks their rows done) with them."""
+        raise NotImplementedError
+
+    async def send_many(self, payloads: list[bytes]) -> list[Sent[_T] | Retry]:
+        """Send a round's commands at once: one outcome per payload, in order (may raise, meaning retry them all)."""
         raise NotImplementedError
 
 
@@ -299,7 +305,10 @@ class Worker(Generic[_T]):
             rows = [row for row in found if row["key"] is not None]
             if not rows:
                 return 0
-            sent = await asyncio.gather(*(self._send(row["payload"]) for row in rows))
+            if self._handler.sends_many:
+                sent = await self._send_many([row["payload"] for row in rows])
+            else:
+                sent = await asyncio.gather(*(self._send(row["payload"]) for row in rows))
             recorded = await self._record_at_once(conn, rows, sent)
             retry_keys: list[str] = []
             retry_errors: list[str] = []
@@ -351,6 +360,16 @@ class Worker(Generic[_T]):
             log.info("recording %d outcomes at once failed; recording them one by one", len(answered), exc_info=True)
             return False
         return True
+
+    async def _send_many(self, payloads: list[bytes]) -> list[Sent[_T] | Retry]:
+        try:
+            sent = await self._handler.send_many(payloads)
+        except Exception as exc:
+            log.exception("sending %d %s outbox rows failed unexpectedly", len(payloads), self._outbox.owner)
+            return [Retry(f"{type(exc).__name__}: {exc}")] * len(payloads)
+        if len(sent) != len(payloads):
+            return [Retry(f"the handler answered {len(sent)} outcomes for {len(payloads)} rows")] * len(payloads)
+        return sent
 
     async def _send(self, payload: bytes) -> Sent[_T] | Retry:
         try:

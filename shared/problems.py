@@ -32,19 +32,21 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     return Response(problem, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+def problem_of(exc: DomainError, instance: str | None = None) -> Problem:
+    """The problem a domain error is answered with (alone, or as one item's outcome of a batch)."""
+    return Problem(
+        type=PROBLEM_TYPE_BASE + exc.slug,
+        title=exc.title,
+        status=exc.status,
+        detail=exc.detail,
+        instance=instance,
+        extra=exc.extra or None,
+    )
+
+
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
-    return problem_response(
-        Problem(
-            type=PROBLEM_TYPE_BASE + exc.slug,
-            title=exc.title,
-            status=exc.status,
-            detail=exc.detail,
-            instance=request.url.path,
-            extra=exc.extra or None,
-        ),
-        headers,
-    )
+    return problem_response(problem_of(exc, request.url.path), headers)
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

@@ -276,3 +276,58 @@ async def test_metrics_show_the_backlog_its_oldest_row_and_the_retries(pool: asy
     assert later is not None
     assert later >= oldest
     assert metric("timebank_outbox_retries_total", relay) == 2
+
+
+class BatchReceiver(Receiver):
+    """A receiver that takes a round's orders in one call, as a batch endpoint does; ``fail_next`` calls raise."""
+
+    sends_many = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self.fail_next = 0
+        self.short_next = 0
+
+    async def send_many(self, payloads: list[bytes]) -> list[Sent[str] | Retry]:
+        self.calls.append(len(payloads))
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("the receiver hung up")
+        outcomes = [await self.send(payload) for payload in payloads]
+        if self.short_next:
+            self.short_next -= 1
+            return outcomes[:-1]  # a broken answer: one outcome missing
+        return outcomes
+
+
+async def test_a_handler_that_sends_many_gets_each_round_in_one_call(pool: asyncpg.Pool, relay: Outbox) -> None:
+    receiver = BatchReceiver()
+    worker = Worker(pool, relay, receiver, batch_size=50)
+    await enqueue(pool, relay, *(Order(key=f"b{n}") for n in range(120)), Order(key="no", behaviour="refuse"))
+
+    assert [await worker.round() for _ in range(4)] == [50, 50, 21, 0]
+    assert receiver.calls == [50, 50, 21]
+    assert await recorded(pool) == Counter({f"b{n}": 1 for n in range(120)} | {"no": 1})
+    assert metric("timebank_outbox_sent_total", relay, result="done") == 120
+    assert metric("timebank_outbox_sent_total", relay, result="failed") == 1
+
+
+@pytest.mark.parametrize("fault", ["raises", "short"])
+async def test_a_round_sent_at_once_that_fails_is_retried_whole_and_recorded_once(
+    pool: asyncpg.Pool, relay: Outbox, fault: str
+) -> None:
+    receiver = BatchReceiver()
+    if fault == "raises":
+        receiver.fail_next = 1
+    else:
+        receiver.short_next = 1
+    worker = Worker(pool, relay, receiver, backoff=Backoff(base=0.01, cap=0.01, jitter=0.0))
+    await enqueue(pool, relay, *(Order(key=f"r{n}") for n in range(10)))
+
+    assert await worker.round() == 10
+    assert await recorded(pool) == Counter()
+    assert metric("timebank_outbox_retries_total", relay) == 10
+    await asyncio.sleep(0.05)
+    assert await worker.round() == 10
+    assert await recorded(pool) == Counter({f"r{n}": 1 for n in range(10)})

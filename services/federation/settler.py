@@ -6,20 +6,31 @@ loses none; the ledger deduplicates by (origin, transfer) and by key, so sending
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import asyncpg
 import msgspec
 
 from services.federation import settle
-from services.federation.settle import Decide, Settlement
-from services.ledger.client import LedgerClient, LedgerRefused, LedgerUnavailable
+from services.federation.settle import Decide, Reverse, Settlement
+from services.ledger.client import (
+    DecideRequest,
+    LedgerClient,
+    LedgerError,
+    LedgerRefused,
+    LedgerUnavailable,
+    PostedTransfer,
+    RemoteDecision,
+)
 from shared.db import Connection
 from shared.outbox import Handler, Outbox, Retry, Sent, Statement, Wakeup, Worker
 
 log = logging.getLogger(__name__)
 
 OUTBOX = Outbox("federation.outbox", owner="federation")
+# Decisions sent in one request: well under the ledger's limit per request and its body size limit.
+PER_REQUEST = 100
 
 
 def enqueue(found: list[Settlement]) -> Statement:
@@ -36,44 +47,95 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LedgerSettlement(Handler[Settlement]):
-    """Sends each settlement to our ledger; the outcome is the ledger's answer, kept with the row."""
+    """Sends each settlement to our ledger; the outcome is the ledger's answer, kept with the row.
+
+    A round's decisions go in one request (``decide_remote_many``): per decision, the ledger's work is a log entry
+    in a batch it writes anyway, while a request of its own would cost several times that."""
+
+    sends_many = True
 
     def __init__(self, ledger: LedgerClient) -> None:
         self._ledger = ledger
 
     async def send(self, payload: bytes) -> Sent[Settlement] | Retry:
+        return (await self.send_many([payload]))[0]
+
+    async def send_many(self, payloads: list[bytes]) -> list[Sent[Settlement] | Retry]:
+        commands = [_read(payload) for payload in payloads]
+        decides = [(at, c) for at, c in enumerate(commands) if isinstance(c, Decide)]
+        others = [(at, c) for at, c in enumerate(commands) if isinstance(c, Reverse)]
+        outcomes: list[Sent[Settlement] | Retry] = [c if isinstance(c, Retry) else Retry("") for c in commands]
+        decided, reversed_ = await asyncio.gather(
+            self._decide([c for _, c in decides]), asyncio.gather(*(self._reverse(c) for _, c in others))
+        )
+        for (at, decide), decision in zip(decides, decided, strict=True):
+            outcomes[at] = _settled(decide, decision)
+        for (at, reverse), reversal in zip(others, reversed_, strict=True):
+            outcomes[at] = _settled(reverse, reversal)
+        return outcomes
+
+    async def _decide(self, decides: list[Decide]) -> list[RemoteDecision | LedgerError]:
+        if not decides:
+            return []
+        requests = [
+            DecideRequest(
+                origin=c.origin, transfer=c.transfer, index=c.index, payee=c.payee, minutes=c.minutes,
+                memo_digest=c.memo_digest,
+            )
+            for c in decides
+        ]  # fmt: skip
+        chunks = [requests[at : at + PER_REQUEST] for at in range(0, len(requests), PER_REQUEST)]
+        return [answer for answers in await asyncio.gather(*map(self._decide_chunk, chunks)) for answer in answers]
+
+    async def _decide_chunk(self, requests: list[DecideRequest]) -> list[RemoteDecision | LedgerError]:
         try:
-            command = settle.decoder.decode(payload)
-        except msgspec.DecodeError as exc:
-            return Retry(f"cannot read the settlement (written by a newer version?): {exc}")
-        try:
-            if isinstance(command, Decide):
-                decision = await self._ledger.decide_remote(
-                    command.origin,
-                    command.transfer,
-                    command.index,
-                    command.payee,
-                    command.minutes,
-                    memo_digest=command.memo_digest,
-                )
-                answer = msgspec.json.encode(decision)
-            else:
-                reversal = await self._ledger.reverse(command.key, command.transfer)
-                answer = msgspec.json.encode(reversal)
+            return list(await self._ledger.decide_remote_many(requests))
         except LedgerRefused as exc:
-            # No clearing account yet (a coordinator may still link the neighbour), or minutes the reversal needs
-            # are not there yet: not now, rather than no.
-            later = "not-found" if isinstance(command, Decide) else "insufficient-hours"
-            if not exc.final or exc.slug == later:
-                return Retry(str(exc))
-            log.warning("the ledger refused %s for good: %s", command.key, exc)
-            return Sent(command, _outcome(exc.status, msgspec.json.encode(exc.problem)), failed=True)
+            if exc.status in (400, 413) and len(requests) > 1:
+                # One malformed decision fails the whole request: send each alone, so only that one is refused.
+                return list(await asyncio.gather(*(self._decide_one(r) for r in requests)))
+            return [exc] * len(requests)
         except LedgerUnavailable as exc:
-            return Retry(str(exc))
-        return Sent(command, _outcome(200, answer))
+            return [exc] * len(requests)
+
+    async def _decide_one(self, request: DecideRequest) -> RemoteDecision | LedgerError:
+        try:
+            return (await self._ledger.decide_remote_many([request]))[0]
+        except LedgerError as exc:
+            return exc
+
+    async def _reverse(self, command: Reverse) -> PostedTransfer | LedgerError:
+        try:
+            return await self._ledger.reverse(command.key, command.transfer)
+        except LedgerError as exc:
+            return exc
 
     async def record(self, conn: Connection, sent: Sent[Settlement]) -> None:
         """Nothing beyond the row's outcome: the ledger's log is the record."""
+
+
+def _read(payload: bytes) -> Settlement | Retry:
+    try:
+        return settle.decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        return Retry(f"cannot read the settlement (written by a newer version?): {exc}")
+
+
+def _settled(command: Settlement, answer: RemoteDecision | PostedTransfer | LedgerError) -> Sent[Settlement] | Retry:
+    """What to record of the ledger's answer to ``command``: the answer, a refusal for good, or nothing yet."""
+    if isinstance(answer, LedgerUnavailable):
+        return Retry(str(answer))
+    if isinstance(answer, LedgerRefused):
+        # No clearing account yet (a coordinator may still link the neighbour), or minutes the reversal needs
+        # are not there yet: not now, rather than no.
+        later = "not-found" if isinstance(command, Decide) else "insufficient-hours"
+        if not answer.final or answer.slug == later:
+            return Retry(str(answer))
+        log.warning("the ledger refused %s for good: %s", command.key, answer)
+        return Sent(command, _outcome(answer.status, msgspec.json.encode(answer.problem)), failed=True)
+    if isinstance(answer, LedgerError):
+        return Retry(str(answer))
+    return Sent(command, _outcome(200, msgspec.json.encode(answer)))
 
 
 def _outcome(status: int, body: bytes) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from typing import Annotated, Any, Literal
@@ -37,14 +38,17 @@ from services.ledger.entries import (
     Transfer,
     entry_decoder,
 )
-from shared.errors import Invalid, NotFound
+from shared.errors import DomainError, Invalid, NotFound
 from shared.note import NoteError, parse_signature_line
+from shared.problems import Problem, problem_of
 from shared.web import StrictRequest
 
 _ACCOUNT_RE = re.compile(ACCOUNT_ID_PATTERN)
 _TRANSFER_RE = re.compile(TRANSFER_ID_PATTERN)
 _ORIGIN_RE = re.compile(ORIGIN_PATTERN)
 MAX_RANGE = 1000
+# Decisions one batch request may carry (well within the body size limit).
+MAX_DECISIONS = 200
 MAX_INDEX = 2**62
 
 
@@ -352,6 +356,26 @@ def _decision_view(index: int, entry: LogEntry, *, replayed: bool) -> DecisionVi
     )
 
 
+class DecideMany(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Many neighbours' transfers to decide at once."""
+
+    decisions: Annotated[list[DecideRemote], msgspec.Meta(min_length=1, max_length=MAX_DECISIONS)]
+
+
+class DecisionOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What came of one decision of a batch: the status ``decide`` would answer, with its body."""
+
+    status: int
+    decision: DecisionView | None = None
+    problem: Problem | None = None
+
+
+class DecisionOutcomes(msgspec.Struct, kw_only=True):
+    """One outcome per decision asked for, in the same order."""
+
+    results: list[DecisionOutcome]
+
+
 class CrossnetController(Controller):
     """Cross-network trades: this network decides the neighbours' transfers to its accounts, once each."""
 
@@ -366,6 +390,26 @@ class CrossnetController(Controller):
         done = await state.appender.submit(data)
         view = _decision_view(done.index, done.entry, replayed=done.replayed)
         return Response(view, status_code=HTTP_200_OK if done.replayed else HTTP_201_CREATED)
+
+    @post(
+        "/decisions/batch", operation_id="decideRemoteTransfers", guards=[require_federation], status_code=HTTP_200_OK
+    )
+    async def decide_many(self, data: JSONBody[DecideMany], state: State) -> DecisionOutcomes:
+        """Decide many neighbours' transfers in one request, each exactly as ``decide`` would (they reach the log in
+        the same batches); a refusal of one is its outcome and does not stop the others."""
+        done = await asyncio.gather(*(state.appender.submit(d) for d in data.decisions), return_exceptions=True)
+        results = []
+        for answer in done:
+            if isinstance(answer, DomainError):
+                results.append(DecisionOutcome(status=answer.status, problem=problem_of(answer)))
+            elif isinstance(answer, BaseException):
+                raise answer  # not the decision's fault (the database went away): the whole request fails
+            else:
+                view = _decision_view(answer.index, answer.entry, replayed=answer.replayed)
+                results.append(
+                    DecisionOutcome(status=HTTP_200_OK if answer.replayed else HTTP_201_CREATED, decision=view)
+                )
+        return DecisionOutcomes(results=results)
 
     @get("/decisions/{path:path}", operation_id="getRemoteDecision")
     async def read(self, path: FromPath[str], state: State) -> DecisionView:

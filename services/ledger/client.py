@@ -23,7 +23,9 @@ from services.ledger.client_types import (
     Checkpoints,
     ConsistencyProof,
     CosignaturesRequest,
+    DecideManyRequest,
     DecideRequest,
+    DecisionOutcomes,
     Entries,
     InclusionProof,
     LedgerStatus,
@@ -52,6 +54,7 @@ __all__ = [
     "Balances",
     "Checkpoints",
     "ConsistencyProof",
+    "DecideRequest",
     "Entries",
     "InclusionProof",
     "LedgerClient",
@@ -123,6 +126,7 @@ _account_view = msgspec.json.Decoder(AccountView)
 _statement_page = msgspec.json.Decoder(StatementPage)
 _ledger_status = msgspec.json.Decoder(LedgerStatus)
 _remote_decision = msgspec.json.Decoder(RemoteDecision)
+_decision_outcomes = msgspec.json.Decoder(DecisionOutcomes)
 _entries = msgspec.json.Decoder(Entries)
 _checkpoints = msgspec.json.Decoder(Checkpoints)
 _inclusion = msgspec.json.Decoder(InclusionProof)
@@ -273,6 +277,21 @@ class LedgerClient:
         )
         _, data = await self._request("POST", "/crossnet/decisions", body=body)
         return self._decode(_remote_decision, data)
+
+    async def decide_remote_many(self, decisions: list[DecideRequest]) -> list[RemoteDecision | LedgerRefused]:
+        """Have this ledger decide many neighbours' transfers in one request: per transfer, its decision, or the
+        refusal ``decide_remote`` would have raised (the others are decided all the same)."""
+        _, data = await self._request("POST", "/crossnet/decisions/batch", body=DecideManyRequest(decisions=decisions))
+        outcomes = self._decode(_decision_outcomes, data).results
+        if len(outcomes) != len(decisions):
+            raise LedgerUnavailable(f"the ledger answered {len(outcomes)} decisions for {len(decisions)}")
+        answers: list[RemoteDecision | LedgerRefused] = []
+        for outcome in outcomes:
+            if outcome.decision is not None:
+                answers.append(outcome.decision)
+            else:
+                answers.append(LedgerRefused(outcome.status, outcome.problem or {"status": outcome.status}))
+        return answers
 
     # ---- Reads ----
 

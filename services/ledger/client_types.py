@@ -8,7 +8,7 @@ bytes already stored keep decoding (new fields would need defaults).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -223,3 +223,19 @@ class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     payee: str
     minutes: int
     memo_digest: str | None = None
+
+
+class DecideManyRequest(msgspec.Struct, frozen=True, kw_only=True):
+    decisions: list[DecideRequest]
+
+
+class DecisionOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One decision's outcome in a batch: its status, and the decision or the problem the ledger answered."""
+
+    status: int
+    decision: RemoteDecision | None = None
+    problem: dict[str, Any] | None = None
+
+
+class DecisionOutcomes(msgspec.Struct, frozen=True, kw_only=True):
+    results: list[DecisionOutcome]

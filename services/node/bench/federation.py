@@ -243,7 +243,7 @@ def _ms(values: list[float], q: float) -> str:
     return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:,.0f} ms"
 
 
-async def _trades(river: Network, hill: Network, count: int) -> tuple[float, list[float]]:
+async def _trades(river: Network, hill: Network, count: int) -> tuple[float, list[float], Hops]:
     """``count`` payments by PAYERS concurrent payers in riverside to members of hillside; the seconds from the
     first commit until riverside's copy of hillside's log holds every decision, and each payment's latency."""
     headers = f"Authorization: Bearer {TOKENS['service']}\r\nContent-Type: application/json\r\n".encode()
@@ -307,7 +307,34 @@ async def _trades(river: Network, hill: Network, count: int) -> tuple[float, lis
         await conn.close()
     seen = {r["transfer"]: float(r["at"]) for r in rows}
     latencies = [seen[t] - at for t, at in committed.items() if t in seen]
-    return max(seen.values()) - t0, latencies
+    conn = await asyncpg.connect(hill.database_url)
+    try:
+        rows = await conn.fetch(
+            """SELECT key, extract(epoch FROM created_at) AS queued, extract(epoch FROM done_at) AS done
+               FROM federation.outbox WHERE kind = 'federation.settle.decide.v1'"""
+        )
+    finally:
+        await conn.close()
+    prefix = f"decide {river.origin} "
+    settled = {r["key"].removeprefix(prefix): (float(r["queued"]), float(r["done"])) for r in rows if r["done"]}
+    hops = Hops([], [], [])
+    for t, at in committed.items():
+        if t in seen and t in settled:
+            queued, done = settled[t]
+            hops.replicated.append(queued - at)
+            hops.decided.append(done - queued)
+            hops.answered.append(seen[t] - done)
+    return max(seen.values()) - t0, latencies, hops
+
+
+@dataclass
+class Hops:
+    """Where a cross-network trade's latency goes: the payer's commit until hillside queued the decision (publish and
+    replicate), until hillside's ledger decided it (settle), until the decision is in riverside's copy (answer)."""
+
+    replicated: list[float]
+    decided: list[float]
+    answered: list[float]
 
 
 async def _cosign_latencies(net: Network, since: float) -> list[float]:
@@ -359,7 +386,7 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
             published = int((await _status(rhttp))["published_size"])  # type: ignore[call-overload]
 
         trading_from = time.time()
-        trade_seconds, latencies = await _trades(river, hill, args.trades)
+        trade_seconds, latencies, hops = await _trades(river, hill, args.trades)
         async with httpx.AsyncClient(base_url=river.url, timeout=30) as rhttp:
             ready = (await rhttp.get("/ledger/ready")).json()
         steady_size = int(ready["log_size"])
@@ -384,6 +411,9 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         print(f"cross-network trades, {PAYERS} payers: {len(latencies):,} settled in {trade_seconds:.1f} s = "
               f"{len(latencies) / trade_seconds:,.0f}/s; commit -> decision in payer's copy "
               f"p50 {_ms(latencies, 0.5)}, p99 {_ms(latencies, 0.99)}")  # fmt: skip
+        print(f"  of which, p50 / p99: commit -> queued in hillside {_ms(hops.replicated, 0.5)} / "
+              f"{_ms(hops.replicated, 0.99)}; -> decided {_ms(hops.decided, 0.5)} / {_ms(hops.decided, 0.99)}; "
+              f"-> in riverside's copy {_ms(hops.answered, 0.5)} / {_ms(hops.answered, 0.99)}")  # fmt: skip
         print(f"witnessing: checkpoint -> hillside's cosignature served, over {len(cosign):,} cosigned checkpoints: "
               f"p50 {_ms(cosign, 0.5)}, p99 {_ms(cosign, 0.99)}"
               + (f", mean {statistics.fmean(cosign) * 1000:,.0f} ms" if cosign else ""))  # fmt: skip
