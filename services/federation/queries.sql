@@ -70,18 +70,29 @@ SELECT witness, size, cosigned_at FROM federation.cosigners ORDER BY witness
 SELECT note FROM federation.checkpoints WHERE origin = $1 AND size = $2
 
 -- name: record_crossnet
+-- The steps not recorded before; only those move what is in flight.
 INSERT INTO federation.crossnet (transfer, kind, peer, minutes, idx)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::bigint[])
 ON CONFLICT (transfer, kind) DO NOTHING
+RETURNING transfer, kind, peer, minutes
+
+-- name: open_crossnet
+-- Newly sent payments are in flight, unless their answer was recorded first.
+INSERT INTO federation.crossnet_open (transfer, peer, minutes)
+SELECT t, p, m FROM unnest($1::text[], $2::text[], $3::integer[]) AS s (t, p, m)
+WHERE NOT EXISTS (
+    SELECT 1 FROM federation.crossnet d WHERE d.transfer = s.t AND d.kind IN ('accepted', 'reversed')
+)
+ON CONFLICT (transfer) DO NOTHING
+
+-- name: close_crossnet
+DELETE FROM federation.crossnet_open WHERE transfer = ANY($1::text[])
 
 -- name: in_flight_out
 -- Minutes of our payments to each neighbour that it has not accepted and we have not reversed.
-SELECT s.peer, count(*) AS payments, coalesce(sum(s.minutes), 0)::bigint AS minutes
-FROM federation.crossnet s
-WHERE s.kind = 'sent' AND NOT EXISTS (
-    SELECT 1 FROM federation.crossnet d WHERE d.transfer = s.transfer AND d.kind IN ('accepted', 'reversed')
-)
-GROUP BY s.peer
+SELECT peer, count(*) AS payments, coalesce(sum(minutes), 0)::bigint AS minutes
+FROM federation.crossnet_open
+GROUP BY peer
 
 -- name: pending_decisions
 SELECT payload FROM federation.outbox WHERE done_at IS NULL AND kind = 'federation.settle.decide.v1'

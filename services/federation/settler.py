@@ -53,6 +53,7 @@ class LedgerSettlement(Handler[Settlement]):
     in a batch it writes anyway, while a request of its own would cost several times that."""
 
     sends_many = True
+    records_many = True
 
     def __init__(self, ledger: LedgerClient) -> None:
         self._ledger = ledger
@@ -112,6 +113,10 @@ class LedgerSettlement(Handler[Settlement]):
 
     async def record(self, conn: Connection, sent: Sent[Settlement]) -> None:
         """Nothing beyond the row's outcome: the ledger's log is the record."""
+
+    async def record_many(self, conn: Connection, sent: list[Sent[Settlement]], done: Statement) -> None:
+        """Nothing beyond the rows' outcomes, marked done in one statement."""
+        await conn.execute(done.sql, *done.args)
 
 
 def _read(payload: bytes) -> Settlement | Retry:

@@ -193,15 +193,28 @@ async def cosigners(conn: Connection) -> list[Cosigner]:
 
 
 async def record_crossnet(conn: Connection, events: list[CrossnetEvent]) -> None:
-    """Record the steps of our payments to neighbours (steps already recorded are kept as they were)."""
-    await conn.execute(
-        Q["record_crossnet"],
-        [e.transfer for e in events],
-        [e.kind for e in events],
-        [e.peer for e in events],
-        [e.minutes for e in events],
-        [e.index for e in events],
-    )
+    """Record the steps of our payments to neighbours (steps already recorded are kept as they were), and what they
+    put in flight or take out of it."""
+    async with conn.transaction():
+        new = await conn.fetch(
+            Q["record_crossnet"],
+            [e.transfer for e in events],
+            [e.kind for e in events],
+            [e.peer for e in events],
+            [e.minutes for e in events],
+            [e.index for e in events],
+        )
+        sent = [r for r in new if r["kind"] == "sent"]
+        if sent:
+            await conn.execute(
+                Q["open_crossnet"],
+                [r["transfer"] for r in sent],
+                [r["peer"] for r in sent],
+                [r["minutes"] for r in sent],
+            )
+        closed = [r["transfer"] for r in new if r["kind"] in ("accepted", "reversed")]
+        if closed:
+            await conn.execute(Q["close_crossnet"], closed)
 
 
 async def in_flight_out(conn: Connection) -> dict[str, tuple[int, int]]:
