@@ -120,8 +120,9 @@ class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     ledger_token: str | None = None
     # Copies JetStream keeps of our log stream: 1 on one server, 3 on a 3-node cluster (deploy/).
     stream_replicas: int = 1
-    # How often the publisher looks for newly signed checkpoints while the log is quiet.
-    poll_seconds: float = 0.2
+    # How long the publisher's question for newly signed checkpoints waits at the ledger while the log is quiet
+    # (a long poll: new checkpoints are answered at once).
+    poll_seconds: float = 2.0
 
 
 LogFormat = Literal["auto", "json", "console"]

@@ -123,23 +123,23 @@ class Publisher:
         return event
 
     async def run(self) -> None:
-        """Publish forever: every newly signed checkpoint's entries, then wait a moment while the log is quiet."""
+        """Publish forever: every newly signed checkpoint's entries as soon as the ledger has signed it (the ledger
+        holds our question until its log grows, up to ``poll`` seconds)."""
         await self.prepare()
         while True:
             try:
-                sent = await self.publish_new()
+                await self.publish_new(wait=self._poll)
             except Exception:
                 log.exception("publishing the log failed; trying again")
-                sent = 0
-            if not sent:
                 await asyncio.sleep(self._poll)
 
-    async def publish_new(self, limit: int = 64) -> int:
-        """Publish up to ``limit`` checkpoints' worth of new entries; the number of entries sent.
+    async def publish_new(self, limit: int = 64, *, wait: float = 0.0) -> int:
+        """Publish up to ``limit`` checkpoints' worth of new entries; the number of entries sent. With ``wait``,
+        wait up to that long for the ledger to sign a new checkpoint when there is none.
 
         The entries are read in pages at once, and the batches are all sent before their acknowledgements are
         awaited: one round trip for the whole round rather than one per checkpoint."""
-        checkpoints = await self._ledger.checkpoints(self.published, limit)
+        checkpoints = await self._ledger.checkpoints(self.published, limit, wait=wait)
         if not checkpoints:
             return 0
         start, end = self.published, checkpoints[-1].size

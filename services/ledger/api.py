@@ -47,6 +47,8 @@ _ACCOUNT_RE = re.compile(ACCOUNT_ID_PATTERN)
 _TRANSFER_RE = re.compile(TRANSFER_ID_PATTERN)
 _ORIGIN_RE = re.compile(ORIGIN_PATTERN)
 MAX_RANGE = 1000
+# The longest a reader may ask to wait for new checkpoints.
+MAX_WAIT_SECONDS = 10.0
 # Decisions one batch request may carry (well within the body size limit).
 MAX_DECISIONS = 200
 MAX_INDEX = 2**62
@@ -468,11 +470,19 @@ class LogController(Controller):
         state: State,
         after: Annotated[int, QueryParameter(ge=0, le=MAX_INDEX)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_RANGE)] = 100,
+        wait: Annotated[float, QueryParameter(ge=0, le=MAX_WAIT_SECONDS)] = 0,
     ) -> Checkpoints:
         """The signed checkpoints of sizes above ``after``, oldest first: one per committed batch, so a reader can
-        verify the log batch by batch (a neighbour's publisher sends each batch with its checkpoint)."""
+        verify the log batch by batch (a neighbour's publisher sends each batch with its checkpoint). With ``wait``,
+        an answer that would be empty waits up to that many seconds for the next batch to be written (a long poll)."""
+        appender: Appender = state.appender
+        written = appender.written
         async with state.pool.acquire() as conn:
             rows = await store.checkpoints_after(conn, after, limit)
+        if not rows and wait > 0:
+            await appender.wait_beyond(written, wait)
+            async with state.pool.acquire() as conn:
+                rows = await store.checkpoints_after(conn, after, limit)
         return Checkpoints(checkpoints=[CheckpointView(size=size, note=note.decode()) for size, note in rows])
 
     @get("/entries", operation_id="getEntries")

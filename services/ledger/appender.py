@@ -71,6 +71,9 @@ class Appender:
         self._conn: PoolConnectionProxy | None = None
         self.batches = 0
         self.commands = 0
+        # Batches written so far, and the event set (and replaced) as each is: readers waiting for the log to grow.
+        self.written = 0
+        self._grown = asyncio.Event()
 
     @property
     def decided_ahead(self) -> int:
@@ -85,6 +88,20 @@ class Appender:
         self._queue.append(_Pending(command, future))
         self._wake.set()
         return await future
+
+    async def wait_beyond(self, written: int, seconds: float) -> None:
+        """Return once more than ``written`` batches have been written (see ``written``), or after ``seconds``: a
+        reader polling the log waits here rather than asking again and again."""
+        if self.written > written:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._grown.wait()
+
+    def _note_written(self) -> None:
+        self.written += 1
+        grown, self._grown = self._grown, asyncio.Event()
+        grown.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-appender")
@@ -138,6 +155,7 @@ class Appender:
                 if writing is not None:
                     answers = await writing
                     writing = None
+                    self._note_written()
                 if batch:
                     self._committer.undecided = True
                     writing = asyncio.create_task(self._commit_with_retries(batch, ahead))

@@ -341,9 +341,14 @@ class LedgerClient:
         """Give the ledger witnesses' cosignature lines on its checkpoint of ``size`` (the federation's token)."""
         await self._request("POST", "/log/cosignatures", body=CosignaturesRequest(size=size, signatures=lines))
 
-    async def checkpoints(self, after: int, limit: int = 100) -> list[SignedCheckpoint]:
-        """The signed checkpoints of sizes above ``after``, oldest first (one per committed batch)."""
-        _, data = await self._request("GET", "/log/checkpoints", params={"after": str(after), "limit": str(limit)})
+    async def checkpoints(self, after: int, limit: int = 100, *, wait: float = 0.0) -> list[SignedCheckpoint]:
+        """The signed checkpoints of sizes above ``after``, oldest first (one per committed batch); with ``wait``
+        (seconds, less than the client's timeout), the ledger holds an empty answer until the log grows or the
+        wait is over."""
+        params = {"after": str(after), "limit": str(limit)}
+        if wait > 0:
+            params["wait"] = f"{wait:.3f}"
+        _, data = await self._request("GET", "/log/checkpoints", params=params)
         return self._decode(_checkpoints, data).checkpoints
 
     async def entries(self, start: int, end: int | None = None) -> Entries:

@@ -87,7 +87,7 @@ class Network:
                     for role, t in TOKENS.items()
                 ]
             ),
-            federation=FederationSettings(peers=self.peers, ledger_token=TOKENS["federation"], poll_seconds=0.05),
+            federation=FederationSettings(peers=self.peers, ledger_token=TOKENS["federation"], poll_seconds=0.5),
         )
 
     async def transfers(self, count: int, tag: str) -> None:

@@ -129,7 +129,6 @@ def _config(net: Network, peer: Network) -> Path:
         "federation": {
             "ledger_token": TOKENS["federation"],
             "witness_key_file": str(net.workdir / "witness.key"),
-            "poll_seconds": 0.05,
             "peers": [peer.peer_entry(net)],
         },
         "log": {"format": "json", "level": "warning"},
