@@ -3,7 +3,6 @@ own log so that an auditor can fetch both networks' logs from either one."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -13,7 +12,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from services.federation import access, settle, store
+from services.federation import access, copies, settle, store
 from services.federation.guards import require_coordinator, require_reader
 from services.federation.peers import Peer
 from services.federation.supervisor import Federation
@@ -22,7 +21,6 @@ from shared.errors import NotFound
 from shared.settings import PeerSettings
 from shared.web import StrictRequest
 
-MAX_RANGE = 1000
 MAX_INDEX = 2**62
 
 
@@ -89,16 +87,6 @@ class Status(msgspec.Struct, kw_only=True):
     # Entries of our own log published to our log stream (by this process).
     published_size: int
     peers: list[PeerStatus]
-
-
-class EntryView(msgspec.Struct, kw_only=True):
-    index: int
-    data: str  # base64 of the exact bytes the neighbour stored and hashed
-
-
-class Entries(msgspec.Struct, kw_only=True):
-    start: int
-    entries: list[EntryView]
 
 
 class FederationController(Controller):
@@ -170,27 +158,27 @@ class FederationController(Controller):
         peer_path: FromPath[str],
         start: Annotated[int, QueryParameter(ge=0, le=MAX_INDEX)] = 0,
         end: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
+        index: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
+        size: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
+        old: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
+        new: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
     ) -> Response[bytes]:
-        """A neighbour's log as we hold it verified: ``<origin>/log/checkpoint`` (its signed note) or
-        ``<origin>/log/entries?start=&end=`` (at most 1000 entries, as it stored them)."""
-        origin, _, what = peer_path.strip("/").rpartition("/log/")
+        """A neighbour's log as we hold it verified, under ``<origin>/log/`` as our ledger serves ours under
+        ``/log/``: ``checkpoint`` (its signed note), ``entries?start=&end=`` (at most 1000), ``tile/<L>/<N>[.p/<W>]``
+        and ``tile/entries/<N>[.p/<W>]`` (C2SP tlog-tiles), ``proof/inclusion?index=&size=``,
+        ``proof/consistency?old=&new=``, ``proof/bundle?index=`` (C2SP tlog-proof), and ``balances`` (replayed
+        from the copy's entries)."""
+        path = peer_path.strip("/")
         peers: dict[str, Peer] = state.federation.peers
-        if origin not in peers or what not in ("checkpoint", "entries"):
-            raise NotFound(f"no copy of {origin or peer_path!r}'s log is kept here")
+        origin = next((o for o in peers if path.startswith(f"{o}/log/")), None)
+        if origin is None:
+            raise NotFound(f"no copy of {path.rpartition('/log/')[0] or path!r}'s log is kept here")
+        query = copies.Query(start=start, end=end, index=index, size=size, old=old, new=new)
         async with state.pool.acquire() as conn:
-            replica = await store.held_replica(conn, origin)
-            if what == "checkpoint":
-                if replica is None or replica.checkpoint is None:
-                    raise NotFound(f"no checkpoint of {origin}'s log has been verified yet")
-                return Response(replica.checkpoint, media_type="text/plain; charset=utf-8")
-            stop = start + MAX_RANGE if end is None else min(end, start + MAX_RANGE)
-            held = 0 if replica is None else replica.tree.size
-            rows = await store.replica_entries(conn, origin, start, min(stop, held))
-        view = Entries(
-            start=start,
-            entries=[EntryView(index=start + i, data=base64.b64encode(d).decode()) for i, d in enumerate(rows)],
-        )
-        return Response(msgspec.json.encode(view), media_type="application/json")
+            body, media_type = await copies.serve(
+                conn, origin, path.removeprefix(f"{origin}/log/"), query, state.federation.copy_balances
+            )
+        return Response(body, media_type=media_type)
 
 
 def _flight(counted: tuple[int, int] | None) -> Flight:

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from services.federation import access, cosigning, names, store
+from services.federation.copies import BalanceCache
 from services.federation.peering import link
 from services.federation.peers import Peer, peer_from_settings
 from services.federation.publisher import Publisher
@@ -59,6 +60,8 @@ class Federation:
         self.peers: dict[str, Peer] = {}
         self.clearing: dict[str, str] = {}
         self.replicators: dict[str, Replicator] = {}
+        # The balances replayed from each copy, for its ``/log/balances``.
+        self.copy_balances = BalanceCache()
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._closers: dict[str, list[Callable[[], Awaitable[None]]]] = {}
 
