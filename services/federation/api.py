@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
@@ -89,6 +89,38 @@ class Status(msgspec.Struct, kw_only=True):
     peers: list[PeerStatus]
 
 
+class EvidenceView(msgspec.Struct, kw_only=True):
+    """Two signed checkpoints of one log that cannot both be true, and what a coordinator did about them."""
+
+    id: int
+    origin: str
+    kind: str
+    detail: str
+    detected_at: datetime
+    first_note: str
+    second_note: str
+    # "dismiss" or "reset", why, and when; all None while the evidence is open.
+    resolution: str | None
+    reason: str | None
+    resolved_at: datetime | None
+
+
+class Resolve(msgspec.Struct, frozen=True, kw_only=True):
+    """A coordinator's resolution of the open evidence against one log (see docs/federation.md)."""
+
+    origin: str
+    action: Literal["dismiss", "reset"]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class Resolved(msgspec.Struct, kw_only=True):
+    origin: str
+    action: str
+    reason: str
+    # The evidence this resolved.
+    evidence: list[int]
+
+
 class FederationController(Controller):
     path = "/"
     tags = ("federation",)
@@ -150,6 +182,43 @@ class FederationController(Controller):
                 for peer in peers.values()
             ],
         )
+
+    @get("/evidence", operation_id="listEvidence", guards=[require_coordinator])
+    async def evidence(self, state: State) -> list[EvidenceView]:
+        """Every piece of fork evidence kept, open or resolved, oldest first."""
+        async with state.pool.acquire() as conn:
+            kept = await store.all_evidence(conn)
+        return [
+            EvidenceView(
+                id=e.id,
+                origin=e.origin,
+                kind=e.kind,
+                detail=e.detail,
+                detected_at=e.detected_at,
+                first_note=e.first_note.decode("utf-8", "replace"),
+                second_note=e.second_note.decode("utf-8", "replace"),
+                resolution=e.resolution,
+                reason=e.reason,
+                resolved_at=e.resolved_at,
+            )
+            for e in kept
+        ]
+
+    @post(
+        "/evidence/resolutions",
+        operation_id="resolveEvidence",
+        guards=[require_coordinator],
+        status_code=200,
+        request_class=StrictRequest,
+    )
+    async def resolve(self, data: JSONBody[Resolve], state: State) -> Resolved:
+        """Resolve the open evidence against one log: ``dismiss`` keeps our copy and resumes, ``reset`` drops our
+        copy and our witness's record of the log and replicates it again from its start."""
+        federation: Federation = state.federation
+        resolved = await federation.resolve(data.origin, data.action, data.reason)
+        if not resolved:
+            raise NotFound(f"no open evidence against {data.origin}'s log")
+        return Resolved(origin=data.origin, action=data.action, reason=data.reason, evidence=resolved)
 
     @get("/peers/{peer_path:path}", operation_id="getPeerLog")
     async def peer_log(

@@ -103,6 +103,31 @@ class Federation:
         await self._authorize()
         return removed or peer is not None
 
+    async def resolve(self, origin: str, action: str, reason: str) -> list[int]:
+        """A coordinator's resolution of the open fork evidence against ``origin``'s log; the ids resolved (none
+        if there was none open). ``dismiss``: our copy stands, and replicating, settling and cosigning resume.
+        ``reset``: our copy and our witness's record of that log are dropped, and the peer's tasks start again, so
+        the log is replicated from its start under the peer's current key."""
+        async with self._pool.acquire() as conn:
+            if not await store.has_open_evidence(conn, origin):
+                return []
+            if action == "dismiss":
+                resolved = await store.resolve_evidence(conn, origin, action, reason)
+                log.warning("evidence against %s dismissed by a coordinator: %s", origin, reason)
+                return resolved
+        peer = self.peers.get(origin)
+        await self._stop(origin)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                resolved = await store.resolve_evidence(conn, origin, action, reason)
+                await store.reset_copy(conn, origin)
+            self.copy_balances.forget(origin)
+            log.warning("our copy of %s's log was reset by a coordinator: %s", origin, reason)
+        finally:
+            if peer is not None:
+                await self._start(peer)
+        return resolved
+
     async def close(self) -> None:
         for origin in list(self.peers):
             await self._stop(origin)
