@@ -85,8 +85,7 @@ async def append_verified(
             return False
         edge = await _right_edge(conn, origin, old)
         leaf = merkle.leaf_hash
-        for data in entries:
-            edge.append(leaf(data))
+        edge.extend([leaf(data) for data in entries])
         if edge.root() != new.root:
             raise RuntimeError(f"the tiles of our copy of {origin} do not make its verified tree of {new.size:,}")
         grown = edge.take_dirty()
@@ -124,8 +123,8 @@ async def _right_edge(conn: Connection, origin: str, tree: TreeState) -> RightEd
     edge = RightEdge()
     leaf = merkle.leaf_hash
     for start in range(0, tree.size, REBUILD_PAGE):
-        for data in await replica_entries(conn, origin, start, min(tree.size, start + REBUILD_PAGE)):
-            edge.append(leaf(data))
+        page = await replica_entries(conn, origin, start, min(tree.size, start + REBUILD_PAGE))
+        edge.extend([leaf(data) for data in page])
         rebuilt = edge.take_dirty()
         await conn.execute(
             Q["put_copy_tiles"], origin, [t[0] for t in rebuilt], [t[1] for t in rebuilt], [t[2] for t in rebuilt]

@@ -12,10 +12,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from services.audit.signatures import parse_proof_bundle
+from services.federation import store
 from services.node.cli import main
-from shared import merkle, tiles
-from shared.logverify import root_from_tiles, verify_checkpoint, verify_consistency, verify_inclusion
+from shared import merkle, tiledlog, tiles
+from shared.db import migrate
+from shared.logverify import (
+    TreeState,
+    root_from_tiles,
+    verify_batch,
+    verify_checkpoint,
+    verify_consistency,
+    verify_inclusion,
+)
+from shared.note import Checkpoint
 from tests.federation.faults import copy_size, entries, linked
 from tests.federation.support import Network, eventually, served
 
@@ -129,3 +141,35 @@ async def test_the_copy_serves_tiles_and_proofs_that_verify_against_the_neighbou
         assert report["ok"] is True
         assert report["checkpoint"]["size"] == report["entries"] == size
         assert report["balances_size"] == size
+
+
+def _grow(tree: TreeState, entries: list[bytes], everything: list[bytes]) -> TreeState:
+    return verify_batch(
+        tree,
+        tree.size,
+        entries,
+        Checkpoint("timebank.test/old", len(everything), merkle.root([merkle.leaf_hash(e) for e in everything])),
+    )
+
+
+async def test_a_copy_stored_before_tiles_were_kept_has_them_rebuilt_when_it_grows(database_url: str) -> None:
+    origin = "timebank.test/old"
+    log = [f"entry {i}".encode() for i in range(700)]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, "federation", store.MIGRATIONS)
+        empty = (await store.replica(conn, origin)).tree
+        first = _grow(empty, log[:300], log[:300])
+        assert await store.append_verified(conn, origin, empty, first, [(300, b"note 300")], log[:300])
+        # As a copy stored by the version before tiles: entries, and no tiles.
+        await conn.execute("DELETE FROM federation.tiles WHERE origin = $1", origin)
+        second = _grow(first, log[300:], log)
+        # Not at the size claimed: nothing moves.
+        assert not await store.append_verified(conn, origin, empty, second, [(700, b"note 700")], log[300:])
+        assert await store.append_verified(conn, origin, first, second, [(700, b"note 700")], log[300:])
+        copy = store.CopyTiles(conn, origin)
+        held = await copy.tiles({(level, index) for level, index, _ in tiles.tile_widths(700)})
+        assert root_from_tiles(held, 700) == merkle.root([merkle.leaf_hash(e) for e in log])
+        assert await tiledlog.root_at(copy, 300) == merkle.root([merkle.leaf_hash(e) for e in log[:300]])
+    finally:
+        await conn.close()
