@@ -135,6 +135,11 @@ async def test_the_copy_serves_tiles_and_proofs_that_verify_against_the_neighbou
         unknown = await hillside.client.get("/federation/peers/timebank.test/nowhere/log/tile/0/000")
         assert unknown.status_code == 404
 
+        # The balances the copy's entries add up to are the ones riverside serves for its log.
+        balances = (await hillside.client.get(f"{copy}/balances")).json()
+        assert balances == (await riverside.client.get("/ledger/log/balances")).json()
+        assert balances["size"] == size
+
         # The auditor, pointed at the copy, verifies it whole.
         status, report = await audit_copy(hillside, riverside)
         assert status == 0, json.dumps(report, indent=1)[:4000]
