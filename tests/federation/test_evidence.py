@@ -13,8 +13,8 @@ from services.federation import replicator
 from services.node.cli import main
 from shared import merkle
 from shared.logverify import check_cosignatures
-from shared.note import Checkpoint, format_checkpoint, sign_note
-from tests.federation.faults import copy_of, copy_size, decisions, entries, linked
+from shared.note import Checkpoint, Signer, format_checkpoint, sign_note
+from tests.federation.faults import batches, copy_of, copy_size, decisions, entries, inject, linked
 from tests.federation.support import TOKENS, Network, auth, eventually, served
 from tests.federation.test_copies import audit_copy
 
@@ -174,3 +174,42 @@ async def test_a_reset_drops_the_copy_and_replicates_the_log_again_from_its_star
         assert status == 0, report
         [resolved] = await _evidence(hillside)
         assert (resolved["resolution"], resolved["reason"]) == ("reset", body["reason"])
+
+
+async def test_a_neighbour_rekeyed_with_another_history_is_a_fork_to_resolve_and_replication_goes_on(
+    two_networks: tuple[Network, Network],
+) -> None:
+    """Hillside takes riverside's new log key while its copy holds checkpoints signed with the old one. A batch of
+    entries the copy holds, under a checkpoint with the new key and another root, is kept as fork evidence (the
+    copy's note is not checked again under the new key), and hillside's replicator keeps reading."""
+    riverside, hillside = two_networks
+    linked(riverside, hillside)
+    async with served(riverside), served(hillside):
+        assert hillside.client is not None
+        await riverside.transfers(3, "before")
+        size = await riverside.log_size()
+        await eventually(lambda: _copy_at(hillside, riverside, size), "hillside's copy holds the log")
+        first = next(b for b in await batches(riverside) if b.checkpoint is not None)
+
+        new_key = Signer.generate(riverside.origin)
+        changed = msgspec.to_builtins(riverside.as_peer(hillside, log_key=new_key.verifier().to_text()))
+        r = await hillside.client.post("/federation/peers", json=changed, headers=auth("coordinator"))
+        assert r.status_code == 201, r.text
+        other = format_checkpoint(Checkpoint(riverside.origin, first.end, merkle.leaf_hash(b"another history")))
+        forged = msgspec.structs.replace(first, checkpoint=sign_note(other, new_key))
+        await inject(riverside, [forged], "rekeyed")
+
+        async def alerted() -> bool:
+            return [a["detail"] for a in (await hillside.status())["alerts"]] == [
+                f"two roots for size {first.end} on the log stream"
+            ]
+
+        await eventually(alerted, "hillside keeps the two notes as evidence")
+        [peer] = (await hillside.status())["peers"]
+        contact = peer["last_contact_at"]
+
+        async def still_reading() -> bool:
+            [peer] = (await hillside.status())["peers"]
+            return bool(peer["last_contact_at"] != contact)
+
+        await eventually(still_reading, "hillside's replicator goes on reading riverside's stream")
