@@ -1,5 +1,6 @@
-"""The federation's HTTP API: its status per peer, and the verified copies of neighbours' logs, served like our
-own log so that an auditor can fetch both networks' logs from either one."""
+"""The federation's HTTP API: its status per peer, the fork evidence and a coordinator's resolution of it, peers,
+the witness, and the verified copies of neighbours' logs, served like our own log so that an auditor can fetch
+both networks' logs from either one."""
 
 from __future__ import annotations
 
@@ -239,7 +240,8 @@ class FederationController(Controller):
         from the copy's entries)."""
         path = peer_path.strip("/")
         peers: dict[str, Peer] = state.federation.peers
-        origin = next((o for o in peers if path.startswith(f"{o}/log/")), None)
+        # The longest origin that the path starts with (an origin may itself end in "/log").
+        origin = max((o for o in peers if path.startswith(f"{o}/log/")), key=len, default=None)
         if origin is None:
             raise NotFound(f"no copy of {path.rpartition('/log/')[0] or path!r}'s log is kept here")
         query = copies.Query(start=start, end=end, index=index, size=size, old=old, new=new)
