@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -283,6 +283,43 @@ class RightEdge:
         self._size += 1
         level = 0
         h = leaf_hash
+        while True:
+            if level == len(self._tiles):
+                self._add_level()
+            self._dirty.add(level)
+            if self._push(level, h) < TILE_WIDTH:
+                return
+            tile = self._tiles[level]
+            index = ((self._size >> (TILE_HEIGHT * level)) >> TILE_HEIGHT) - 1
+            self._filled[(level, index)] = bytes(tile)
+            tile.clear()
+            h = self._stacks[level].pop()
+            level += 1
+
+    def extend(self, leaf_hashes: Sequence[bytes]) -> None:
+        """Append many leaf hashes: the same tree and tiles as appending each, but a whole level-0 tile at a time
+        where the leaves fill one (about a third of the time per leaf)."""
+        i, n = 0, len(leaf_hashes)
+        while i < n:
+            width = len(self._tiles[0]) >> 5 if self._tiles else 0
+            if width == 0 and n - i >= TILE_WIDTH:
+                chunk = b"".join(leaf_hashes[i : i + TILE_WIDTH])
+                if len(chunk) != TILE_WIDTH * HASH_SIZE:
+                    raise ValueError(f"leaf hashes {i}..{i + TILE_WIDTH - 1} are not all {HASH_SIZE} bytes")
+                if not self._tiles:
+                    self._add_level()
+                self._size += TILE_WIDTH
+                self._filled[(0, (self._size >> TILE_HEIGHT) - 1)] = chunk
+                self._carry(1, _perfect_root(chunk))
+                i += TILE_WIDTH
+                continue
+            # Up to the next tile boundary, one leaf at a time.
+            for h in leaf_hashes[i : i + min(TILE_WIDTH - width, n - i)]:
+                self.append(h)
+                i += 1
+
+    def _carry(self, level: int, h: bytes) -> None:
+        """Push the root of a filled tile of the level below into ``level``, carrying on up while tiles fill."""
         while True:
             if level == len(self._tiles):
                 self._add_level()

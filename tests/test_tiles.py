@@ -285,6 +285,31 @@ def test_dirty_tiles_reassemble_into_tiles_computed_from_scratch(batches: list[i
         assert edge.take_dirty() == []
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 700), max_size=12), st.integers(0, 300))
+@example([256, 512, 1], 0)
+@example([255, 257, 600], 1)
+def test_extend_makes_the_tree_and_tiles_that_appending_each_makes(batches: list[int], start: int) -> None:
+    one, bulk = RightEdge(), RightEdge()
+    for leaf in LEAVES[:start]:
+        one.append(leaf)
+    bulk.extend(LEAVES[:start])
+    for batch in batches:
+        end = min(SMALL, one.size + batch)
+        for leaf in LEAVES[one.size : end]:
+            one.append(leaf)
+        bulk.extend(LEAVES[bulk.size : end])
+        assert (bulk.size, bulk.root()) == (one.size, one.root()) == (end, ROOTS[end])
+        assert bulk.take_dirty() == one.take_dirty()
+
+
+def test_extend_refuses_a_leaf_hash_of_the_wrong_size() -> None:
+    with pytest.raises(ValueError, match="expected 32"):
+        RightEdge().extend([*LEAVES[:3], b"short"])
+    with pytest.raises(ValueError, match="not all 32 bytes"):
+        RightEdge().extend([*LEAVES[:255], b"short", *LEAVES[:10]])
+
+
 def test_dirty_tiles_reassemble_up_to_level_2() -> None:
     edge, store = RightEdge(), dict[tuple[int, int], bytes]()
     for n, leaf in enumerate(LEAVES, 1):

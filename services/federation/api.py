@@ -1,19 +1,19 @@
-"""The federation's HTTP API: its status per peer, and the verified copies of neighbours' logs, served like our
-own log so that an auditor can fetch both networks' logs from either one."""
+"""The federation's HTTP API: its status per peer, the fork evidence and a coordinator's resolution of it, peers,
+the witness, and the verified copies of neighbours' logs, served like our own log so that an auditor can fetch
+both networks' logs from either one."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from services.federation import access, settle, store
+from services.federation import access, copies, settle, store
 from services.federation.guards import require_coordinator, require_reader
 from services.federation.peers import Peer
 from services.federation.supervisor import Federation
@@ -22,7 +22,6 @@ from shared.errors import NotFound
 from shared.settings import PeerSettings
 from shared.web import StrictRequest
 
-MAX_RANGE = 1000
 MAX_INDEX = 2**62
 
 
@@ -91,14 +90,36 @@ class Status(msgspec.Struct, kw_only=True):
     peers: list[PeerStatus]
 
 
-class EntryView(msgspec.Struct, kw_only=True):
-    index: int
-    data: str  # base64 of the exact bytes the neighbour stored and hashed
+class EvidenceView(msgspec.Struct, kw_only=True):
+    """Two signed checkpoints of one log that cannot both be true, and what a coordinator did about them."""
+
+    id: int
+    origin: str
+    kind: str
+    detail: str
+    detected_at: datetime
+    first_note: str
+    second_note: str
+    # "dismiss" or "reset", why, and when; all None while the evidence is open.
+    resolution: str | None
+    reason: str | None
+    resolved_at: datetime | None
 
 
-class Entries(msgspec.Struct, kw_only=True):
-    start: int
-    entries: list[EntryView]
+class Resolve(msgspec.Struct, frozen=True, kw_only=True):
+    """A coordinator's resolution of the open evidence against one log (see docs/federation.md)."""
+
+    origin: str
+    action: Literal["dismiss", "reset"]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class Resolved(msgspec.Struct, kw_only=True):
+    origin: str
+    action: str
+    reason: str
+    # The evidence this resolved.
+    evidence: list[int]
 
 
 class FederationController(Controller):
@@ -163,6 +184,43 @@ class FederationController(Controller):
             ],
         )
 
+    @get("/evidence", operation_id="listEvidence", guards=[require_coordinator])
+    async def evidence(self, state: State) -> list[EvidenceView]:
+        """Every piece of fork evidence kept, open or resolved, oldest first."""
+        async with state.pool.acquire() as conn:
+            kept = await store.all_evidence(conn)
+        return [
+            EvidenceView(
+                id=e.id,
+                origin=e.origin,
+                kind=e.kind,
+                detail=e.detail,
+                detected_at=e.detected_at,
+                first_note=e.first_note.decode("utf-8", "replace"),
+                second_note=e.second_note.decode("utf-8", "replace"),
+                resolution=e.resolution,
+                reason=e.reason,
+                resolved_at=e.resolved_at,
+            )
+            for e in kept
+        ]
+
+    @post(
+        "/evidence/resolutions",
+        operation_id="resolveEvidence",
+        guards=[require_coordinator],
+        status_code=200,
+        request_class=StrictRequest,
+    )
+    async def resolve(self, data: JSONBody[Resolve], state: State) -> Resolved:
+        """Resolve the open evidence against one log: ``dismiss`` keeps our copy and resumes, ``reset`` drops our
+        copy and our witness's record of the log and replicates it again from its start."""
+        federation: Federation = state.federation
+        resolved = await federation.resolve(data.origin, data.action, data.reason)
+        if not resolved:
+            raise NotFound(f"no open evidence against {data.origin}'s log")
+        return Resolved(origin=data.origin, action=data.action, reason=data.reason, evidence=resolved)
+
     @get("/peers/{peer_path:path}", operation_id="getPeerLog")
     async def peer_log(
         self,
@@ -170,27 +228,28 @@ class FederationController(Controller):
         peer_path: FromPath[str],
         start: Annotated[int, QueryParameter(ge=0, le=MAX_INDEX)] = 0,
         end: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
+        index: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
+        size: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
+        old: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
+        new: Annotated[int | None, QueryParameter(ge=0, le=MAX_INDEX)] = None,
     ) -> Response[bytes]:
-        """A neighbour's log as we hold it verified: ``<origin>/log/checkpoint`` (its signed note) or
-        ``<origin>/log/entries?start=&end=`` (at most 1000 entries, as it stored them)."""
-        origin, _, what = peer_path.strip("/").rpartition("/log/")
+        """A neighbour's log as we hold it verified, under ``<origin>/log/`` as our ledger serves ours under
+        ``/log/``: ``checkpoint`` (its signed note), ``entries?start=&end=`` (at most 1000), ``tile/<L>/<N>[.p/<W>]``
+        and ``tile/entries/<N>[.p/<W>]`` (C2SP tlog-tiles), ``proof/inclusion?index=&size=``,
+        ``proof/consistency?old=&new=``, ``proof/bundle?index=`` (C2SP tlog-proof), and ``balances`` (replayed
+        from the copy's entries)."""
+        path = peer_path.strip("/")
         peers: dict[str, Peer] = state.federation.peers
-        if origin not in peers or what not in ("checkpoint", "entries"):
-            raise NotFound(f"no copy of {origin or peer_path!r}'s log is kept here")
+        # The longest origin that the path starts with (an origin may itself end in "/log").
+        origin = max((o for o in peers if path.startswith(f"{o}/log/")), key=len, default=None)
+        if origin is None:
+            raise NotFound(f"no copy of {path.rpartition('/log/')[0] or path!r}'s log is kept here")
+        query = copies.Query(start=start, end=end, index=index, size=size, old=old, new=new)
         async with state.pool.acquire() as conn:
-            replica = await store.held_replica(conn, origin)
-            if what == "checkpoint":
-                if replica is None or replica.checkpoint is None:
-                    raise NotFound(f"no checkpoint of {origin}'s log has been verified yet")
-                return Response(replica.checkpoint, media_type="text/plain; charset=utf-8")
-            stop = start + MAX_RANGE if end is None else min(end, start + MAX_RANGE)
-            held = 0 if replica is None else replica.tree.size
-            rows = await store.replica_entries(conn, origin, start, min(stop, held))
-        view = Entries(
-            start=start,
-            entries=[EntryView(index=start + i, data=base64.b64encode(d).decode()) for i, d in enumerate(rows)],
-        )
-        return Response(msgspec.json.encode(view), media_type="application/json")
+            body, media_type = await copies.serve(
+                conn, origin, path.removeprefix(f"{origin}/log/"), query, state.federation.copy_balances
+            )
+        return Response(body, media_type=media_type)
 
 
 def _flight(counted: tuple[int, int] | None) -> Flight:

@@ -7,6 +7,9 @@ SELECT origin, size, edge, checkpoint, updated_at FROM federation.replicas WHERE
 -- name: replicas
 SELECT origin, size, edge, checkpoint, updated_at FROM federation.replicas ORDER BY origin
 
+-- name: lock_replica
+SELECT size FROM federation.replicas WHERE origin = $1 FOR UPDATE
+
 -- name: append_verified
 -- Verified batches, all or nothing: the replica moves from $2 entries to $3 only if nobody moved it meanwhile;
 -- $6 are the entries from $2 on, $7/$8 the sizes and notes of the checkpoints they were verified against.
@@ -22,8 +25,39 @@ stored AS (
 signed AS (
     INSERT INTO federation.checkpoints (origin, size, note)
     SELECT moved.origin, c.size, c.note FROM moved, unnest($7::bigint[], $8::bytea[]) AS c (size, note)
+),
+tiled AS (
+    INSERT INTO federation.tiles (origin, level, idx, hashes)
+    SELECT moved.origin, t.level, t.idx, t.hashes
+    FROM moved, unnest($9::smallint[], $10::bigint[], $11::bytea[]) AS t (level, idx, hashes)
+    ON CONFLICT (origin, level, idx) DO UPDATE SET hashes = excluded.hashes
 )
 SELECT count(*) FROM moved
+
+-- name: copy_right_edge_tiles
+-- The rightmost stored tile at every level of a copy, to grow its tiles from where they end.
+SELECT DISTINCT ON (level) level, hashes FROM federation.tiles WHERE origin = $1 ORDER BY level, idx DESC
+
+-- name: put_copy_tiles
+-- Tiles of a copy rebuilt from its stored entries (a copy stored before tiles were kept).
+INSERT INTO federation.tiles (origin, level, idx, hashes)
+SELECT $1, t.level, t.idx, t.hashes FROM unnest($2::smallint[], $3::bigint[], $4::bytea[]) AS t (level, idx, hashes)
+ON CONFLICT (origin, level, idx) DO UPDATE SET hashes = excluded.hashes
+
+-- name: copy_tiles_by_coord
+SELECT level, idx, hashes FROM federation.tiles
+WHERE origin = $1 AND (level, idx) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
+
+-- name: copy_tile
+SELECT hashes FROM federation.tiles WHERE origin = $1 AND level = $2 AND idx = $3
+
+-- name: reset_copy
+-- Drop our copy of a log and our witness's record of it: both start again from nothing.
+WITH tiles AS (DELETE FROM federation.tiles WHERE origin = $1),
+entries AS (DELETE FROM federation.entries WHERE origin = $1),
+checkpoints AS (DELETE FROM federation.checkpoints WHERE origin = $1),
+witnessed AS (DELETE FROM federation.witnessed WHERE origin = $1)
+UPDATE federation.replicas SET size = 0, edge = ''::bytea, checkpoint = NULL, updated_at = now() WHERE origin = $1
 
 -- name: replica_entries
 SELECT idx, data FROM federation.entries WHERE origin = $1 AND idx >= $2 AND idx < $3 ORDER BY idx
@@ -52,6 +86,16 @@ INSERT INTO federation.evidence (origin, kind, first_note, second_note, detail) 
 -- name: open_evidence
 SELECT id, origin, kind, first_note, second_note, detail, detected_at FROM federation.evidence
 WHERE resolved_at IS NULL ORDER BY id
+
+-- name: all_evidence
+SELECT id, origin, kind, first_note, second_note, detail, detected_at, resolved_at, resolution, reason
+FROM federation.evidence ORDER BY id
+
+-- name: resolve_evidence
+-- A coordinator's resolution of every open piece of evidence against one log.
+UPDATE federation.evidence SET resolved_at = now(), resolution = $2, reason = $3
+WHERE origin = $1 AND resolved_at IS NULL
+RETURNING id
 
 -- name: has_open_evidence
 SELECT EXISTS (SELECT 1 FROM federation.evidence WHERE origin = $1 AND resolved_at IS NULL)

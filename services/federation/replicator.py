@@ -25,7 +25,9 @@ from nats.js import JetStreamContext
 from services.federation import access, links, metrics, names, settler, store, wire
 from services.federation.peers import Peer
 from services.federation.settle import from_neighbour
+from services.federation.witness_protocol import checkpoint_text
 from shared.logverify import LogVerifyError, TreeState, verify_batch, verify_checkpoint
+from shared.note import parse_checkpoint
 from shared.outbox import Wakeup
 
 log = logging.getLogger(__name__)
@@ -205,14 +207,15 @@ class Replicator:
 
     async def _compare(self, note: bytes) -> None:
         """A signed checkpoint for a size the copy has passed must have the root the copy was verified against;
-        if not, the neighbour signed two checkpoints that cannot both be true: keep both as evidence."""
+        if not, the neighbour signed two checkpoints that cannot both be true: keep both as evidence. (The held
+        note was verified when stored, perhaps under a log key the neighbour has since replaced.)"""
         try:
             checkpoint = verify_checkpoint(note, self._peer.log_key)
         except LogVerifyError:
             return  # not the neighbour's signature: nothing it said
         async with self._pool.acquire() as conn:
             held = await store.replica_checkpoint_at(conn, self._peer.origin, checkpoint.size)
-            if held is None or verify_checkpoint(held, self._peer.log_key).root_hash == checkpoint.root_hash:
+            if held is None or parse_checkpoint(checkpoint_text(held)).root_hash == checkpoint.root_hash:
                 return
             await store.add_evidence(
                 conn, self._peer.origin, "fork", held, note, f"two roots for size {checkpoint.size} on the log stream"

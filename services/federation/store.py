@@ -1,4 +1,5 @@
-"""The federation's SQL: verified copies of neighbours' logs, and the count of what was refused."""
+"""The federation's SQL: verified copies of neighbours' logs (entries, checkpoints, hash tiles), what was refused,
+our witness's records and evidence, cross-network payments and peers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import asyncpg
 import msgspec
 
 from services.federation.settle import CrossnetEvent
+from shared import merkle
 from shared.db import Connection, load_queries
 from shared.logverify import TreeState
 from shared.settings import PeerSettings
+from shared.tiles import RightEdge
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 Q = load_queries(Path(__file__).parent / "queries.sql")
@@ -74,19 +77,88 @@ async def append_verified(
     entries: list[bytes],
 ) -> bool:
     """Append verified entries that grow the copy from ``old`` to ``new`` (``checkpoints``: the (size, note) of
-    each checkpoint they were verified against, the last for ``new``); False if the copy was not at ``old``."""
-    moved = await conn.fetchval(
-        Q["append_verified"],
-        origin,
-        old.size,
-        new.size,
-        b"".join(new.edge),
-        checkpoints[-1][1],
-        entries,
-        [size for size, _ in checkpoints],
-        [note for _, note in checkpoints],
-    )
+    each checkpoint they were verified against, the last for ``new``), with the copy's hash tiles; False if the
+    copy was not at ``old``."""
+    async with conn.transaction():
+        # The row lock keeps two writers from growing the tiles from one right edge.
+        if await conn.fetchval(Q["lock_replica"], origin) != old.size:
+            return False
+        edge = await _right_edge(conn, origin, old)
+        leaf = merkle.leaf_hash
+        edge.extend([leaf(data) for data in entries])
+        if edge.root() != new.root:
+            raise RuntimeError(f"the tiles of our copy of {origin} do not make its verified tree of {new.size:,}")
+        grown = edge.take_dirty()
+        moved = await conn.fetchval(
+            Q["append_verified"],
+            origin,
+            old.size,
+            new.size,
+            b"".join(new.edge),
+            checkpoints[-1][1],
+            entries,
+            [size for size, _ in checkpoints],
+            [note for _, note in checkpoints],
+            [level for level, _, _ in grown],
+            [index for _, index, _ in grown],
+            [data for _, _, data in grown],
+        )
     return bool(moved)
+
+
+# Entries read at once when a copy's tiles are rebuilt.
+REBUILD_PAGE = 16384
+
+
+async def _right_edge(conn: Connection, origin: str, tree: TreeState) -> RightEdge:
+    """The right edge of the copy's stored tiles, which must make ``tree``; rebuilt from the stored entries when
+    they do not (a copy stored before tiles were kept)."""
+    rows = await conn.fetch(Q["copy_right_edge_tiles"], origin)
+    try:
+        edge = RightEdge.from_tiles(tree.size, {r["level"]: bytes(r["hashes"]) for r in rows})
+    except ValueError:
+        edge = None
+    if edge is not None and edge.root() == tree.root:
+        return edge
+    edge = RightEdge()
+    leaf = merkle.leaf_hash
+    for start in range(0, tree.size, REBUILD_PAGE):
+        page = await replica_entries(conn, origin, start, min(tree.size, start + REBUILD_PAGE))
+        edge.extend([leaf(data) for data in page])
+        rebuilt = edge.take_dirty()
+        await conn.execute(
+            Q["put_copy_tiles"], origin, [t[0] for t in rebuilt], [t[1] for t in rebuilt], [t[2] for t in rebuilt]
+        )
+    if edge.size != tree.size or edge.root() != tree.root:
+        raise RuntimeError(f"the stored entries of our copy of {origin} do not make its verified tree")
+    return edge
+
+
+class CopyTiles:
+    """Our verified copy of one neighbour's log, read on one connection (a ``shared.tiledlog.StoredLog``)."""
+
+    def __init__(self, conn: Connection, origin: str) -> None:
+        self._conn = conn
+        self._origin = origin
+
+    async def tiles(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        if not keys:
+            return {}
+        levels, indexes = zip(*keys, strict=True)
+        rows = await self._conn.fetch(Q["copy_tiles_by_coord"], self._origin, list(levels), list(indexes))
+        return {(r["level"], r["idx"]): bytes(r["hashes"]) for r in rows}
+
+    async def tile(self, level: int, index: int) -> bytes | None:
+        value = await self._conn.fetchval(Q["copy_tile"], self._origin, level, index)
+        return None if value is None else bytes(value)
+
+    async def entries(self, start: int, end: int) -> list[bytes]:
+        return await replica_entries(self._conn, self._origin, start, end)
+
+
+async def reset_copy(conn: Connection, origin: str) -> None:
+    """Drop our copy of ``origin``'s log and our witness's record of it (in the caller's transaction)."""
+    await conn.execute(Q["reset_copy"], origin)
 
 
 async def replica_checkpoint_at(conn: Connection, origin: str, size: int) -> bytes | None:
@@ -133,6 +205,10 @@ class Evidence(msgspec.Struct, frozen=True, kw_only=True):
     second_note: bytes
     detail: str
     detected_at: datetime
+    # How a coordinator resolved it ("dismiss" or "reset"), why and when; None while it is open.
+    resolution: str | None = None
+    reason: str | None = None
+    resolved_at: datetime | None = None
 
 
 class Cosigner(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,6 +244,30 @@ async def open_evidence(conn: Connection) -> list[Evidence]:
         )
         for r in await conn.fetch(Q["open_evidence"])
     ]
+
+
+async def all_evidence(conn: Connection) -> list[Evidence]:
+    """Every piece of evidence kept, open or resolved, oldest first."""
+    return [
+        Evidence(
+            id=r["id"],
+            origin=r["origin"],
+            kind=r["kind"],
+            first_note=bytes(r["first_note"]),
+            second_note=bytes(r["second_note"]),
+            detail=r["detail"],
+            detected_at=r["detected_at"],
+            resolution=r["resolution"],
+            reason=r["reason"],
+            resolved_at=r["resolved_at"],
+        )
+        for r in await conn.fetch(Q["all_evidence"])
+    ]
+
+
+async def resolve_evidence(conn: Connection, origin: str, resolution: str, reason: str) -> list[int]:
+    """Resolve every open piece of evidence against ``origin``'s log; the ids resolved."""
+    return [r["id"] for r in await conn.fetch(Q["resolve_evidence"], origin, resolution, reason)]
 
 
 async def has_open_evidence(conn: Connection, origin: str) -> bool:

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from services.federation import access, cosigning, names, store
+from services.federation.copies import BalanceCache
 from services.federation.peering import link
 from services.federation.peers import Peer, peer_from_settings
 from services.federation.publisher import Publisher
@@ -59,6 +60,8 @@ class Federation:
         self.peers: dict[str, Peer] = {}
         self.clearing: dict[str, str] = {}
         self.replicators: dict[str, Replicator] = {}
+        # The balances replayed from each copy, for its ``/log/balances``.
+        self.copy_balances = BalanceCache()
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._closers: dict[str, list[Callable[[], Awaitable[None]]]] = {}
 
@@ -99,6 +102,31 @@ class Federation:
                 await self._js.delete_consumer(names.log_stream(self.name), names.peer_consumer(peer.name))
         await self._authorize()
         return removed or peer is not None
+
+    async def resolve(self, origin: str, action: str, reason: str) -> list[int]:
+        """A coordinator's resolution of the open fork evidence against ``origin``'s log; the ids resolved (none
+        if there was none open). ``dismiss``: our copy stands, and replicating, settling and cosigning resume.
+        ``reset``: our copy and our witness's record of that log are dropped, and the peer's tasks start again, so
+        the log is replicated from its start under the peer's current key."""
+        async with self._pool.acquire() as conn:
+            if not await store.has_open_evidence(conn, origin):
+                return []
+            if action == "dismiss":
+                resolved = await store.resolve_evidence(conn, origin, action, reason)
+                log.warning("evidence against %s dismissed by a coordinator: %s", origin, reason)
+                return resolved
+        peer = self.peers.get(origin)
+        await self._stop(origin)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                resolved = await store.resolve_evidence(conn, origin, action, reason)
+                await store.reset_copy(conn, origin)
+            self.copy_balances.forget(origin)
+            log.warning("our copy of %s's log was reset by a coordinator: %s", origin, reason)
+        finally:
+            if peer is not None:
+                await self._start(peer)
+        return resolved
 
     async def close(self) -> None:
         for origin in list(self.peers):

@@ -1,4 +1,5 @@
-"""``timebank peer add|list|remove``: manage a node's neighbours through its federation API, as a coordinator."""
+"""``timebank peer add|list|remove|evidence|resolve``: manage a node's neighbours through its federation API, as a
+coordinator, and resolve the fork evidence that stopped cosigning and settling with one."""
 
 from __future__ import annotations
 
@@ -34,6 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--trust-limit", type=int, required=True, help="minutes its members may owe ours")
     remove = actions.add_parser("remove", help="stop peering with a neighbour")
     remove.add_argument("origin")
+    actions.add_parser("evidence", help="list the fork evidence kept, open or resolved")
+    resolve = actions.add_parser(
+        "resolve", help="resolve the open fork evidence against a neighbour's log (see docs/federation.md)"
+    )
+    resolve.add_argument("origin")
+    how = resolve.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--dismiss", dest="resolution", action="store_const", const="dismiss", help="keep our copy and resume"
+    )
+    how.add_argument(
+        "--reset",
+        dest="resolution",
+        action="store_const",
+        const="reset",
+        help="drop our copy of its log and replicate it again from its start",
+    )
+    resolve.add_argument("--reason", required=True, help="why (kept with the evidence)")
 
 
 def _token(settings: Settings, given: str | None) -> str:
@@ -59,6 +77,8 @@ def _fail(response: httpx.Response) -> None:
 
 def run_peer(settings: Settings, args: argparse.Namespace) -> int:
     base = (args.url or f"http://127.0.0.1:{settings.http.port}").rstrip("/") + "/federation/peers"
+    if args.action in ("evidence", "resolve"):
+        base = base.removesuffix("/peers")
     headers = {"Authorization": f"Bearer {_token(settings, args.token)}"}
     try:
         with httpx.Client(headers=headers, timeout=30) as http:
@@ -79,6 +99,15 @@ def _act(http: httpx.Client, base: str, args: argparse.Namespace) -> int:
             print(f"  log key:     {peer['log_key']}")
             print(f"  witness key: {peer['witness_key'] or '-'}")
             print(f"  reached at:  {peer['nats_url']} as {peer['nats_user'] or '-'}")
+        return 0
+    if args.action == "evidence":
+        return _evidence(http, base)
+    if args.action == "resolve":
+        body = {"origin": args.origin, "action": args.resolution, "reason": args.reason}
+        response = http.post(f"{base}/evidence/resolutions", json=body)
+        _fail(response)
+        done = response.json()
+        print(f"{done['action']}: evidence {', '.join(map(str, done['evidence']))} against {done['origin']} resolved")
         return 0
     if args.action == "remove":
         _fail(http.delete(f"{base}/{args.origin}"))
@@ -104,4 +133,16 @@ def _act(http: httpx.Client, base: str, args: argparse.Namespace) -> int:
     print(f"  url:      {credential['nats_url']}")
     print(f"  user:     {credential['user']}")
     print(f"  password: {credential['password']}")
+    return 0
+
+
+def _evidence(http: httpx.Client, base: str) -> int:
+    response = http.get(f"{base}/evidence")
+    _fail(response)
+    kept: list[dict[str, Any]] = response.json()
+    if not kept:
+        print("no fork evidence")
+    for e in kept:
+        state = "OPEN" if e["resolution"] is None else f"{e['resolution']} ({e['reason']})"
+        print(f"#{e['id']} {e['origin']}: {e['kind']}, {e['detail']} (found {e['detected_at']}): {state}")
     return 0
