@@ -1,0 +1,257 @@
+"""``timebank bench ring``: N networks in a ring on this machine, traded with until they reach a steady state.
+
+Each network has its own database (one PostgreSQL cluster for all), its own NATS server with JetStream in its own
+domain, and its own `timebank serve` process, peered with its two ring neighbours as ``timebank bench federation``
+peers its two (trust limits, witness keys, the credentials each issued the other). Members pay members of both
+neighbours, a few of them to accounts that do not exist there (rejected, then reversed), and the bench waits for the
+steady state that ``services/node/bench/steady.py`` reads from the public and status APIs. It prints the time to
+start, the time to the steady state, the trades made, and the memory the ring took (peak and at the steady state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from services.node.bench import memory
+from services.node.bench.federation import TOKENS, Network, network, node_config
+from services.node.bench.steady import Ring, linked, steady
+from services.node.benchdb import bench_databases
+from services.node.processes import ServerProcess, server_tempdir
+
+MEMBERS = 4  # members per network who pay and are paid
+CONCURRENCY = 32  # payments in the air at once, over the whole ring
+SAMPLE_SECONDS = 0.5
+
+
+class NodeProcess(ServerProcess):
+    """`timebank serve` for one network, supervised as the servers are: in its own session, stopped at exit, and
+    sent SIGTERM by the kernel if the bench dies without stopping it."""
+
+    _stop_steps = ((signal.SIGTERM, 30.0),)
+
+    def __init__(self, config: Path, log: Path) -> None:
+        super().__init__(log)
+        self.config = config
+
+    def launch(self) -> None:
+        """Start serving; `ready` says when it answers."""
+        self._launch([sys.executable, "-m", "services.node.cli", "--config", str(self.config), "serve"], None)
+
+
+@dataclass(frozen=True)
+class Trades:
+    """The payments made around the ring."""
+
+    accepted: int  # to members of the neighbour
+    rejected: int  # to accounts the neighbour does not have: rejected there and reversed here
+    seconds: float  # from the first payment until the last was committed
+
+
+def _names(count: int) -> list[str]:
+    return [f"ring{i:02d}" for i in range(count)]
+
+
+@contextmanager
+def _nats_servers(nets: list[Network]) -> Iterator[None]:
+    try:
+        for net in nets:
+            net.nats.start()
+        yield
+    finally:
+        for net in nets:
+            net.nats.stop()
+
+
+@asynccontextmanager
+async def _nodes(ring: Ring, nodes: list[NodeProcess]) -> AsyncIterator[None]:
+    """Start every network's node, wait until each answers, and stop them all (at once) when the block ends."""
+    try:
+        for node in nodes:
+            node.launch()
+        for net, node, http in zip(ring.nets, nodes, ring.clients, strict=True):
+            deadline = time.monotonic() + 300
+            while True:
+                if not node.running:
+                    raise SystemExit(f"{net.name}'s node exited while starting:\n{node.log_tail()}")
+                try:
+                    if (await http.get("/ledger/ready")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{net.name}'s node did not start:\n{node.log_tail()}")
+                await asyncio.sleep(0.2)
+        yield
+    finally:
+        for node in nodes:
+            if node.running and node.pid is not None:
+                os.kill(node.pid, signal.SIGTERM)  # all at once, then reap each: ten stops in parallel
+        for node in nodes:
+            node.stop()
+
+
+async def _sampling(kinds: dict[str, memory.Kind], peaks: memory.Peaks) -> None:
+    while True:
+        peaks.add(await asyncio.to_thread(memory.sample, kinds))
+        await asyncio.sleep(SAMPLE_SECONDS)
+
+
+async def _trade(ring: Ring, per_link: int) -> Trades:
+    """``per_link`` payments each way over each link of the ring, and one each way to an account the payee's
+    network does not have; with CONCURRENCY in the air at once."""
+    coordinator = {"Authorization": f"Bearer {TOKENS['coordinator']}"}
+    service = {"Authorization": f"Bearer {TOKENS['service']}"}
+    members: list[list[str]] = []
+    for http in ring.clients:
+        opened = []
+        for m in range(MEMBERS):
+            r = await http.post("/ledger/accounts", json={"key": f"member-{m}"}, headers=coordinator)
+            r.raise_for_status()
+            opened.append(str(r.json()["id"]))
+        members.append(opened)
+    payments: list[tuple[int, dict[str, object]]] = []
+    for a in range(len(ring.nets)):
+        for payer, payee in ((a, ring.right(a)), (ring.right(a), a)):
+            clearing = ring.clearing[payer][ring.nets[payee].origin]
+            for k in range(per_link + 1):
+                remote = members[payee][k % MEMBERS] if k < per_link else "acct_" + os.urandom(10).hex()
+                body = {
+                    "key": f"pay-{ring.nets[payee].name}-{k}",
+                    "payer": members[payer][k % MEMBERS],
+                    "payee": clearing,
+                    "minutes": 1 + k % 3,
+                    "remote_payee": remote,
+                }
+                payments.append((payer, body))
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def pay(payer: int, body: dict[str, object]) -> None:
+        async with gate:
+            r = await ring.clients[payer].post("/ledger/transfers", json=body, headers=service)
+        if r.status_code != 201:
+            raise SystemExit(f"a payment in {ring.nets[payer].name} was refused: {r.status_code} {r.text[:200]}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(pay(payer, body) for payer, body in payments))
+    links = 2 * len(ring.nets)
+    return Trades(accepted=links * per_link, rejected=links, seconds=time.perf_counter() - t0)
+
+
+async def _audit_pair(ring: Ring, root: Path) -> str:
+    """``timebank audit`` of the first network with its right neighbour's log, as an outside auditor runs it:
+    every check, both neighbours' cosignatures, and the pairing of the two logs' cross-network transfers."""
+    a, b = ring.nets[0], ring.nets[1]
+    report = root / "audit.json"
+    argv = [
+        sys.executable, "-m", "services.node.cli", "audit", f"{a.url}/ledger", "--vkey", a.signer.verifier().to_text(),
+        "--witness", ring.nets[ring.left(0)].witness.verifier().to_text(), "--witness", b.witness.verifier().to_text(),
+        "--neighbour", f"{b.url}/ledger", "--neighbour-vkey", b.signer.verifier().to_text(),
+        "--no-state", "--no-cache", "--quiet", "--jobs", "1", "--json", str(report),
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if not report.exists():
+        return f"could not run (exit {proc.returncode}): {out.decode(errors='replace')[-400:]}"
+    found = json.loads(report.read_bytes())
+    checks = {c["id"]: c for c in found["checks"]}
+    failed = sorted(c["id"] for c in found["checks"] if c["status"] == "fail")
+    verdict = "pass" if proc.returncode == 0 and found["ok"] else "FAIL (" + ", ".join(failed) + ")"
+    pairing = checks.get("federation.pairing", {}).get("detail", "no pairing check")
+    return f"{verdict}; pairing: {pairing}"
+
+
+def _print_memory(peaks: memory.Peaks, at_steady: memory.Sample) -> None:
+    print(f"{'memory (RSS, summed)':<34} {'peak':>12} {'at steady state':>16}")
+    for kind, value in at_steady.rss.items():
+        label = f"  {kind} ({at_steady.processes[kind]} processes)"
+        print(f"{label:<34} {memory.mib(peaks.by_kind[kind]):>12} {memory.mib(value):>16}")
+    print(f"{'  total':<34} {memory.mib(peaks.total):>12} {memory.mib(at_steady.total):>16}")
+    print(f"{'  total, shared memory once':<34} {memory.mib(peaks.total_shared_once):>12} "
+          f"{memory.mib(at_steady.total_shared_once):>16}")  # fmt: skip
+    print("  (a plain RSS sum counts PostgreSQL's shared buffers once per backend that touched them; the last line")
+    print("   counts each kind's shared memory once)")
+
+
+async def _main(args: argparse.Namespace, root: Path) -> None:
+    count: int = args.networks
+    if count < 3:
+        raise SystemExit("timebank bench ring: a ring needs at least 3 networks")
+    names = _names(count)
+    print(f"ring of {count} networks on {os.cpu_count()} CPUs", flush=True)
+    t0 = time.perf_counter()
+    async with AsyncExitStack() as stack:
+        dbs = await stack.enter_async_context(
+            bench_databases(args.database_url, root, *(f"timebank_bench_{name}" for name in names))
+        )
+        t_postgres = time.perf_counter()
+        nets = [
+            network(name, url, root, names[(i - 1) % count], names[(i + 1) % count])
+            for i, (name, url) in enumerate(zip(names, dbs.urls, strict=True))
+        ]
+        stack.enter_context(_nats_servers(nets))
+        t_nats = time.perf_counter()
+        # Ten nodes of three pools each share one cluster: a few connections per pool keep them under its limit.
+        nodes = [
+            NodeProcess(node_config(net, nets[(i - 1) % count], nets[(i + 1) % count], max_pool=4),
+                        net.workdir / "node.log")
+            for i, net in enumerate(nets)
+        ]  # fmt: skip
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=net.url, timeout=60, trust_env=False))
+            for net in nets
+        ]
+        ring = Ring(nets, clients)
+        kinds: dict[str, memory.Kind] = {
+            "nodes": lambda: [n.pid for n in nodes if n.pid is not None],
+            "nats-servers": lambda: [n.nats.pid for n in nets if n.nats.pid is not None],
+        }
+        if dbs.postmaster is not None:
+            postmaster = dbs.postmaster
+            kinds["postgresql"] = lambda: [postmaster, *memory.children(postmaster)]
+        peaks = memory.Peaks()
+        sampler = asyncio.create_task(_sampling(kinds, peaks))
+        stack.callback(sampler.cancel)
+        await stack.enter_async_context(_nodes(ring, nodes))
+        t_nodes = time.perf_counter()
+        await linked(ring, within=300)
+        t_linked = time.perf_counter()
+        print(f"started in {t_linked - t0:.1f} s: PostgreSQL and {count} databases {t_postgres - t0:.1f} s, "
+              f"{count} NATS servers {t_nats - t_postgres:.1f} s, {count} nodes serving {t_nodes - t_nats:.1f} s, "
+              f"every link up {t_linked - t_nodes:.1f} s", flush=True)  # fmt: skip
+
+        trades = await _trade(ring, args.per_link)
+        t_traded = time.perf_counter()
+        print(f"trades: {trades.accepted + trades.rejected:,} payments over {count} links in {trades.seconds:.1f} s "
+              f"({trades.accepted:,} to neighbours' members, {trades.rejected} to accounts they do not have)",
+              flush=True)  # fmt: skip
+        state = await steady(ring, within=args.steady_within)
+        t_steady = time.perf_counter()
+        at_steady = memory.sample(kinds)
+        peaks.add(at_steady)
+        print(f"steady state {t_steady - t_traded:.1f} s after the last payment "
+              f"({t_steady - t_traded + trades.seconds:.1f} s after the first; {t_steady - t0:.1f} s from the start): "
+              f"{state}", flush=True)  # fmt: skip
+        print(f"audit of {ring.nets[0].name} with {ring.nets[1].name}'s log: {await _audit_pair(ring, root)}")
+        _print_memory(peaks, at_steady)
+
+
+def run(args: argparse.Namespace) -> int:
+    root = server_tempdir("timebank-bench-ring-")
+    try:
+        asyncio.run(_main(args, root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
