@@ -13,26 +13,31 @@ Kind = Callable[[], Iterable[int]]
 
 @dataclass(frozen=True)
 class Usage:
-    """One process's resident memory in bytes, and how much of it is shared memory (PostgreSQL's buffers)."""
+    """One process's resident memory in bytes: all of it (RSS), and its proportional share (PSS), where each page it
+    shares with other processes (PostgreSQL's shared buffers, libraries) counts divided by how many share it."""
 
     rss: int
-    shmem: int
+    pss: int
+
+
+def _kib_field(text: str, name: str) -> int | None:
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return int(value.split()[0]) * 1024
+    return None
 
 
 def usage(pid: int) -> Usage | None:
-    """The process's VmRSS and RssShmem, or None if it is gone."""
+    """The process's RSS and PSS, or None if it is gone."""
     try:
-        text = Path(f"/proc/{pid}/status").read_text()
+        rss = _kib_field(Path(f"/proc/{pid}/status").read_text(), "VmRSS")
+        pss = _kib_field(Path(f"/proc/{pid}/smaps_rollup").read_text(), "Pss")
     except OSError:
         return None
-    fields: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssShmem"):
-            fields[key] = int(value.split()[0]) * 1024
-    if "VmRSS" not in fields:
+    if rss is None:
         return None  # a zombie has no memory left
-    return Usage(fields["VmRSS"], fields.get("RssShmem", 0))
+    return Usage(rss, rss if pss is None else pss)
 
 
 def children(parent: int) -> list[int]:
@@ -53,51 +58,39 @@ def children(parent: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Sample:
-    """Resident memory per kind of process, summed over its processes (bytes), and how many processes."""
+    """RSS and PSS per kind of process, summed over its processes (bytes), and how many processes."""
 
     rss: dict[str, int]
+    pss: dict[str, int]
     processes: dict[str, int]
-    # Shared memory that a plain RSS sum counts once per process that touched it (PostgreSQL's shared buffers).
-    shared_overcount: int
-
-    @property
-    def total(self) -> int:
-        return sum(self.rss.values())
-
-    @property
-    def total_shared_once(self) -> int:
-        """The total with each kind's shared memory counted once, not once per process."""
-        return self.total - self.shared_overcount
 
 
 def sample(kinds: dict[str, Kind]) -> Sample:
     """Read every process of each kind."""
     rss: dict[str, int] = {}
+    pss: dict[str, int] = {}
     counts: dict[str, int] = {}
-    overcount = 0
     for kind, pids in kinds.items():
         used = [u for u in (usage(pid) for pid in pids()) if u is not None]
         rss[kind] = sum(u.rss for u in used)
+        pss[kind] = sum(u.pss for u in used)
         counts[kind] = len(used)
-        shared = [u.shmem for u in used]
-        overcount += sum(shared) - max(shared, default=0)
-    return Sample(rss, counts, overcount)
+    return Sample(rss, pss, counts)
 
 
 @dataclass
 class Peaks:
-    """The highest total seen, each kind's highest (not necessarily at the same moment), and the last sample."""
+    """Each figure's highest value seen (a kind's peak and the total's need not be at the same moment), and the
+    last sample."""
 
-    total: int = 0
-    total_shared_once: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
+    rss: dict[str, int] = field(default_factory=dict)
+    pss: dict[str, int] = field(default_factory=dict)
     last: Sample | None = None
 
     def add(self, s: Sample) -> None:
-        self.total = max(self.total, s.total)
-        self.total_shared_once = max(self.total_shared_once, s.total_shared_once)
-        for kind, value in s.rss.items():
-            self.by_kind[kind] = max(self.by_kind.get(kind, 0), value)
+        for peaks, values in ((self.rss, s.rss), (self.pss, s.pss)):
+            for kind, value in [*values.items(), ("total", sum(values.values()))]:
+                peaks[kind] = max(peaks.get(kind, 0), value)
         self.last = s
 
 

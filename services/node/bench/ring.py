@@ -18,10 +18,11 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
@@ -34,6 +35,8 @@ from services.node.processes import ServerProcess, server_tempdir
 MEMBERS = 4  # members per network who pay and are paid
 CONCURRENCY = 32  # payments in the air at once, over the whole ring
 SAMPLE_SECONDS = 0.5
+
+T = TypeVar("T")
 
 
 class NodeProcess(ServerProcess):
@@ -101,6 +104,20 @@ async def _nodes(ring: Ring, nodes: list[NodeProcess]) -> AsyncIterator[None]:
                 os.kill(node.pid, signal.SIGTERM)  # all at once, then reap each: ten stops in parallel
         for node in nodes:
             node.stop()
+
+
+async def _watching(ring: Ring, nodes: list[NodeProcess], work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result, unless a node exits first: then fail, with the end of its log."""
+    task = asyncio.create_task(work)
+    try:
+        while not task.done():
+            for net, node in zip(ring.nets, nodes, strict=True):
+                if not node.running:
+                    raise SystemExit(f"timebank bench ring: {net.name}'s node exited; its log ends:\n{node.log_tail()}")
+            await asyncio.wait({task}, timeout=1)
+        return task.result()
+    finally:
+        task.cancel()
 
 
 async def _sampling(kinds: dict[str, memory.Kind], peaks: memory.Peaks) -> None:
@@ -173,16 +190,17 @@ async def _audit_pair(ring: Ring, root: Path) -> str:
     return f"{verdict}; pairing: {pairing}"
 
 
-def _print_memory(peaks: memory.Peaks, at_steady: memory.Sample) -> None:
-    print(f"{'memory (RSS, summed)':<34} {'peak':>12} {'at steady state':>16}")
-    for kind, value in at_steady.rss.items():
-        label = f"  {kind} ({at_steady.processes[kind]} processes)"
-        print(f"{label:<34} {memory.mib(peaks.by_kind[kind]):>12} {memory.mib(value):>16}")
-    print(f"{'  total':<34} {memory.mib(peaks.total):>12} {memory.mib(at_steady.total):>16}")
-    print(f"{'  total, shared memory once':<34} {memory.mib(peaks.total_shared_once):>12} "
-          f"{memory.mib(at_steady.total_shared_once):>16}")  # fmt: skip
-    print("  (a plain RSS sum counts PostgreSQL's shared buffers once per backend that touched them; the last line")
-    print("   counts each kind's shared memory once)")
+def _print_memory(peaks: memory.Peaks, now: memory.Sample) -> None:
+    """RSS as asked of a process monitor, and PSS: what the ring holds, each shared page counted once in all."""
+    print(f"{'memory':<30} {'RSS peak':>10} {'RSS steady':>11} {'PSS peak':>10} {'PSS steady':>11}")
+    rows = [(f"{kind} ({now.processes[kind]} processes)", kind) for kind in now.rss]
+    for label, kind in [*rows, ("total", "total")]:
+        rss = sum(now.rss.values()) if kind == "total" else now.rss[kind]
+        pss = sum(now.pss.values()) if kind == "total" else now.pss[kind]
+        print(f"  {label:<28} {memory.mib(peaks.rss[kind]):>10} {memory.mib(rss):>11} "
+              f"{memory.mib(peaks.pss[kind]):>10} {memory.mib(pss):>11}")  # fmt: skip
+    print("  (RSS sums count a page that processes share, such as PostgreSQL's shared buffers, once per process;")
+    print("   PSS divides it among them; a kind's peak and the total's need not be at the same moment)")
 
 
 async def _main(args: argparse.Namespace, root: Path) -> None:
@@ -232,12 +250,12 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
               f"{count} NATS servers {t_nats - t_postgres:.1f} s, {count} nodes serving {t_nodes - t_nats:.1f} s, "
               f"every link up {t_linked - t_nodes:.1f} s", flush=True)  # fmt: skip
 
-        trades = await _trade(ring, args.per_link)
+        trades = await _watching(ring, nodes, _trade(ring, args.per_link))
         t_traded = time.perf_counter()
         print(f"trades: {trades.accepted + trades.rejected:,} payments over {count} links in {trades.seconds:.1f} s "
               f"({trades.accepted:,} to neighbours' members, {trades.rejected} to accounts they do not have)",
               flush=True)  # fmt: skip
-        state = await steady(ring, within=args.steady_within)
+        state = await _watching(ring, nodes, steady(ring, within=args.steady_within))
         t_steady = time.perf_counter()
         at_steady = memory.sample(kinds)
         peaks.add(at_steady)

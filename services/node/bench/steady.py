@@ -124,7 +124,12 @@ async def steady(ring: Ring, within: float) -> str:
     """Wait until the ring is steady; say what was found. Fail, naming what it still waits on, after ``within`` s."""
     deadline = time.monotonic() + within
     while True:
-        waiting, sizes = await pending(ring)
+        try:
+            waiting, sizes = await pending(ring)
+        except httpx.TransportError as exc:
+            # A node closing an idle kept-alive connection as the poll reuses it, say: ask again (if the node
+            # itself died, the bench says so).
+            waiting, sizes = [f"a node did not answer: {exc!r}"], []
         if not waiting:
             break
         if time.monotonic() > deadline:
