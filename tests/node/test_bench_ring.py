@@ -89,9 +89,11 @@ def test_an_interrupted_ring_leaves_no_server_running(scratch: Path) -> None:
                 break
         assert _left_behind(scratch), "the ring's servers should be running"
         bench.send_signal(signal.SIGINT)  # Ctrl-C
-        bench.communicate(timeout=120)
+        out, _ = bench.communicate(timeout=120)
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
+    assert bench.returncode == 130, out
+    assert "interrupted: every node and server of the ring is stopped" in out
     assert _left_behind(scratch) == []

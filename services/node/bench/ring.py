@@ -270,6 +270,9 @@ def run(args: argparse.Namespace) -> int:
     root = server_tempdir("timebank-bench-ring-")
     try:
         asyncio.run(_main(args, root))
+    except KeyboardInterrupt:
+        print("interrupted: every node and server of the ring is stopped", file=sys.stderr)
+        return 130
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
