@@ -36,8 +36,9 @@ def _bench(scratch: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _left_behind(scratch: Path) -> list[str]:
-    """Command lines of live processes that name the bench's directory (its nodes, NATS servers and PostgreSQL)."""
+def _left_behind(scratch: Path, *, pids: bool = False) -> list[str]:
+    """Command lines of live processes that name the bench's directory (its nodes, NATS servers and PostgreSQL),
+    each after its pid if ``pids``."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -47,7 +48,7 @@ def _left_behind(scratch: Path) -> list[str]:
         except OSError:
             continue
         if str(scratch) in cmdline:
-            found.append(cmdline)
+            found.append(f"{entry.name} {cmdline}" if pids else cmdline)
     return found
 
 
@@ -96,4 +97,25 @@ def test_an_interrupted_ring_leaves_no_server_running(scratch: Path) -> None:
             bench.wait()
     assert bench.returncode == 130, out
     assert "interrupted: every node and server of the ring is stopped" in out
+    assert _left_behind(scratch) == []
+
+
+def test_a_ring_whose_node_dies_fails_naming_it_and_stops_the_rest(scratch: Path) -> None:
+    bench = _bench(scratch, "--networks", "3", "--per-link", "200")
+    assert bench.stdout is not None
+    try:
+        deadline = time.monotonic() + 300
+        for line in bench.stdout:
+            if line.startswith("started in ") or time.monotonic() > deadline:
+                break
+        [victim] = [int(cmd.split()[0]) for cmd in _left_behind(scratch, pids=True) if "/ring01/node.toml" in cmd]
+        os.kill(victim, signal.SIGKILL)
+        out, _ = bench.communicate(timeout=120)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 1, out
+    assert "timebank bench ring: ring01's node exited; its log ends:" in out, out
+    assert "steady state" not in out
     assert _left_behind(scratch) == []

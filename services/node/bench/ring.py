@@ -28,7 +28,7 @@ import httpx
 
 from services.node.bench import memory
 from services.node.bench.federation import TOKENS, Network, network, node_config
-from services.node.bench.steady import Ring, linked, steady
+from services.node.bench.steady import Ring, RingFailed, linked, steady
 from services.node.benchdb import bench_databases
 from services.node.processes import ServerProcess, server_tempdir
 
@@ -88,14 +88,14 @@ async def _nodes(ring: Ring, nodes: list[NodeProcess]) -> AsyncIterator[None]:
             deadline = time.monotonic() + 300
             while True:
                 if not node.running:
-                    raise SystemExit(f"{net.name}'s node exited while starting:\n{node.log_tail()}")
+                    raise RingFailed(f"{net.name}'s node exited while starting:\n{node.log_tail()}")
                 try:
                     if (await http.get("/ledger/ready")).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{net.name}'s node did not start:\n{node.log_tail()}")
+                    raise RingFailed(f"{net.name}'s node did not start:\n{node.log_tail()}")
                 await asyncio.sleep(0.2)
         yield
     finally:
@@ -107,15 +107,17 @@ async def _nodes(ring: Ring, nodes: list[NodeProcess]) -> AsyncIterator[None]:
 
 
 async def _watching(ring: Ring, nodes: list[NodeProcess], work: Coroutine[Any, Any, T]) -> T:
-    """``work``'s result, unless a node exits first: then fail, with the end of its log."""
+    """``work``'s result, unless a node exits first (or while ``work`` fails, as it will when a node it asks is
+    gone): then fail naming that node, with the end of its log."""
     task = asyncio.create_task(work)
     try:
-        while not task.done():
+        while True:
+            await asyncio.wait({task}, timeout=1)
             for net, node in zip(ring.nets, nodes, strict=True):
                 if not node.running:
-                    raise SystemExit(f"timebank bench ring: {net.name}'s node exited; its log ends:\n{node.log_tail()}")
-            await asyncio.wait({task}, timeout=1)
-        return task.result()
+                    raise RingFailed(f"{net.name}'s node exited; its log ends:\n{node.log_tail()}")
+            if task.done():
+                return task.result()
     finally:
         task.cancel()
 
@@ -159,7 +161,7 @@ async def _trade(ring: Ring, per_link: int) -> Trades:
         async with gate:
             r = await ring.clients[payer].post("/ledger/transfers", json=body, headers=service)
         if r.status_code != 201:
-            raise SystemExit(f"a payment in {ring.nets[payer].name} was refused: {r.status_code} {r.text[:200]}")
+            raise RingFailed(f"a payment in {ring.nets[payer].name} was refused: {r.status_code} {r.text[:200]}")
 
     t0 = time.perf_counter()
     await asyncio.gather(*(pay(payer, body) for payer, body in payments))
@@ -167,7 +169,7 @@ async def _trade(ring: Ring, per_link: int) -> Trades:
     return Trades(accepted=links * per_link, rejected=links, seconds=time.perf_counter() - t0)
 
 
-async def _audit_pair(ring: Ring, root: Path) -> str:
+async def _audit_pair(ring: Ring, root: Path) -> tuple[bool, str]:
     """``timebank audit`` of the first network with its right neighbour's log, as an outside auditor runs it:
     every check, both neighbours' cosignatures, and the pairing of the two logs' cross-network transfers."""
     a, b = ring.nets[0], ring.nets[1]
@@ -181,13 +183,13 @@ async def _audit_pair(ring: Ring, root: Path) -> str:
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     if not report.exists():
-        return f"could not run (exit {proc.returncode}): {out.decode(errors='replace')[-400:]}"
+        return False, f"could not run (exit {proc.returncode}): {out.decode(errors='replace')[-400:]}"
     found = json.loads(report.read_bytes())
     checks = {c["id"]: c for c in found["checks"]}
     failed = sorted(c["id"] for c in found["checks"] if c["status"] == "fail")
-    verdict = "pass" if proc.returncode == 0 and found["ok"] else "FAIL (" + ", ".join(failed) + ")"
+    passed = proc.returncode == 0 and bool(found["ok"])
     pairing = checks.get("federation.pairing", {}).get("detail", "no pairing check")
-    return f"{verdict}; pairing: {pairing}"
+    return passed, ("pass" if passed else "FAIL (" + ", ".join(failed) + ")") + f"; pairing: {pairing}"
 
 
 def _print_memory(peaks: memory.Peaks, now: memory.Sample) -> None:
@@ -203,10 +205,8 @@ def _print_memory(peaks: memory.Peaks, now: memory.Sample) -> None:
     print("   PSS divides it among them; a kind's peak and the total's need not be at the same moment)")
 
 
-async def _main(args: argparse.Namespace, root: Path) -> None:
+async def _main(args: argparse.Namespace, root: Path) -> int:
     count: int = args.networks
-    if count < 3:
-        raise SystemExit("timebank bench ring: a ring needs at least 3 networks")
     names = _names(count)
     print(f"ring of {count} networks on {os.cpu_count()} CPUs", flush=True)
     t0 = time.perf_counter()
@@ -262,17 +262,23 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         print(f"steady state {t_steady - t_traded:.1f} s after the last payment "
               f"({t_steady - t_traded + trades.seconds:.1f} s after the first; {t_steady - t0:.1f} s from the start): "
               f"{state}", flush=True)  # fmt: skip
-        print(f"audit of {ring.nets[0].name} with {ring.nets[1].name}'s log: {await _audit_pair(ring, root)}")
+        audited, audit = await _audit_pair(ring, root)
+        print(f"audit of {ring.nets[0].name} with {ring.nets[1].name}'s log: {audit}")
         _print_memory(peaks, at_steady)
+    return 0 if audited else 1
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.networks < 3:
+        raise SystemExit("timebank bench ring: a ring needs at least 3 networks")
     root = server_tempdir("timebank-bench-ring-")
     try:
-        asyncio.run(_main(args, root))
+        return asyncio.run(_main(args, root))
+    except RingFailed as exc:
+        print(f"timebank bench ring: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: every node and server of the ring is stopped", file=sys.stderr)
         return 130
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return 0

@@ -25,6 +25,10 @@ AUDITOR = {"Authorization": f"Bearer {TOKENS['auditor']}"}
 POLL_SECONDS = 0.5  # the status costs each node some work: read it twice a second
 
 
+class RingFailed(RuntimeError):
+    """The ring broke (a node exited, a checkpoint or cosignature is bad, a fork was seen) or never became steady."""
+
+
 @dataclass
 class Ring:
     """The networks in ring order, a client for each node, and (once linked) each one's clearing accounts."""
@@ -63,7 +67,7 @@ async def linked(ring: Ring, within: float) -> None:
             return
         if time.monotonic() > deadline:
             waiting = [net.name for net, accounts in zip(ring.nets, found, strict=True) if len(accounts) < 2]
-            raise SystemExit(f"timebank bench ring: not every link came up; waiting on {', '.join(waiting)}")
+            raise RingFailed(f"not every link came up; waiting on {', '.join(waiting)}")
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -88,17 +92,17 @@ async def pending(ring: Ring) -> tuple[list[str], list[int]]:
         try:
             checkpoint = verify_checkpoint(note, net.signer.verifier())
         except LogVerifyError as exc:
-            raise SystemExit(f"timebank bench ring: {net.name}'s checkpoint does not verify: {exc}") from None
+            raise RingFailed(f"{net.name}'s checkpoint does not verify: {exc}") from None
         if checkpoint.size != sizes[i]:
             waiting.append(f"{net.name}'s checkpoint is of {checkpoint.size} of its {sizes[i]} entries")
         verdict = check_cosignatures(note, [nets[j].witness.verifier() for j in ring.neighbours(i)])
         if verdict.bad:
-            raise SystemExit(f"timebank bench ring: {net.name}'s checkpoint carries a bad cosignature: {verdict.bad}")
+            raise RingFailed(f"{net.name}'s checkpoint carries a bad cosignature: {verdict.bad}")
         if verdict.missing:
             waiting.append(f"{net.name}'s checkpoint awaits the cosignature of {', '.join(verdict.missing)}")
         status = await _status(http)
         if status["alerts"]:
-            raise SystemExit(f"timebank bench ring: {net.name} raised an alert: {status['alerts'][0]['detail']}")
+            raise RingFailed(f"{net.name} raised an alert: {status['alerts'][0]['detail']}")
         peers = {p["origin"]: p for p in status["peers"]}
         for j in ring.neighbours(i):
             peer = peers[nets[j].origin]
@@ -134,7 +138,7 @@ async def steady(ring: Ring, within: float) -> str:
             break
         if time.monotonic() > deadline:
             shown = "\n  ".join(waiting[:12]) + (f"\n  ... and {len(waiting) - 12} more" if len(waiting) > 12 else "")
-            raise SystemExit(f"timebank bench ring: no steady state after {within:.0f} s; still waiting on:\n  {shown}")
+            raise RingFailed(f"no steady state after {within:.0f} s; still waiting on:\n  {shown}")
         await asyncio.sleep(POLL_SECONDS)
     refused = 0
     for http in ring.clients:
