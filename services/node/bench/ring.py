@@ -35,6 +35,7 @@ from services.node.processes import ServerProcess, server_tempdir
 MEMBERS = 4  # members per network who pay and are paid
 CONCURRENCY = 32  # payments in the air at once, over the whole ring
 SAMPLE_SECONDS = 0.5
+CONNECTIONS = 180  # of the private cluster's 200, for the nodes (the rest: the bench and the audit)
 
 T = TypeVar("T")
 
@@ -61,6 +62,12 @@ class Trades:
     accepted: int  # to members of the neighbour
     rejected: int  # to accounts the neighbour does not have: rejected there and reversed here
     seconds: float  # from the first payment until the last was committed
+
+
+def _pool_size(count: int) -> int:
+    """Connections per pool (a node has three: ledger, exchange, federation) that keep ``count`` nodes within the
+    private cluster's 200 connections: 4 up to 15 networks, never under 2 (the services' minimum)."""
+    return max(2, min(4, CONNECTIONS // (3 * count)))
 
 
 def _names(count: int) -> list[str]:
@@ -221,9 +228,9 @@ async def _main(args: argparse.Namespace, root: Path) -> int:
         ]
         stack.enter_context(_nats_servers(nets))
         t_nats = time.perf_counter()
-        # Ten nodes of three pools each share one cluster: a few connections per pool keep them under its limit.
+        pool = _pool_size(count)
         nodes = [
-            NodeProcess(node_config(net, nets[(i - 1) % count], nets[(i + 1) % count], max_pool=4),
+            NodeProcess(node_config(net, nets[(i - 1) % count], nets[(i + 1) % count], max_pool=pool),
                         net.workdir / "node.log")
             for i, net in enumerate(nets)
         ]  # fmt: skip
