@@ -143,7 +143,8 @@ async def steady(ring: Ring, within: float) -> str:
     refused = 0
     for http in ring.clients:
         refused += sum(r["count"] for p in (await _status(http))["peers"] for r in p["rejected"])
+    span = f"{min(sizes):,}" if min(sizes) == max(sizes) else f"{min(sizes):,} to {max(sizes):,}"
     return (
-        f"logs of {min(sizes):,} to {max(sizes):,} entries, each copied whole by both neighbours and its checkpoint "
+        f"logs of {span} entries, each copied whole by both neighbours and its checkpoint "
         f"cosigned by both; nothing in flight; every link's clearing balances sum to 0; {refused} messages refused"
     )
