@@ -128,12 +128,7 @@ async def steady(ring: Ring, within: float) -> str:
     """Wait until the ring is steady; say what was found. Fail, naming what it still waits on, after ``within`` s."""
     deadline = time.monotonic() + within
     while True:
-        try:
-            waiting, sizes = await pending(ring)
-        except httpx.TransportError as exc:
-            # A node closing an idle kept-alive connection as the poll reuses it, say: ask again (if the node
-            # itself died, the bench says so).
-            waiting, sizes = [f"a node did not answer: {exc!r}"], []
+        waiting, sizes = await pending(ring)
         if not waiting:
             break
         if time.monotonic() > deadline:
