@@ -74,6 +74,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from services.node.bench.federation import run as run_federation_bench
 
         return run_federation_bench(args)
+    if args.what == "ring":
+        from services.node.bench.ring import run as run_ring_bench
+
+        return run_ring_bench(args)
     raise SystemExit(f"timebank: no benchmark called {args.what}")
 
 
@@ -116,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_peer_arguments(peer)
     peer.set_defaults(func=cmd_peer)
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=["ledger", "audit", "exchange", "federation"])
+    bench.add_argument("what", choices=["ledger", "audit", "exchange", "federation", "ring"])
     bench.add_argument("--transfers", type=int, default=20000, help="transfers per measured phase")
     bench.add_argument("--proof-size", type=int, default=1_000_000, help="log size for the proof benchmark")
     bench.add_argument("--database-url", help="use this database instead of a private PostgreSQL")
@@ -128,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--clients", type=int, default=32, help="concurrent clients making exchanges")
     bench.add_argument("--backlog", type=int, default=1_000_000, help="log size replicated as a backlog (federation)")
     bench.add_argument("--trades", type=int, default=6400, help="cross-network trades by 64 payers (federation)")
+    bench.add_argument("--networks", type=int, default=10, help="networks in the ring, each peered with two (ring)")
+    bench.add_argument("--per-link", type=int, default=20, help="payments each way over each link of the ring (ring)")
+    bench.add_argument(
+        "--steady-within", type=float, default=600, help="seconds to wait for the ring's steady state (ring)"
+    )
     bench.set_defaults(func=cmd_bench)
     audit = sub.add_parser("audit", help="verify a node's public log (or an exported one) from the outside")
     export = sub.add_parser("export", help="copy a node's public log into a directory that `audit` reads offline")

@@ -84,14 +84,16 @@ class Network:
         }
 
 
-def _network(name: str, database_url: str, root: Path, other: str) -> Network:
+def network(name: str, database_url: str, root: Path, *neighbours: str) -> Network:
+    """A network's keys, NATS server (admitting our services and each neighbour by the password issued to it) and
+    port, under ``root / name``; nothing started yet."""
     workdir = root / name
     workdir.mkdir(parents=True)
     signer = Signer.generate(f"bench.timebank.local/{name}")
     witness = CosignatureSigner.generate(f"bench.timebank.local/{name}/witness")
     write_signer_key(workdir / "network.key", signer)
     write_signer_key(workdir / "witness.key", witness)
-    issued = {other: f"{other}-{os.urandom(8).hex()}"}
+    issued = {other: f"{other}-{os.urandom(8).hex()}" for other in neighbours}
     authorization = workdir / "authorization.conf"
     access.write_authorization(authorization, access.authorization(name, LOCAL_USER, "local-secret", issued))
     server = NatsServer(
@@ -104,12 +106,13 @@ def _network(name: str, database_url: str, root: Path, other: str) -> Network:
     return Network(name, database_url, workdir, signer, witness, server, issued, free_port())
 
 
-def _config(net: Network, peer: Network) -> Path:
+def node_config(net: Network, *peers: Network, max_pool: int = 16) -> Path:
+    """Write the `timebank serve` configuration of the network, peered with ``peers``; return its path."""
     settings = {
         "origin": net.origin,
         "data_dir": str(net.workdir),
         "key_file": str(net.workdir / "network.key"),
-        "database": {"url": net.database_url, "max_pool": 16},
+        "database": {"url": net.database_url, "max_pool": max_pool},
         "http": {"host": LOCALHOST, "port": net.port},
         "nats": {
             "url": net.nats.url,
@@ -129,7 +132,7 @@ def _config(net: Network, peer: Network) -> Path:
         "federation": {
             "ledger_token": TOKENS["federation"],
             "witness_key_file": str(net.workdir / "witness.key"),
-            "peers": [peer.peer_entry(net)],
+            "peers": [peer.peer_entry(net) for peer in peers],
         },
         "log": {"format": "json", "level": "warning"},
     }
@@ -141,7 +144,7 @@ def _config(net: Network, peer: Network) -> Path:
 @asynccontextmanager
 async def _serving(net: Network, peer: Network) -> AsyncIterator[None]:
     """`timebank serve` for the network (ledger, exchange, federation) until the block ends."""
-    config = _config(net, peer)
+    config = node_config(net, peer)
     log = (net.workdir / "node.log").open("ab")
     net.proc = subprocess.Popen(  # noqa: ASYNC220 - starting a process is quick
         [sys.executable, "-m", "services.node.cli", "--config", str(config), "serve"],
@@ -359,8 +362,8 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         dbs = await stack.enter_async_context(
             bench_databases(args.database_url, root, "timebank_bench_riverside", "timebank_bench_hillside")
         )
-        river = _network("riverside", dbs.urls[0], root, "hillside")
-        hill = _network("hillside", dbs.urls[1], root, "riverside")
+        river = network("riverside", dbs.urls[0], root, "hillside")
+        hill = network("hillside", dbs.urls[1], root, "riverside")
         for net in (river, hill):
             net.nats.start()
             stack.callback(net.nats.stop)
