@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--name", help="key name: the log origin (default: settings origin)")
     keygen.add_argument("--out", help="file to write (default: settings key_file or <data_dir>/network.key)")
     keygen.set_defaults(func=cmd_keygen)
-    peer = sub.add_parser("peer", help="add, list or remove neighbouring networks (as a coordinator)")
+    peer = sub.add_parser(
+        "peer", help="add, list or remove neighbouring networks, and act on fork evidence (as a coordinator)"
+    )
     from services.node.peer import add_arguments as add_peer_arguments
 
     add_peer_arguments(peer)
