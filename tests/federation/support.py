@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from services.node.nats import NatsServer
 from services.node.processes import LOCALHOST, free_port
 from shared.note import CosignatureSigner, Signer
 from shared.settings import ApiToken, FederationSettings, LedgerSettings, NatsSettings, PeerSettings, Settings
+from tests.serving import InLoopServer, started
 
 LOCAL_USER = "timebank"
 TOKENS = {"service": "svc-secret", "coordinator": "coord-secret", "auditor": "audit-secret", "federation": "fed-secret"}
@@ -172,14 +172,6 @@ def node_app(net: Network, *, federation: bool = True) -> Node:
     return Node({"/ledger": ledger, "/federation": fed})
 
 
-class _Server(uvicorn.Server):
-    """uvicorn in the test's event loop, leaving pytest's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @asynccontextmanager
 async def served(net: Network, *, federation: bool = True, app: Node | None = None) -> AsyncIterator[None]:
     """Serve the network's node (or only its ledger; or ``app``, built already) on a loopback port, with uvicorn in
@@ -195,10 +187,10 @@ async def served(net: Network, *, federation: bool = True, app: Node | None = No
         lifespan="on",
         loop="asyncio",
     )
-    server = _Server(config)
+    server = InLoopServer(config)
     task = asyncio.create_task(server.serve(), name=f"serving {net.name}")
     try:
-        await eventually(lambda: _started(server, task), f"{net.name}'s node starts", within=60)
+        await eventually(lambda: started(server, task), f"{net.name}'s node starts", within=60)
         net.url = f"http://{LOCALHOST}:{port}"
         async with httpx.AsyncClient(base_url=net.url, timeout=60, trust_env=False) as client:
             net.client = client
@@ -208,13 +200,6 @@ async def served(net: Network, *, federation: bool = True, app: Node | None = No
         net.url = None
         server.should_exit = True
         await task
-
-
-async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
-    if task.done():
-        task.result()
-        raise AssertionError("the node stopped while starting")
-    return server.started
 
 
 @asynccontextmanager
