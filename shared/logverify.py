@@ -249,11 +249,18 @@ def verify_batch(state: TreeState, first: int, entries: Sequence[bytes], checkpo
     ``checkpoint`` must already be verified (``verify_checkpoint``). Returns the state of the grown tree; raises
     LogVerifyError (``gap``, ``size`` or ``root``) and leaves the caller's state as it was otherwise.
     """
+    leaf = merkle.leaf_hash
+    return verify_leaves(state, first, [leaf(data) for data in entries], checkpoint)
+
+
+def verify_leaves(state: TreeState, first: int, leaves: Sequence[bytes], checkpoint: Checkpoint) -> TreeState:
+    """``verify_batch`` for entries already hashed (``leaves``: their RFC 6962 leaf hashes), for a caller that keeps
+    the hashes, to store them say."""
     if first != state.size:
         raise LogVerifyError(
             "gap", f"the batch starts at entry {first:,}, but the known tree ends at {state.size:,}", index=state.size
         )
-    size = state.size + len(entries)
+    size = state.size + len(leaves)
     if size != checkpoint.size:
         raise LogVerifyError(
             "size",
@@ -263,9 +270,8 @@ def verify_batch(state: TreeState, first: int, entries: Sequence[bytes], checkpo
     # Appending leaf n merges one subtree per trailing one bit of n: about one node hash per leaf.
     edge = list(state.edge)
     n = state.size
-    leaf, node = merkle.leaf_hash, merkle.node_hash
-    for data in entries:
-        h = leaf(data)
+    node = merkle.node_hash
+    for h in leaves:
         bits = n
         while bits & 1:
             h = node(edge.pop(), h)

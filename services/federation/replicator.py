@@ -26,7 +26,8 @@ from services.federation import access, links, metrics, names, settler, store, w
 from services.federation.peers import Peer
 from services.federation.settle import from_neighbour
 from services.federation.witness_protocol import checkpoint_text
-from shared.logverify import LogVerifyError, TreeState, verify_batch, verify_checkpoint
+from shared import merkle
+from shared.logverify import LogVerifyError, TreeState, verify_checkpoint, verify_leaves
 from shared.note import parse_checkpoint
 from shared.outbox import Wakeup
 
@@ -39,6 +40,8 @@ FETCH_WAIT_SECONDS = 1.0
 HAND_BACK_SECONDS = FETCH_WAIT_SECONDS + 1.0
 # While a neighbour's fork evidence is open, its batches are offered again after this long.
 STOPPED_RETRY_SECONDS = 30.0
+# What we held when a store did not happen (another process stored first) is offered again after this long.
+START_OVER_SECONDS = 0.5
 # Batches held ahead of a missing one before the hole is reported as a gap.
 MAX_AHEAD = 4096
 # Batches let go at a gap are offered again after this long (the hole may have filled by then).
@@ -61,11 +64,15 @@ class Replicator:
         self._our_origin = our_origin
         self._our_name = our_name
         self._settling = settling
-        # The copy as stored; ``_verified`` runs ahead of it by what this fetch verified and is yet to store.
+        # The copy as stored; ``_verified`` runs ahead of it by what is verified and yet to store, and ``_base`` is
+        # where the store in flight (``_storing``, one at a time) leaves the copy: the next store starts there.
         self.tree = TreeState()
         self._verified = TreeState()
+        self._base = TreeState()
+        self._storing: asyncio.Task[str | None] | None = None
         self._pending: list[tuple[int, bytes]] = []  # verified checkpoints (size, note), in order
         self._pending_entries: list[bytes] = []
+        self._pending_leaves: list[bytes] = []
         self._pending_msgs: list[Msg] = []
         self._staged: list[bytes] = []
         self._staged_msgs: list[Msg] = []
@@ -91,7 +98,7 @@ class Replicator:
         """Replicate forever, reconnecting to the neighbour whenever it is unreachable."""
         async with self._pool.acquire() as conn:
             self.tree = (await store.replica(conn, self._peer.origin)).tree
-        self._verified = self.tree
+        self._verified = self._base = self.tree
         self._size_gauge.set(self.tree.size)
         failures = 0
         while True:
@@ -112,11 +119,11 @@ class Replicator:
 
     async def _hand_back(self, nc: NatsClient) -> None:
         """Give back what we hold unacknowledged (staged, or ahead of a hole) as we stop reading, so that whoever
-        reads next (we, restarted) gets it in seconds rather than after the stream's ack wait."""
-        held = [*self._pending_msgs, *self._staged_msgs, *(h.msg for h in self._ahead)]
-        self._staged, self._staged_msgs, self._ahead = [], [], []
-        self._pending, self._pending_entries, self._pending_msgs = [], [], []
-        self._verified = self.tree
+        reads next (we, restarted) gets it in seconds rather than after the stream's ack wait. A store in flight
+        is finished first (its batches are acknowledged, or given back, by it)."""
+        with contextlib.suppress(Exception):
+            await self._stored()
+        held = self._let_go()
         # The link may be gone: then the ack wait brings them back.
         with contextlib.suppress(Exception):
             for msg in held:
@@ -154,6 +161,9 @@ class Replicator:
 
     async def receive(self, msgs: list[Msg]) -> None:
         """Take fetched messages in: hold, stage, verify and store what they allow."""
+        if self._storing is not None and self._storing.done():
+            # A store that did not happen un-verifies what it held: know it before telling duplicates apart.
+            await self._stored()
         for msg in msgs:
             try:
                 batch = wire.decoder.decode(msg.data)
@@ -228,52 +238,116 @@ class Replicator:
         the rest of this fetch, what does not is refused."""
         msgs, entries = self._staged_msgs, self._staged
         self._staged_msgs, self._staged = [], []
+        leaf = merkle.leaf_hash
+        leaves = [leaf(data) for data in entries]  # hashed once: to verify, then to grow the copy's tiles
         try:
             checkpoint = verify_checkpoint(note, self._peer.log_key)
-            grown = verify_batch(self._verified, self._verified.size, entries, checkpoint)
+            grown = verify_leaves(self._verified, self._verified.size, leaves, checkpoint)
         except LogVerifyError as exc:
             await self._refuse(exc.reason, str(exc), msgs)
             return
         self._verified = grown
         self._pending.append((grown.size, note))
         self._pending_entries.extend(entries)
+        self._pending_leaves.extend(leaves)
         self._pending_msgs.extend(msgs)
 
     async def _store(self) -> None:
-        """Store what this fetch verified in one transaction, with what it asks of our ledger, then acknowledge it."""
+        """Send what this fetch verified to be stored. The store runs while the next fetch is read and verified; it
+        is awaited before the next one starts (one at a time, in order), and if it did not happen, what was verified
+        after it is let go and comes again."""
+        if not await self._stored():
+            return
         if not self._pending:
             return
-        pending, entries, msgs = self._pending, self._pending_entries, self._pending_msgs
-        self._pending, self._pending_entries, self._pending_msgs = [], [], []
-        verified, self._verified = self._verified, self.tree
+        pending, entries, leaves, msgs = self._pending, self._pending_entries, self._pending_leaves, self._pending_msgs
+        self._pending, self._pending_entries, self._pending_leaves, self._pending_msgs = [], [], [], []
+        base, self._base = self._base, self._verified
+        self._storing = asyncio.create_task(
+            self._write(base, self._verified, pending, entries, leaves, msgs), name=f"storing {self._peer.origin}"
+        )
+
+    async def _stored(self) -> bool:
+        """Wait for the store in flight; False if it did not store (everything verified after it is then let go:
+        the stream offers it again)."""
+        task, self._storing = self._storing, None
+        if task is None:
+            return True
+        try:
+            unstored = await task
+        except BaseException:
+            self._start_over(self.tree)
+            raise
+        if unstored is None:
+            return True
         async with self._pool.acquire() as conn:
-            stopped = await store.has_open_evidence(conn, self._peer.origin)
-            if stopped:
-                # Until a coordinator acts on the evidence, nothing more from this neighbour is applied or
-                # settled; the batches come again later, so the copy can carry on from here once it is settled.
-                metrics.REJECTED.labels(peer=self._peer.origin, reason="stopped").inc()
+            tree = (await store.replica(conn, self._peer.origin)).tree
+        delay = STOPPED_RETRY_SECONDS if unstored == "stopped" else START_OVER_SECONDS
+        for msg in self._start_over(tree):
+            await msg.nak(delay=delay)
+        return False
+
+    def _let_go(self) -> list[Msg]:
+        """Forget everything held beyond the stored copy; the messages it came in, to give back."""
+        held = [*self._pending_msgs, *self._staged_msgs, *(h.msg for h in self._ahead)]
+        self._staged, self._staged_msgs, self._ahead = [], [], []
+        self._pending, self._pending_entries, self._pending_leaves, self._pending_msgs = [], [], [], []
+        self._verified = self._base = self.tree
+        return held
+
+    def _start_over(self, tree: TreeState) -> list[Msg]:
+        self.tree = tree
+        self._size_gauge.set(tree.size)
+        return self._let_go()
+
+    async def _write(
+        self,
+        old: TreeState,
+        new: TreeState,
+        pending: list[tuple[int, bytes]],
+        entries: list[bytes],
+        leaves: list[bytes],
+        msgs: list[Msg],
+    ) -> str | None:
+        """Store verified entries growing the copy from ``old`` to ``new`` in one transaction, with what they ask of
+        our ledger, then acknowledge them; if they could not be stored, why ("stopped" by fork evidence, or "moved"
+        by another writer), their messages given back."""
+        try:
+            async with self._pool.acquire() as conn:
+                if await store.has_open_evidence(conn, self._peer.origin):
+                    # Until a coordinator acts on the evidence, nothing more from this neighbour is applied or
+                    # settled; the batches come again later, so the copy can carry on from here once it is settled.
+                    metrics.REJECTED.labels(peer=self._peer.origin, reason="stopped").inc()
+                    for msg in msgs:
+                        await msg.nak(delay=STOPPED_RETRY_SECONDS)
+                    return "stopped"
+                # What the entries ask of our ledger is queued with them, atomically: a crash loses neither.
+                found, answers = from_neighbour(self._our_origin, self._peer.origin, old.size, entries)
+                async with conn.transaction():
+                    moved = await store.append_verified(conn, self._peer.origin, old, new, pending, entries, leaves)
+                    if moved and found:
+                        queued = settler.enqueue(found)
+                        await conn.execute(queued.sql, *queued.args)
+                    if moved and answers:
+                        await store.record_crossnet(conn, answers)
+        except BaseException:
+            with contextlib.suppress(Exception):
                 for msg in msgs:
-                    await msg.nak(delay=STOPPED_RETRY_SECONDS)
-                return
-            # What the entries ask of our ledger is queued with them, atomically: a crash loses neither.
-            found, answers = from_neighbour(self._our_origin, self._peer.origin, self.tree.size, entries)
-            async with conn.transaction():
-                moved = await store.append_verified(conn, self._peer.origin, self.tree, verified, pending, entries)
-                if moved and found:
-                    queued = settler.enqueue(found)
-                    await conn.execute(queued.sql, *queued.args)
-                if moved and answers:
-                    await store.record_crossnet(conn, answers)
-            if not moved:  # another process stored it first: carry on from what is stored
-                verified = (await store.replica(conn, self._peer.origin)).tree
-        if moved and found:
+                    await msg.nak(delay=START_OVER_SECONDS)
+            raise
+        if not moved:  # another process stored first, or a coordinator reset the copy: start again from the store
+            for msg in msgs:
+                await msg.nak(delay=START_OVER_SECONDS)
+            return "moved"
+        if found:
             self._settling.set()
-        self.tree = self._verified = verified
-        self._size_gauge.set(verified.size)
-        if verified.size >= self.seen_size:
+        self.tree = new
+        self._size_gauge.set(new.size)
+        if new.size >= self.seen_size:
             self.caught_up_at = time.time()
         for msg in msgs:
             await msg.ack()
+        return None
 
     async def _refuse(self, reason: str, detail: str, msgs: list[Msg], *, again_after: float | None = None) -> None:
         """Count and log a refusal; the messages are not applied, and never delivered again (or, with

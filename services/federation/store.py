@@ -75,17 +75,20 @@ async def append_verified(
     new: TreeState,
     checkpoints: list[tuple[int, bytes]],
     entries: list[bytes],
+    leaves: list[bytes] | None = None,
 ) -> bool:
     """Append verified entries that grow the copy from ``old`` to ``new`` (``checkpoints``: the (size, note) of
-    each checkpoint they were verified against, the last for ``new``), with the copy's hash tiles; False if the
-    copy was not at ``old``."""
+    each checkpoint they were verified against, the last for ``new``; ``leaves``: the entries' leaf hashes, if the
+    caller has them), with the copy's hash tiles; False if the copy was not at ``old``."""
     async with conn.transaction():
         # The row lock keeps two writers from growing the tiles from one right edge.
         if await conn.fetchval(Q["lock_replica"], origin) != old.size:
             return False
         edge = await _right_edge(conn, origin, old)
-        leaf = merkle.leaf_hash
-        edge.extend([leaf(data) for data in entries])
+        if leaves is None:
+            leaf = merkle.leaf_hash
+            leaves = [leaf(data) for data in entries]
+        edge.extend(leaves)
         if edge.root() != new.root:
             raise RuntimeError(f"the tiles of our copy of {origin} do not make its verified tree of {new.size:,}")
         grown = edge.take_dirty()

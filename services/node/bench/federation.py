@@ -379,8 +379,11 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
             httpx.AsyncClient(base_url=hill.url, timeout=30) as hhttp,
             httpx.AsyncClient(base_url=river.url, timeout=30) as rhttp,
         ):
+            published_in: list[float] = []
 
             async def copied() -> bool:
+                if not published_in and int((await _status(rhttp))["published_size"]) >= size:  # type: ignore[call-overload]
+                    published_in.append(time.perf_counter() - t0)
                 return await _peer_field(hhttp, "replicated_size") >= size
 
             await _until(copied, "hillside holds riverside's backlog")
@@ -408,7 +411,8 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         print(f"{'  ceiling: bare JetStream publish+fetch + SHA-256 leaves':<58} {ceiling:>12,.0f} "
               f"{transport + hashing:>9.1f}")  # fmt: skip
         print(f"{'    of which JetStream / hashing (s)':<58} {'':>12} {transport:>4.1f} / {hashing:.1f}")
-        print(f"  backlog rate is {100 * size / backlog / ceiling:.0f}% of the ceiling; published {published:,}")
+        print(f"  backlog rate is {100 * size / backlog / ceiling:.0f}% of the ceiling; published {published:,}"
+              + (f" (all of the backlog within {published_in[0]:.1f} s)" if published_in else ""))  # fmt: skip
         print()
         print(f"cross-network trades, {PAYERS} payers: {len(latencies):,} settled in {trade_seconds:.1f} s = "
               f"{len(latencies) / trade_seconds:,.0f}/s; commit -> decision in payer's copy "
