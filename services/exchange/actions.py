@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.exchange.domain import Actor
+from services.exchange.domain.members import Actor
 
 if TYPE_CHECKING:  # only the view's shape: nothing here reads the database
     from services.exchange.store import ExchangeView

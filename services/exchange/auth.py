@@ -23,7 +23,7 @@ from typing import Any, Literal, NamedTuple
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from services.exchange.domain import Actor
+from services.exchange.domain.members import Actor
 from services.exchange.store import Q
 from shared.db import Connection
 from shared.errors import Forbidden, TooManyRequests, Unauthorized

@@ -27,7 +27,7 @@ from litestar.response import Redirect, Template
 from services.exchange import auth, store
 from services.exchange import events as ev
 from services.exchange.auth import Principal
-from services.exchange.domain import Actor
+from services.exchange.domain.members import Actor
 from services.exchange.service import Commands
 from services.ledger.client import LedgerClient
 from shared.errors import DomainError, Forbidden, Invalid

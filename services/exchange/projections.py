@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from services.exchange import domain
 from services.exchange import events as ev
+from services.exchange.domain.exchanges import fold_exchange
+from services.exchange.domain.listings import fold_listing
+from services.exchange.domain.members import fold_member
+from services.exchange.domain.payments import fold_payment
 from services.exchange.eventstore import all_events
 from services.exchange.store import ExchangeView, Line, Party
 from services.exchange.vault import Vault
@@ -78,7 +81,7 @@ async def rebuild(conn: Connection) -> int:
 
 
 async def _member(vault: Vault, member_id: str, history: list[ev.AnyEvent]) -> Write:
-    member = domain.fold_member(member_id, history)
+    member = fold_member(member_id, history)
     assert member is not None
     details: ev.MemberDetails | None = None
     joined = history[0].at
@@ -130,7 +133,7 @@ def _invitation(invitation_id: str, history: list[ev.AnyEvent]) -> Write:
 
 
 async def _listing(vault: Vault, listing_id: str, history: list[ev.AnyEvent]) -> Write:
-    listing = domain.fold_listing(listing_id, history)
+    listing = fold_listing(listing_id, history)
     assert listing is not None
     assert listing.expires is not None
     text: ev.ListingText | None = None
@@ -162,7 +165,7 @@ async def _listing(vault: Vault, listing_id: str, history: list[ev.AnyEvent]) ->
 
 
 async def _exchange(vault: Vault, exchange_id: str, history: list[ev.AnyEvent]) -> Projection:
-    ex = domain.fold_exchange(exchange_id, history)
+    ex = fold_exchange(exchange_id, history)
     assert ex is not None
     assert ex.created is not None
     assert ex.updated is not None
@@ -250,7 +253,7 @@ async def _exchange(vault: Vault, exchange_id: str, history: list[ev.AnyEvent]) 
 async def _payment(vault: Vault, payment_id: str, history: list[ev.AnyEvent]) -> Write:
     made = history[0]
     assert isinstance(made, ev.PaymentMade)
-    payment = domain.fold_payment(payment_id, history)
+    payment = fold_payment(payment_id, history)
     assert payment is not None
     settled = next((e for e in history if isinstance(e, ev.PaymentSettled)), None)
     memo = await vault.open(made.memo, ev.Memo)

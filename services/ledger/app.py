@@ -13,7 +13,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from services.ledger import api, pages, store
+from services.ledger import api, log_api, pages, store
 from services.ledger.access import Access
 from services.ledger.appender import Appender
 from services.ledger.tlog import CheckpointSigner
@@ -67,7 +67,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, signer: S
         route_handlers=[
             api.AccountController,
             api.TransferController,
-            api.LogController,
+            log_api.LogController,
             api.CrossnetController,
             api.health,
             api.ready,

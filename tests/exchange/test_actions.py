@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from services.exchange.actions import allowed_actions
-from services.exchange.domain import Actor
+from services.exchange.domain.members import Actor
 from services.exchange.store import ExchangeView, Line, Party
 
 ADA = Actor(member="mem_ada", role="member")  # provides the time

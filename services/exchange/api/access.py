@@ -11,7 +11,7 @@ from litestar.di import NamedDependency, Provide
 from services.exchange import auth
 from services.exchange.api.schema import SignIn
 from services.exchange.auth import Principal
-from services.exchange.domain import Actor
+from services.exchange.domain.members import Actor
 from services.exchange.service import Commands
 from services.ledger.client import LedgerClient
 from shared.errors import Forbidden, Unauthorized

@@ -13,7 +13,7 @@ from services.exchange import auth, store
 from services.exchange import commands as cmd
 from services.exchange.api.access import CommandsDep, GateDep, Me, PoolDep, caller, coordinator, signed_in
 from services.exchange.api.schema import Actions, DisputeBody, ProposalBody, RecordBody, ResolveBody
-from services.exchange.domain import Actor
+from services.exchange.domain.members import Actor
 from services.exchange.service import Commands
 from shared.errors import NotFound
 from shared.web import AnyRequest

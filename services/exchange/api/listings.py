@@ -14,7 +14,7 @@ from services.exchange import events as ev
 from services.exchange import store
 from services.exchange.api.access import CommandsDep, Me, PoolDep, signed_in
 from services.exchange.api.schema import ListingBody, ListingPatch
-from services.exchange.domain import Actor
+from services.exchange.domain.members import Actor
 from services.exchange.service import Commands
 from shared.errors import Invalid, NotFound
 

@@ -16,7 +16,7 @@ from services.exchange import store
 from services.exchange.api.access import CommandsDep, LedgerDep, Me, PoolDep, coordinator, signed_in
 from services.exchange.api.exchanges import member_exchanges, needs_action
 from services.exchange.api.schema import Actions, Balance, ImpactRow, PaymentBody, Statement, StatementEntry
-from services.exchange.domain import Actor
+from services.exchange.domain.members import Actor
 from services.exchange.service import Commands
 from services.ledger.client import LedgerClient, LedgerError, LedgerRefused
 from shared.errors import Conflict, DomainError, Invalid, NotFound, Unavailable

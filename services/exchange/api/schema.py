@@ -9,7 +9,7 @@ import msgspec
 
 from services.exchange import events as ev
 from services.exchange import store
-from services.exchange.domain import MAX_MINUTES
+from services.exchange.domain.exchanges import MAX_MINUTES
 
 # One line of text with something in it; multi-line text may also hold newlines and tabs.
 LINE = r"^(?=.*\S)[^\x00-\x1f\x7f]+$"

@@ -11,7 +11,7 @@ from litestar.response import Redirect, Template
 from services.exchange import commands as cmd
 from services.exchange import forms, store
 from services.exchange.api import listings, schema
-from services.exchange.domain import Actor
+from services.exchange.domain.members import Actor
 from services.exchange.forms import Visit, Visitor, optional, read_form
 from services.exchange.pages.account import my_page
 from shared.errors import DomainError, Invalid, NotFound

@@ -12,8 +12,8 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from services.exchange import domain
 from services.exchange import events as ev
+from services.exchange.domain.members import Member, MemberStatus
 from services.exchange.eventstore import StreamConflict
 from services.exchange.store import Q
 from services.exchange.unit import Unit
@@ -75,9 +75,7 @@ class Core:
             return result
         raise Conflict("too many concurrent changes to the same item; try again")
 
-    async def _accounts(
-        self, u: Unit, parties: list[str], members: dict[str, domain.Member] | None = None
-    ) -> dict[str, str]:
+    async def _accounts(self, u: Unit, parties: list[str], members: dict[str, Member] | None = None) -> dict[str, str]:
         """Ledger accounts of members (or of the pot); refuses while one is not open yet."""
         known = dict(members or {})
         missing = [p for p in parties if p != ev.POT and p not in known]
@@ -117,15 +115,13 @@ def account_key(member: str) -> str:
     return f"exchange/{member}"
 
 
-async def member_states(u: Unit, ids: list[str]) -> dict[str, domain.Member]:
+async def member_states(u: Unit, ids: list[str]) -> dict[str, Member]:
     """Members as commands check them (status, role, ledger account), from the read model in one round trip."""
     return {r["id"]: member_of(r) for r in await u.conn.fetch(Q["member_states"], ids)}
 
 
-def member_of(row: Any) -> domain.Member:
-    return domain.Member(
-        id=row["id"], status=cast("domain.MemberStatus", row["status"]), role=row["role"], account=row["account"]
-    )
+def member_of(row: Any) -> Member:
+    return Member(id=row["id"], status=cast("MemberStatus", row["status"]), role=row["role"], account=row["account"])
 
 
 def exists(value: T | None, what: str, ident: str) -> T:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from services.exchange import domain, outbox
 from services.exchange import events as ev
+from services.exchange import outbox
 from services.exchange.auth import Credentials, Session, principal_of
 from services.exchange.commands import (
     AcceptExchange,
@@ -19,7 +19,8 @@ from services.exchange.commands import (
     RecordTime,
     ResolveDispute,
 )
-from services.exchange.domain import Actor
+from services.exchange.domain import exchanges
+from services.exchange.domain.members import Actor, Member, need_approved
 from services.exchange.eventstore import Loaded
 from services.exchange.service.core import Core, exists, member_of, memo_digest, new_id, now
 from services.exchange.store import ExchangeView, Q, unzip
@@ -44,7 +45,7 @@ class ExchangeCommands(Core):
             rows = await u.conn.fetch(Q["proposal"], listing, [*known, *named], _token(who))
             actor = _actor(who, rows[0])
             members = {r["id"]: member_of(r) for r in rows if r["id"] is not None}
-            domain.need_approved(members.get(actor.member), "propose exchanges")
+            need_approved(members.get(actor.member), "propose exchanges")
             provs, recs, cat = list(providers or []), list(receivers or []), category or "other"
             if listing is not None:
                 found = rows[0]
@@ -60,9 +61,9 @@ class ExchangeCommands(Core):
                 provs, recs = ([owner], [actor.member]) if found["kind"] == "offer" else ([actor.member], [owner])
                 cat = found["category"]
             for party in {*provs, *recs} - {actor.member}:
-                domain.need_approved(members.get(party), "take part in exchanges")
+                need_approved(members.get(party), "take part in exchanges")
             note_sealed = await u.vault.seal(exchange, ev.Note(text=note)) if note else None
-            new = domain.propose(
+            new = exchanges.propose(
                 exchange,
                 actor,
                 providers=provs,
@@ -90,28 +91,28 @@ class ExchangeCommands(Core):
             settles = isinstance(command, ConfirmExchange | ResolveDispute)
             actor, members = await _read_exchange(u, exchange_id, who, parties=settles)
             history = await u.load(exchange_id)
-            ex = exists(domain.fold_exchange(exchange_id, history), "exchange", exchange_id)
+            ex = exists(exchanges.fold_exchange(exchange_id, history), "exchange", exchange_id)
             at = now()
             match command:
                 case AcceptExchange():
-                    new = domain.accept(ex, actor, at)
+                    new = exchanges.accept(ex, actor, at)
                 case DeclineExchange():
-                    new = domain.decline(ex, actor, at)
+                    new = exchanges.decline(ex, actor, at)
                 case CancelExchange():
-                    new = domain.cancel(ex, actor, at)
+                    new = exchanges.cancel(ex, actor, at)
                 case RecordTime(minutes=minutes, memo=memo):
                     text = memo or f"exchange {exchange_id}"
                     salt = os.urandom(16)
                     sealed = await u.vault.seal(exchange_id, ev.Memo(text=text, salt=salt))
-                    new = domain.record(ex, actor, minutes, sealed, memo_digest(salt, text), at)
+                    new = exchanges.record(ex, actor, minutes, sealed, memo_digest(salt, text), at)
                 case ConfirmExchange():
-                    new = domain.confirm(ex, actor, at)
+                    new = exchanges.confirm(ex, actor, at)
                 case DisputeExchange(reason=reason):
-                    new = domain.dispute(ex, actor, await u.vault.seal(exchange_id, ev.Note(text=reason)), at)
+                    new = exchanges.dispute(ex, actor, await u.vault.seal(exchange_id, ev.Note(text=reason)), at)
                 case ResolveDispute(minutes=minutes):
-                    new = domain.resolve(ex, actor, minutes, at)
+                    new = exchanges.resolve(ex, actor, minutes, at)
             full = await u.save(exchange_id, history, new)
-            after = domain.fold_exchange(exchange_id, full)
+            after = exchanges.fold_exchange(exchange_id, full)
             assert after is not None
             await self._settle(u, after, members)
             await u.flush()
@@ -119,7 +120,7 @@ class ExchangeCommands(Core):
 
         return await self._tx(work)
 
-    async def _settle(self, u: Unit, ex: domain.Exchange, members: dict[str, domain.Member]) -> None:
+    async def _settle(self, u: Unit, ex: exchanges.Exchange, members: dict[str, Member]) -> None:
         """Tell the ledger about every confirmed line (the outbox ignores a key it already has)."""
         confirmed = [line for line in ex.live_lines if line.state == "confirmed"]
         if not confirmed:
@@ -143,7 +144,7 @@ class ExchangeCommands(Core):
 
 async def _read_exchange(
     u: Unit, exchange_id: str, who: Actor | Credentials, *, parties: bool
-) -> tuple[Actor, dict[str, domain.Member]]:
+) -> tuple[Actor, dict[str, Member]]:
     """Read the exchange's stream for ``u.load``, the caller's session and (``parties``) the parties as
     ``member_states`` would, in one round trip: the acting member, and those parties."""
     query = Q["exchange_for_settling" if parties else "exchange_for_command"]
@@ -156,7 +157,7 @@ async def _read_exchange(
     if not parties or first["ids"] is None:
         return actor, {}
     found = unzip(first, {"id": "ids", "status": "statuses", "role": "roles", "account": "accounts"})
-    return actor, {p["id"]: domain.Member(**p) for p in found}
+    return actor, {p["id"]: Member(**p) for p in found}
 
 
 def _token(who: Actor | Credentials) -> str | None:

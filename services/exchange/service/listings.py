@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from services.exchange import domain
 from services.exchange import events as ev
 from services.exchange.commands import (
     EditListing,
@@ -14,7 +13,8 @@ from services.exchange.commands import (
     ResumeListing,
     WithdrawListing,
 )
-from services.exchange.domain import Actor
+from services.exchange.domain import listings
+from services.exchange.domain.members import Actor, need_approved
 from services.exchange.service.core import Core, exists, fields_of, member_states, new_id, now
 from services.exchange.unit import Unit
 from services.exchange.vault import Vault
@@ -28,7 +28,7 @@ class ListingCommands(Core):
         listing = new_id("lst")
 
         async def work(u: Unit) -> str:
-            domain.need_approved((await member_states(u, [actor.member])).get(actor.member), "list offers or requests")
+            need_approved((await member_states(u, [actor.member])).get(actor.member), "list offers or requests")
             at = now()
             until = self._expiry(command.expires, at)
             sealed = await u.vault.seal(actor.member, command.text)
@@ -54,14 +54,14 @@ class ListingCommands(Core):
 
         async def work(u: Unit) -> None:
             history = await u.load(listing_id)
-            listing = exists(domain.fold_listing(listing_id, history), "listing", listing_id)
+            listing = exists(listings.fold_listing(listing_id, history), "listing", listing_id)
             current = await _listing_text(u.vault, history)
             if current is None:
                 raise Conflict("this listing's text was erased")
             merged = ev.ListingText(**{**fields_of(current), **text})
             last = _last_version(history)
             at = now()
-            new = domain.edit_listing(
+            new = listings.edit_listing(
                 listing,
                 actor,
                 category=category or listing.category,
@@ -80,15 +80,15 @@ class ListingCommands(Core):
 
         async def work(u: Unit) -> None:
             history = await u.load(listing_id)
-            listing = exists(domain.fold_listing(listing_id, history), "listing", listing_id)
+            listing = exists(listings.fold_listing(listing_id, history), "listing", listing_id)
             at = now()
             match command:
                 case PauseListing():
-                    new = domain.pause_listing(listing, actor, at)
+                    new = listings.pause_listing(listing, actor, at)
                 case ResumeListing():
-                    new = domain.resume_listing(listing, actor, at)
+                    new = listings.resume_listing(listing, actor, at)
                 case WithdrawListing():
-                    new = domain.withdraw_listing(listing, actor, at)
+                    new = listings.withdraw_listing(listing, actor, at)
             await u.save(listing_id, history, new)
 
         await self._tx(work)

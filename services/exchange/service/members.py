@@ -7,8 +7,8 @@ import secrets
 from collections.abc import Callable
 from datetime import timedelta
 
-from services.exchange import domain, outbox
 from services.exchange import events as ev
+from services.exchange import outbox
 from services.exchange.commands import (
     ApplyToJoin,
     ApproveMember,
@@ -19,7 +19,8 @@ from services.exchange.commands import (
     RejectMember,
     UpdateProfile,
 )
-from services.exchange.domain import Actor
+from services.exchange.domain import members
+from services.exchange.domain.members import Actor
 from services.exchange.eventstore import load
 from services.exchange.projections import project
 from services.exchange.service.core import Core, account_key, details_of, exists, fields_of, new_id, now
@@ -94,8 +95,8 @@ class MemberCommands(Core):
 
         async def work(u: Unit) -> None:
             history = await u.load(member_id)
-            member = exists(domain.fold_member(member_id, history), "member", member_id)
-            new = domain.approve(member, actor, now())
+            member = exists(members.fold_member(member_id, history), "member", member_id)
+            new = members.approve(member, actor, now())
             await u.save(member_id, history, new)
             if new:
                 await u.enqueue(outbox.OpenLedgerAccount(key=account_key(member_id), kind="member", member=member_id))
@@ -103,10 +104,10 @@ class MemberCommands(Core):
         await self._tx(work)
 
     async def reject(self, actor: Actor, command: RejectMember) -> None:
-        await self._member_change(command.member, lambda m: domain.reject(m, actor, now()))
+        await self._member_change(command.member, lambda m: members.reject(m, actor, now()))
 
     async def change_role(self, actor: Actor, command: ChangeRole) -> None:
-        await self._member_change(command.member, lambda m: domain.change_role(m, actor, command.role, now()))
+        await self._member_change(command.member, lambda m: members.change_role(m, actor, command.role, now()))
 
     async def update_profile(self, actor: Actor, command: UpdateProfile) -> None:
         """Change some of a member's profile fields (name, skills, area, bio); the rest stay as they were."""
@@ -114,13 +115,13 @@ class MemberCommands(Core):
 
         async def work(u: Unit) -> None:
             history = await u.load(actor.member)
-            member = exists(domain.fold_member(actor.member, history), "member", actor.member)
+            member = exists(members.fold_member(actor.member, history), "member", actor.member)
             current = await details_of(u.vault, history)
             if current is None:
                 raise Conflict("this member's details were erased")
             details = ev.MemberDetails(**{**fields_of(current), **update})
             sealed = await u.vault.seal(actor.member, details)
-            await u.save(actor.member, history, domain.update_profile(member, actor, sealed, now()))
+            await u.save(actor.member, history, members.update_profile(member, actor, sealed, now()))
 
         await self._tx(work)
 
@@ -130,8 +131,8 @@ class MemberCommands(Core):
 
         async def work(u: Unit) -> None:
             history = await u.load(member_id)
-            member = exists(domain.fold_member(member_id, history), "member", member_id)
-            new = domain.erase(member, actor, now())
+            member = exists(members.fold_member(member_id, history), "member", member_id)
+            new = members.erase(member, actor, now())
             if not new:
                 return
             details = await details_of(u.vault, history)
@@ -156,10 +157,10 @@ class MemberCommands(Core):
 
         await self._tx(work, transaction=True)
 
-    async def _member_change(self, member_id: str, decide: Callable[[domain.Member], list[ev.AnyEvent]]) -> None:
+    async def _member_change(self, member_id: str, decide: Callable[[members.Member], list[ev.AnyEvent]]) -> None:
         async def work(u: Unit) -> None:
             history = await u.load(member_id)
-            member = exists(domain.fold_member(member_id, history), "member", member_id)
+            member = exists(members.fold_member(member_id, history), "member", member_id)
             await u.save(member_id, history, decide(member))
 
         await self._tx(work)

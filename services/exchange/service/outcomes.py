@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from services.exchange import domain, outbox
 from services.exchange import events as ev
+from services.exchange import outbox
+from services.exchange.domain.exchanges import fold_exchange
+from services.exchange.domain.members import fold_member
 from services.exchange.service.core import POT_KEY, Core, exists, log, now
 from services.exchange.unit import Unit
 from services.exchange.vault import Vault
@@ -52,7 +54,7 @@ class OutcomeCommands(Core):
                 return
             member = command.member
             history = await u.load(member)
-            if domain.fold_member(member, history) is not None and not any(
+            if fold_member(member, history) is not None and not any(
                 isinstance(e, ev.LedgerAccountOpened) for e in history
             ):
                 await u.save(member, history, [ev.LedgerAccountOpened(at=at, member=member, account=account)])
@@ -69,7 +71,7 @@ class OutcomeCommands(Core):
             else:
                 new = [ev.PaymentRefused(at=at, payment=stream, reason=_reason(outcome))]
         else:
-            ex = exists(domain.fold_exchange(stream, history), "exchange", stream)
+            ex = exists(fold_exchange(stream, history), "exchange", stream)
             line = next(line for line in ex.lines if ex.key(line) == command.key)
             if line.state != "confirmed":
                 return  # an answer to a settled or superseded attempt

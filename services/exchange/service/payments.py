@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
-from services.exchange import domain, outbox
 from services.exchange import events as ev
+from services.exchange import outbox
 from services.exchange.commands import (
     MakePayment,
 )
-from services.exchange.domain import Actor
+from services.exchange.domain import payments
+from services.exchange.domain.members import Actor, need_approved
 from services.exchange.service.core import Core, member_states, memo_digest, new_id, now
 from services.exchange.unit import Unit
 
@@ -25,11 +26,11 @@ class PaymentCommands(Core):
             u.new_stream(payment)
             members = await member_states(u, [actor.member, payee])
             if not actor.coordinator or kind != "grant":
-                domain.need_approved(members.get(actor.member), "send hours")
+                need_approved(members.get(actor.member), "send hours")
             text = memo or DEFAULT_MEMOS[kind]
             salt = os.urandom(16)
             sealed = await u.vault.seal(payment, ev.Memo(text=text, salt=salt))
-            new = domain.pay(
+            new = payments.pay(
                 payment,
                 actor,
                 kind=kind,

@@ -1,8 +1,5 @@
-"""The exchange's pure domain: aggregate state folded from events, and decisions that return new events.
-
-Nothing here talks to a database, the ledger or the web. Personal data arrives already sealed; decisions look
-only at who may do what, and in which state.
-"""
+"""Exchanges: proposed, answered, time recorded, confirmed or disputed, resolved; each provider-receiver line
+becomes one ledger transfer."""
 
 from __future__ import annotations
 
@@ -11,190 +8,12 @@ from datetime import datetime
 from typing import Literal
 
 from services.exchange import events as ev
-from shared.errors import Conflict, Forbidden, Invalid, NotFound
+from services.exchange.domain.members import Actor, need_coordinator
+from shared.errors import Conflict, Forbidden, Invalid
 
-MemberStatus = Literal["pending", "approved", "rejected", "erased"]
 LineState = Literal["open", "declined", "recorded", "confirmed", "disputed", "settled", "refused", "void"]
 # A single exchange line, like a single ledger transfer, is at most 1,000 hours.
 MAX_MINUTES = 60_000
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who is acting: a member id and their role (coordinators may act for the network)."""
-
-    member: str
-    role: str
-
-    @property
-    def coordinator(self) -> bool:
-        return self.role == "coordinator"
-
-
-# ---- Members ----
-
-
-@dataclass(slots=True)
-class Member:
-    id: str
-    status: MemberStatus = "pending"
-    role: str = "member"
-    account: str | None = None
-
-
-def fold_member(member_id: str, history: list[ev.AnyEvent]) -> Member | None:
-    if not history:
-        return None
-    member = Member(member_id)
-    for event in history:
-        if isinstance(event, ev.MemberApplied):
-            member.role = event.role
-            member.status = "approved" if event.invitation else "pending"
-        elif isinstance(event, ev.MemberApproved):
-            member.status = "approved"
-        elif isinstance(event, ev.MemberRejected):
-            member.status = "rejected"
-        elif isinstance(event, ev.LedgerAccountOpened):
-            member.account = event.account
-        elif isinstance(event, ev.RoleChanged):
-            member.role = event.role
-        elif isinstance(event, ev.MemberErased):
-            member.status = "erased"
-    return member
-
-
-def approve(member: Member, actor: Actor, at: datetime) -> list[ev.AnyEvent]:
-    _need_coordinator(actor)
-    if member.status == "approved":
-        return []  # approving twice changes nothing
-    if member.status != "pending":
-        raise Conflict(f"member {member.id} is {member.status} and cannot be approved", status=member.status)
-    return [ev.MemberApproved(at=at, member=member.id, by=actor.member)]
-
-
-def reject(member: Member, actor: Actor, at: datetime) -> list[ev.AnyEvent]:
-    _need_coordinator(actor)
-    if member.status != "pending":
-        raise Conflict(f"member {member.id} is {member.status}; only an application can be rejected")
-    return [ev.MemberRejected(at=at, member=member.id, by=actor.member)]
-
-
-def change_role(member: Member, actor: Actor, role: ev.Role, at: datetime) -> list[ev.AnyEvent]:
-    _need_coordinator(actor)
-    _need_active(member)
-    if member.role == role:
-        return []
-    return [ev.RoleChanged(at=at, member=member.id, role=role, by=actor.member)]
-
-
-def update_profile(member: Member, actor: Actor, details: ev.Sealed, at: datetime) -> list[ev.AnyEvent]:
-    if actor.member != member.id:
-        raise Forbidden("only the member may edit their profile")
-    if member.status in ("erased", "rejected"):
-        raise Conflict(f"member {member.id} is {member.status}")
-    return [ev.ProfileUpdated(at=at, member=member.id, details=details)]
-
-
-def erase(member: Member, actor: Actor, at: datetime) -> list[ev.AnyEvent]:
-    if actor.member != member.id and not actor.coordinator:
-        raise Forbidden("only the member or a coordinator may erase a member's personal data")
-    if member.status == "erased":
-        return []
-    return [ev.MemberErased(at=at, member=member.id, by=actor.member)]
-
-
-def need_approved(member: Member | None, what: str = "do this") -> Member:
-    """Only approved members with an open ledger account may list, propose or pay."""
-    if member is None:
-        raise NotFound("no such member")
-    if member.status != "approved":
-        raise Forbidden(f"member {member.id} is {member.status}: only approved members can {what}")
-    return member
-
-
-def _need_active(member: Member) -> None:
-    if member.status in ("erased", "rejected"):
-        raise Conflict(f"member {member.id} is {member.status}")
-
-
-def _need_coordinator(actor: Actor) -> None:
-    if not actor.coordinator:
-        raise Forbidden("this needs a coordinator")
-
-
-# ---- Listings ----
-
-
-@dataclass(slots=True)
-class Listing:
-    id: str
-    member: str
-    kind: str
-    category: ev.Category
-    status: Literal["active", "paused", "withdrawn"] = "active"
-    expires: datetime | None = None
-
-
-def fold_listing(listing_id: str, history: list[ev.AnyEvent]) -> Listing | None:
-    listing: Listing | None = None
-    for event in history:
-        if isinstance(event, ev.ListingPublished):
-            listing = Listing(listing_id, event.member, event.kind, event.category, expires=event.expires)
-        elif listing is None:
-            continue
-        elif isinstance(event, ev.ListingEdited):
-            listing.category, listing.expires = event.category, event.expires
-        elif isinstance(event, ev.ListingPaused):
-            listing.status = "paused"
-        elif isinstance(event, ev.ListingResumed):
-            listing.status = "active"
-        elif isinstance(event, ev.ListingWithdrawn):
-            listing.status = "withdrawn"
-    return listing
-
-
-def _own_listing(listing: Listing, actor: Actor) -> None:
-    if listing.member != actor.member and not actor.coordinator:
-        raise Forbidden("only the listing's member (or a coordinator) may change it")
-    if listing.status == "withdrawn":
-        raise Conflict(f"listing {listing.id} was withdrawn")
-
-
-def edit_listing(
-    listing: Listing,
-    actor: Actor,
-    *,
-    category: ev.Category,
-    shared: bool,
-    expires: datetime,
-    text: ev.Sealed,
-    at: datetime,
-) -> list[ev.AnyEvent]:
-    _own_listing(listing, actor)
-    if listing.member != actor.member:
-        raise Forbidden("only the listing's member may edit it; a coordinator may withdraw it")
-    if expires <= at:
-        raise Invalid("the expiry must be in the future")
-    return [ev.ListingEdited(at=at, listing=listing.id, category=category, shared=shared, expires=expires, text=text)]
-
-
-def pause_listing(listing: Listing, actor: Actor, at: datetime) -> list[ev.AnyEvent]:
-    _own_listing(listing, actor)
-    return [] if listing.status == "paused" else [ev.ListingPaused(at=at, listing=listing.id)]
-
-
-def resume_listing(listing: Listing, actor: Actor, at: datetime) -> list[ev.AnyEvent]:
-    _own_listing(listing, actor)
-    return [] if listing.status == "active" else [ev.ListingResumed(at=at, listing=listing.id)]
-
-
-def withdraw_listing(listing: Listing, actor: Actor, at: datetime) -> list[ev.AnyEvent]:
-    _own_listing(listing, actor)
-    by = actor.member if listing.member != actor.member else None
-    return [ev.ListingWithdrawn(at=at, listing=listing.id, by=by)]
-
-
-# ---- Exchanges ----
 
 
 @dataclass(slots=True)
@@ -421,74 +240,9 @@ def dispute(ex: Exchange, actor: Actor, reason: ev.Sealed, at: datetime) -> list
 
 def resolve(ex: Exchange, actor: Actor, minutes: int, at: datetime) -> list[ev.AnyEvent]:
     """A coordinator settles disputed (or ledger-refused) lines at ``minutes`` each; 0 posts nothing."""
-    _need_coordinator(actor)
+    need_coordinator(actor)
     if not 0 <= minutes <= MAX_MINUTES:
         raise Invalid(f"minutes must be between 0 and {MAX_MINUTES}")
     if not any(line.state in ("disputed", "refused") for line in ex.live_lines):
         raise Conflict(f"exchange {ex.id} is {ex.status}: nothing to resolve", status=ex.status)
     return [ev.DisputeResolved(at=at, exchange=ex.id, by=actor.member, minutes=minutes)]
-
-
-# ---- Payments ----
-
-
-@dataclass(slots=True)
-class Payment:
-    id: str
-    kind: str
-    payer: str
-    payee: str
-    minutes: int
-    memo_digest: str
-    status: Literal["pending", "settled", "refused"] = "pending"
-
-
-def fold_payment(payment_id: str, history: list[ev.AnyEvent]) -> Payment | None:
-    payment: Payment | None = None
-    for event in history:
-        if isinstance(event, ev.PaymentMade):
-            payment = Payment(payment_id, event.kind, event.payer, event.payee, event.minutes, event.memo_digest)
-        elif payment is None:
-            continue
-        elif isinstance(event, ev.PaymentSettled):
-            payment.status = "settled"
-        elif isinstance(event, ev.PaymentRefused):
-            payment.status = "refused"
-    return payment
-
-
-def pay(
-    payment_id: str,
-    actor: Actor,
-    *,
-    kind: ev.PaymentKind,
-    payee: str,
-    minutes: int,
-    memo: ev.Sealed,
-    digest: str,
-    at: datetime,
-) -> list[ev.AnyEvent]:
-    if not 1 <= minutes <= MAX_MINUTES:
-        raise Invalid(f"minutes must be between 1 and {MAX_MINUTES}")
-    if kind == "grant":
-        _need_coordinator(actor)
-        payer = ev.POT
-    else:
-        payer = actor.member
-    if kind == "donation":
-        payee = ev.POT
-    if payer == payee:
-        raise Invalid("you cannot send hours to yourself")
-    return [
-        ev.PaymentMade(
-            at=at,
-            payment=payment_id,
-            kind=kind,
-            payer=payer,
-            payee=payee,
-            minutes=minutes,
-            by=actor.member,
-            memo=memo,
-            memo_digest=digest,
-        )
-    ]
