@@ -9,7 +9,6 @@ stored is the caller's: it passes a ``StoredLog``.
 from __future__ import annotations
 
 import base64
-import struct
 from typing import Protocol
 
 from shared import merkle, tiles
@@ -108,7 +107,7 @@ async def tile_bytes(log: StoredLog, head: int, path: str) -> bytes:
         start = where.index * tiles.TILE_WIDTH
         if start + where.width > head:
             raise NotFound(f"entries {start}..{start + where.width - 1} are not all in the log yet")
-        return b"".join(struct.pack(">H", len(data)) + data for data in await log.entries(start, start + where.width))
+        return tiles.join_entry_bundle(await log.entries(start, start + where.width))
     stored = await log.tile(where.level, where.index)
     if stored is None or len(stored) < where.width * merkle.HASH_SIZE:
         raise NotFound(f"tile {path} does not exist (yet)")

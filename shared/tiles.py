@@ -83,6 +83,11 @@ def entries_path(index: int, width: int = TILE_WIDTH) -> str:
     return f"tile/entries/{_index_path(index, width)}"
 
 
+def join_entry_bundle(entries: Iterable[bytes]) -> bytes:
+    """A C2SP entry bundle of ``entries``: each as a big-endian 16-bit length, then its bytes."""
+    return b"".join(len(data).to_bytes(2, "big") + data for data in entries)
+
+
 def split_entry_bundle(data: bytes) -> list[bytes]:
     """The entries of a C2SP entry bundle: each is a big-endian 16-bit length, then that many bytes. Raises
     ValueError when the bundle ends inside an entry."""

@@ -12,15 +12,18 @@ SELECT size FROM federation.replicas WHERE origin = $1 FOR UPDATE
 
 -- name: append_verified
 -- Verified batches, all or nothing: the replica moves from $2 entries to $3 only if nobody moved it meanwhile;
--- $6 are the entries from $2 on, $7/$8 the sizes and notes of the checkpoints they were verified against.
+-- $6/$12/$13 the entries from $2 on as pieces of bundles, $7/$8 the sizes and notes of the checkpoints they were
+-- verified against, $9/$10/$11 the hash tiles they grew.
 WITH moved AS (
     UPDATE federation.replicas SET size = $3, edge = $4, checkpoint = $5, updated_at = now()
     WHERE origin = $1 AND size = $2
     RETURNING origin
 ),
 stored AS (
-    INSERT INTO federation.entries (origin, idx, data)
-    SELECT moved.origin, $2 + e.ord - 1, e.data FROM moved, unnest($6::bytea[]) WITH ORDINALITY AS e (data, ord)
+    -- $6 are bundles' worth of entries, the first one continuing the copy's last partial bundle if it has one.
+    INSERT INTO federation.bundles AS b (origin, idx, width, data)
+    SELECT moved.origin, e.idx, e.width, e.data FROM moved, unnest($12::bigint[], $13::smallint[], $6::bytea[]) AS e (idx, width, data)
+    ON CONFLICT (origin, idx) DO UPDATE SET width = b.width + excluded.width, data = b.data || excluded.data
 ),
 signed AS (
     INSERT INTO federation.checkpoints (origin, size, note)
@@ -54,13 +57,14 @@ SELECT hashes FROM federation.tiles WHERE origin = $1 AND level = $2 AND idx = $
 -- name: reset_copy
 -- Drop our copy of a log and our witness's record of it: both start again from nothing.
 WITH tiles AS (DELETE FROM federation.tiles WHERE origin = $1),
-entries AS (DELETE FROM federation.entries WHERE origin = $1),
+bundles AS (DELETE FROM federation.bundles WHERE origin = $1),
 checkpoints AS (DELETE FROM federation.checkpoints WHERE origin = $1),
 witnessed AS (DELETE FROM federation.witnessed WHERE origin = $1)
 UPDATE federation.replicas SET size = 0, edge = ''::bytea, checkpoint = NULL, updated_at = now() WHERE origin = $1
 
--- name: replica_entries
-SELECT idx, data FROM federation.entries WHERE origin = $1 AND idx >= $2 AND idx < $3 ORDER BY idx
+-- name: replica_bundles
+-- The bundles holding entries $2 to $3 - 1 (bundle indexes $2 / 256 to ($3 - 1) / 256).
+SELECT idx, data FROM federation.bundles WHERE origin = $1 AND idx >= $2 AND idx <= $3 ORDER BY idx
 
 -- name: count_rejection
 INSERT INTO federation.rejections AS r (origin, reason, count, last_detail) VALUES ($1, $2, 1, $3)

@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from services.federation.settle import CrossnetEvent
-from shared import merkle
+from shared import merkle, tiles
 from shared.db import Connection, load_queries
 from shared.logverify import TreeState
 from shared.settings import PeerSettings
@@ -92,6 +92,7 @@ async def append_verified(
         if edge.root() != new.root:
             raise RuntimeError(f"the tiles of our copy of {origin} do not make its verified tree of {new.size:,}")
         grown = edge.take_dirty()
+        pieces = _bundle_pieces(old.size, entries)
         moved = await conn.fetchval(
             Q["append_verified"],
             origin,
@@ -99,14 +100,28 @@ async def append_verified(
             new.size,
             b"".join(new.edge),
             checkpoints[-1][1],
-            entries,
+            [data for _, _, data in pieces],
             [size for size, _ in checkpoints],
             [note for _, note in checkpoints],
             [level for level, _, _ in grown],
             [index for _, index, _ in grown],
             [data for _, _, data in grown],
+            [index for index, _, _ in pieces],
+            [width for _, width, _ in pieces],
         )
     return bool(moved)
+
+
+def _bundle_pieces(start: int, entries: list[bytes]) -> list[tuple[int, int, bytes]]:
+    """``entries`` (from ``start``) cut at bundle ends, as (bundle index, entries, bytes to append to that bundle)."""
+    pieces = []
+    at = 0
+    while at < len(entries):
+        index = start + at
+        take = min(tiles.TILE_WIDTH - index % tiles.TILE_WIDTH, len(entries) - at)
+        pieces.append((index // tiles.TILE_WIDTH, take, tiles.join_entry_bundle(entries[at : at + take])))
+        at += take
+    return pieces
 
 
 # Entries read at once when a copy's tiles are rebuilt.
@@ -171,7 +186,17 @@ async def replica_checkpoint_at(conn: Connection, origin: str, size: int) -> byt
 
 
 async def replica_entries(conn: Connection, origin: str, start: int, end: int) -> list[bytes]:
-    return [bytes(r["data"]) for r in await conn.fetch(Q["replica_entries"], origin, start, end)]
+    """Entries [start, end) of our copy of ``origin``'s log (fewer if the copy ends sooner)."""
+    if end <= start:
+        return []
+    width = tiles.TILE_WIDTH
+    rows = await conn.fetch(Q["replica_bundles"], origin, start // width, (end - 1) // width)
+    entries: list[bytes] = []
+    for row in rows:
+        first = row["idx"] * width
+        held = tiles.split_entry_bundle(bytes(row["data"]))
+        entries.extend(held[max(0, start - first) : max(0, end - first)])
+    return entries
 
 
 async def count_rejection(conn: Connection, origin: str, reason: str, detail: str) -> None:

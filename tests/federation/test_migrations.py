@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
+import shutil
+from pathlib import Path
+
 import asyncpg
 
 from services.federation import store
@@ -20,5 +24,34 @@ async def test_migrations_apply_once_and_every_query_prepares(database_url: str)
                 await conn.prepare(sql)
             except asyncpg.PostgresError as exc:
                 raise AssertionError(f"query {name} does not fit the schema: {exc}") from exc
+    finally:
+        await conn.close()
+
+
+async def test_a_copy_stored_entry_by_entry_is_kept_as_bundles_with_the_same_entries(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Migration 0008 moves a copy's entries into C2SP entry bundles: every range reads back the same bytes."""
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in sorted(store.MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        if path.name < "0008":
+            shutil.copy(path, before / path.name)
+    held = {origin: [secrets.token_bytes(n % 700) for n in range(size)] for origin, size in (("a", 600), ("b", 256))}
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, "federation", before)
+        for origin, entries in held.items():
+            await conn.execute("INSERT INTO federation.replicas (origin, size) VALUES ($1, $2)", origin, len(entries))
+            await conn.executemany(
+                "INSERT INTO federation.entries (origin, idx, data) VALUES ($1, $2, $3)",
+                [(origin, i, data) for i, data in enumerate(entries)],
+            )
+        assert await migrate(conn, "federation", store.MIGRATIONS) == ["0008_copy_bundles.sql"]
+        for origin, entries in held.items():
+            for start, end in ((0, len(entries)), (0, 1), (255, 257), (300, 10_000), (len(entries), len(entries) + 5)):
+                assert await store.replica_entries(conn, origin, start, end) == entries[start:end], (origin, start)
+        widths = await conn.fetch("SELECT origin, idx, width FROM federation.bundles ORDER BY origin, idx")
+        assert [tuple(r) for r in widths] == [("a", 0, 256), ("a", 1, 256), ("a", 2, 88), ("b", 0, 256)]
     finally:
         await conn.close()
