@@ -10,7 +10,9 @@ the stream holds: whatever it sends again is a duplicate that JetStream or the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from dataclasses import dataclass
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -19,14 +21,16 @@ from nats.js.errors import NotFoundError
 
 from services.federation import metrics, names, store, wire
 from services.federation.settle import our_steps
-from services.ledger.client import LedgerClient
+from services.ledger.client import LedgerClient, SignedCheckpoint
 
 log = logging.getLogger(__name__)
 
 # Entries per C2SP entry bundle: a batch never crosses a bundle's end, so message ranges line up with tiles.
 BUNDLE = 256
 # Entry bundles read from the ledger at once.
-READ_AT_ONCE = 16
+READ_AT_ONCE = 32
+# Checkpoints (the ledger's batches) read and published in one round.
+ROUND = 64
 # How long JetStream remembers message ids to drop a republished batch.
 DUPLICATE_WINDOW_SECONDS = 120.0
 # A neighbour acknowledges a batch once it stored it verified; unacknowledged batches come again after this.
@@ -50,6 +54,19 @@ def split(start: int, entries: list[bytes], checkpoint: bytes, origin: str) -> l
         )
         at += take
     return batches
+
+
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """What one round publishes: the entries from ``start`` up to the last of ``checkpoints``."""
+
+    start: int
+    checkpoints: list[SignedCheckpoint]
+    entries: list[bytes]
+
+    @property
+    def end(self) -> int:
+        return self.checkpoints[-1].size if self.checkpoints else self.start
 
 
 class Publisher:
@@ -124,33 +141,59 @@ class Publisher:
 
     async def run(self) -> None:
         """Publish forever: every newly signed checkpoint's entries as soon as the ledger has signed it (the ledger
-        holds our question until its log grows, up to ``poll`` seconds)."""
+        holds our question until its log grows, up to ``poll`` seconds). The next round is read from the ledger
+        while this one is sent."""
         await self.prepare()
-        while True:
-            try:
-                await self.publish_new(wait=self._poll)
-            except Exception:
-                log.exception("publishing the log failed; trying again")
-                await asyncio.sleep(self._poll)
+        ahead: asyncio.Task[_Round] | None = None
+        try:
+            while True:
+                try:
+                    if ahead is None:
+                        ahead = asyncio.create_task(self._next_round(self.published, self._poll))
+                    round_, ahead = await ahead, None
+                    if round_.checkpoints:
+                        ahead = asyncio.create_task(self._next_round(round_.end, self._poll))
+                        await self._send(round_)
+                except Exception:
+                    log.exception("publishing the log failed; trying again")
+                    if ahead is not None:  # read on top of a round that was not sent
+                        ahead.cancel()
+                        with contextlib.suppress(BaseException):
+                            await ahead
+                        ahead = None
+                    await asyncio.sleep(self._poll)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
-    async def publish_new(self, limit: int = 64, *, wait: float = 0.0) -> int:
+    async def publish_new(self, limit: int = ROUND, *, wait: float = 0.0) -> int:
         """Publish up to ``limit`` checkpoints' worth of new entries; the number of entries sent. With ``wait``,
-        wait up to that long for the ledger to sign a new checkpoint when there is none.
+        wait up to that long for the ledger to sign a new checkpoint when there is none."""
+        round_ = await self._next_round(self.published, wait, limit)
+        if round_.checkpoints:
+            await self._send(round_)
+        return round_.end - round_.start
 
-        The entries are read in pages at once, and the batches are all sent before their acknowledgements are
-        awaited: one round trip for the whole round rather than one per checkpoint."""
-        checkpoints = await self._ledger.checkpoints(self.published, limit, wait=wait)
+    async def _next_round(self, after: int, wait: float, limit: int = ROUND) -> _Round:
+        """The checkpoints signed after ``after`` (up to ``limit``) and the entries they add."""
+        checkpoints = await self._ledger.checkpoints(after, limit, wait=wait)
         if not checkpoints:
-            return 0
-        start, end = self.published, checkpoints[-1].size
-        entries = await self._read(start, end)
+            return _Round(after, [], [])
+        return _Round(after, checkpoints, await self._read(after, checkpoints[-1].size))
+
+    async def _send(self, round_: _Round) -> None:
+        """Send a round's batches, all before their acknowledgements are awaited: one round trip for the round
+        rather than one per checkpoint."""
+        if round_.start != self.published:
+            raise RuntimeError(f"a round read from {round_.start:,} cannot follow {self.published:,}")
+        start, entries = round_.start, round_.entries
         steps = our_steps(start, entries)
         if steps:  # our payments to neighbours' members, to follow until they are answered
             async with self._pool.acquire() as conn:
                 await store.record_crossnet(conn, steps)
         acks = []
         at = start
-        for checkpoint in checkpoints:
+        for checkpoint in round_.checkpoints:
             for batch in split(
                 at, entries[at - start : checkpoint.size - start], checkpoint.note.encode(), self._origin
             ):
@@ -160,11 +203,10 @@ class Publisher:
                 )
             at = checkpoint.size
         await asyncio.gather(*acks)
-        self.published = end
-        metrics.PUBLISHED_SIZE.set(end)
+        self.published = round_.end
+        metrics.PUBLISHED_SIZE.set(round_.end)
         for event in self._listeners:
             event.set()
-        return end - start
 
     async def _read(self, start: int, end: int) -> list[bytes]:
         """Entries [start, end) from the ledger, as C2SP entry bundles (binary: no JSON or base64 on the way), a
