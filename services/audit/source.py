@@ -307,9 +307,11 @@ class HttpSource:
 
     async def entries_dir(self, size: int, task: Task) -> Path:
         todo: list[int] = []
+        # An empty cache (the first audit of a log) holds no bundle to look for.
+        cached = (self.cache / "tile" / "entries").is_dir()
         for index in range(bundle_count(size)):
             width = bundle_width(size, index)
-            if _bundle_present(self.cache, index, width):
+            if cached and _bundle_present(self.cache, index, width):
                 task.advance(width)
             else:
                 todo.append(index)
