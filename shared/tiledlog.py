@@ -32,6 +32,10 @@ class StoredLog(Protocol):
         """Entries [start, end) as stored."""
         ...
 
+    async def entry_bundle(self, start: int, width: int) -> bytes | None:
+        """Entries [start, start + width) as a C2SP entry bundle, or None unless the log holds all of them."""
+        ...
+
 
 def check_size(size: int, head: int, what: str) -> None:
     """Refuse a size outside a log of ``head`` entries."""
@@ -96,18 +100,19 @@ async def proof_bundle(log: StoredLog, index: int, checkpoint: tuple[int, bytes]
     return "\n".join(lines) + "\n\n" + note.decode()
 
 
-async def tile_bytes(log: StoredLog, head: int, path: str) -> bytes:
-    """Serve a C2SP tlog-tiles path of a log of ``head`` entries: a hash tile or an entry bundle, full or
-    partial."""
+async def tile_bytes(log: StoredLog, path: str) -> bytes:
+    """Serve a C2SP tlog-tiles path: a hash tile or an entry bundle, full or partial (found only once the log holds
+    all it covers: entries, tiles and the head are stored in one transaction, so the head need not be read)."""
     try:
         where = tiles.parse_tile_path(path)
     except ValueError as exc:
         raise NotFound(f"no such tile: {exc}") from None
     if where.level == "entries":
         start = where.index * tiles.TILE_WIDTH
-        if start + where.width > head:
+        bundle = await log.entry_bundle(start, where.width)
+        if bundle is None:
             raise NotFound(f"entries {start}..{start + where.width - 1} are not all in the log yet")
-        return tiles.join_entry_bundle(await log.entries(start, start + where.width))
+        return bundle
     stored = await log.tile(where.level, where.index)
     if stored is None or len(stored) < where.width * merkle.HASH_SIZE:
         raise NotFound(f"tile {path} does not exist (yet)")

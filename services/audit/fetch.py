@@ -3,19 +3,17 @@
 An audit of a large log makes thousands of requests (entry bundles, tiles). httpx spent over a millisecond of
 Python on each (its pool, anyio and h11, layered); h11 alone, on connections kept here, spends a fifth of that.
 This client does only what the audit needs: GET over http or https, redirects not followed, no proxies, no
-content encodings (none are asked for), each connect and each read bounded by a timeout.
+content encodings (none are asked for), each connect and each read bounded by a timeout. Bodies come back whole,
+in memory (an entry bundle is tens of kilobytes); writing them to disk is the caller's business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import h11
@@ -70,11 +68,8 @@ class Fetcher:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
 
-    async def get(
-        self, url: str, params: Mapping[str, int] | None = None, into: Path | None = None
-    ) -> tuple[int, bytes]:
-        """(status, body). ``into``: a 200 answer's body goes to that file instead (written whole or not at all),
-        and the body returned is empty."""
+    async def get(self, url: str, params: Mapping[str, int] | None = None) -> tuple[int, bytes]:
+        """(status, body) of a complete answer; FetchError if none came."""
         target = _target(url, params)
         origin = (target.scheme, target.host, target.port)
         idle = self._idle.setdefault(origin, [])
@@ -82,8 +77,8 @@ class Fetcher:
             # A kept connection the server has closed meanwhile fails before any answer: then try the next one.
             connection = idle.pop()
             with contextlib.suppress(_Stale):
-                return await self._exchange(connection, target, into, idle)
-        return await self._exchange(await self._connect(target), target, into, idle)
+                return await self._exchange(connection, target, idle)
+        return await self._exchange(await self._connect(target), target, idle)
 
     async def close(self) -> None:
         for idle in self._idle.values():
@@ -102,12 +97,9 @@ class Fetcher:
             raise FetchError(f"cannot connect to {target.authority}: {exc!r}") from None
         return _Connection(reader, writer, h11.Connection(h11.CLIENT))
 
-    async def _exchange(
-        self, connection: _Connection, target: _Target, into: Path | None, idle: list[_Connection]
-    ) -> tuple[int, bytes]:
+    async def _exchange(self, connection: _Connection, target: _Target, idle: list[_Connection]) -> tuple[int, bytes]:
         http = connection.http
         answered = False
-        sink: _Sink | None = None
         try:
             request = h11.Request(
                 method="GET", target=target.resource, headers=[("Host", target.authority), ("Accept", "*/*")]
@@ -121,29 +113,20 @@ class Fetcher:
                         http.receive_data(await connection.reader.read(_READ_SIZE))
                 elif isinstance(event, h11.Response):
                     answered, status = True, event.status_code
-                    if status == 200 and into is not None:
-                        sink = _Sink(into)
                 elif isinstance(event, h11.Data):
-                    if sink is not None:
-                        sink.write(event.data)
-                    else:
-                        parts.append(bytes(event.data))
+                    parts.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
                     break
                 elif isinstance(event, h11.ConnectionClosed):
                     raise h11.RemoteProtocolError("the server closed the connection")
         except BaseException as exc:
-            # Cancelled or failed: the connection is in an unknown state, and a partial body never reaches ``into``.
+            # Cancelled or failed: the connection is in an unknown state, and a partial body is dropped.
             connection.writer.close()
-            if sink is not None:
-                sink.discard()
             if not isinstance(exc, (OSError, TimeoutError, h11.ProtocolError)):
                 raise
             if not answered and connection.answers:
                 raise _Stale from None
             raise FetchError(f"GET {target.authority}{target.resource}: {exc!r}") from None
-        if sink is not None:
-            sink.finish()
         connection.answers += 1
         if http.our_state is h11.DONE and http.their_state is h11.DONE:
             http.start_next_cycle()
@@ -155,25 +138,3 @@ class Fetcher:
 
 class _Stale(Exception):
     """A kept-alive connection failed before its answer began: the request was not served."""
-
-
-class _Sink:
-    """A body written to a temporary file beside ``path``, renamed to it once complete."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        self.file = os.fdopen(fd, "wb")
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.file.write(data)
-
-    def finish(self) -> None:
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)

@@ -13,6 +13,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -76,15 +77,50 @@ class Source(Protocol):
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a temporary file beside it, renamed once written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _replace_with(path, data)
+
+
+def _replace_with(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class _CacheWriter:
+    """Writes downloaded entry bundles into the cache on threads of its own, while the download goes on.
+
+    Creating a file is the slowest step of a bundle's download on a busy disk (a file system's journal is shared
+    with every other writer on the machine); written here, the next requests are in flight meanwhile. The threads
+    end with the download (``close``), so that the hashing workers can still be forked from a single thread.
+    """
+
+    def __init__(self, threads: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="audit-cache")
+        self._made: set[Path] = set()  # directories known to exist: one mkdir per directory, not per bundle
+
+    async def write(self, path: Path, data: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._write, path, data)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
+        _replace_with(path, data)
+
+    def close(self) -> None:
+        """Wait for the writes under way, and end the threads."""
+        self._pool.shutdown(wait=True)
 
 
 def _bundle_present(root: Path, index: int, width: int) -> bool:
@@ -229,23 +265,18 @@ class HttpSource:
                 self.description = self.base
             self._located = True
 
-    async def _get(
-        self, path: str, params: dict[str, int] | None = None, into: Path | None = None
-    ) -> tuple[int, bytes]:
-        """GET a path of the ledger; returns (status, body) (a 200 body streamed into ``into`` if given)."""
+    async def _get(self, path: str, params: dict[str, int] | None = None) -> tuple[int, bytes]:
+        """GET a path of the ledger; returns (status, body)."""
         if not self._located:
             await self._locate()
-        return await self._fetch(f"{self.base}{path}", params, into)
+        return await self._fetch(f"{self.base}{path}", params)
 
-    async def _fetch(self, url: str, params: dict[str, int] | None, into: Path | None = None) -> tuple[int, bytes]:
-        """GET with a few retries on connection errors and 5xx answers; returns (status, body).
-
-        ``into``: a 200 answer's body is streamed into that file (written whole or not at all) instead of returned.
-        """
+    async def _fetch(self, url: str, params: dict[str, int] | None) -> tuple[int, bytes]:
+        """GET with a few retries on connection errors and 5xx answers; returns (status, body)."""
         status = 0
         for attempt in range(5):
             try:
-                status, body = await self._http().get(url, params, into)
+                status, body = await self._http().get(url, params)
                 if status < 500:
                     return status, body
             except FetchError as exc:
@@ -276,25 +307,38 @@ class HttpSource:
 
     async def entries_dir(self, size: int, task: Task) -> Path:
         todo: list[int] = []
+        # An empty cache (the first audit of a log) holds no bundle to look for.
+        cached = (self.cache / "tile" / "entries").is_dir()
         for index in range(bundle_count(size)):
             width = bundle_width(size, index)
-            if _bundle_present(self.cache, index, width):
+            if cached and _bundle_present(self.cache, index, width):
                 task.advance(width)
             else:
                 todo.append(index)
         queue = iter(todo)
+        writer = _CacheWriter()
 
         async def worker() -> None:
             for index in queue:
                 width = bundle_width(size, index)
                 path = tiles.entries_path(index, width)
-                status, _ = await self._get("/log/" + path, into=self.cache / path)
-                if status not in (200, 404):
+                status, body = await self._get("/log/" + path)
+                if status == 200:
+                    await writer.write(self.cache / path, body)
+                elif status != 404:
                     raise SourceError(f"{self.base}/log/{path} answered HTTP {status}")
                 # A bundle the node cannot serve stays missing; the audit reports those entries.
                 task.advance(width)
 
-        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        workers = [asyncio.ensure_future(worker()) for _ in range(self.concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            # One failed (or the audit was cancelled): the others stop too, before the writer's threads end.
+            for running in workers:
+                running.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            writer.close()
         return self.cache
 
     async def hash_tiles(self, size: int, keys: set[TileKey]) -> dict[TileKey, bytes]:

@@ -155,7 +155,7 @@ async def serve(conn: Connection, origin: str, what: str, query: Query, cache: B
             Entries(start=start, entries=[EntryView(index=start + i, data=_b64(d)) for i, d in enumerate(rows)])
         )
     if what.startswith("tile/"):
-        return await tiledlog.tile_bytes(log, size, what), OCTETS
+        return await tiledlog.tile_bytes(log, what), OCTETS
     if what == "proof/inclusion":
         index, at = _required("an inclusion proof", index=query.index, size=query.size)
         proof, leaf, root = await tiledlog.inclusion_proof(log, size, index, at)

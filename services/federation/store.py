@@ -173,6 +173,10 @@ class CopyTiles:
     async def entries(self, start: int, end: int) -> list[bytes]:
         return await replica_entries(self._conn, self._origin, start, end)
 
+    async def entry_bundle(self, start: int, width: int) -> bytes | None:
+        entries = await replica_entries(self._conn, self._origin, start, start + width)
+        return tiles.join_entry_bundle(entries) if len(entries) == width else None
+
 
 async def reset_copy(conn: Connection, origin: str) -> None:
     """Drop our copy of ``origin``'s log and our witness's record of it (in the caller's transaction)."""

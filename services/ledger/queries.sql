@@ -136,6 +136,14 @@ SELECT size, note FROM ledger.checkpoints WHERE size = $1
 -- name: entries_range
 SELECT idx, data FROM ledger.entries WHERE idx >= $1 AND idx < $2 ORDER BY idx
 
+-- name: entry_bundle
+-- Entries [$1, $2) framed as one C2SP entry bundle (each after its big-endian uint16 length), with their count and
+-- the longest one's length: one value to send, where entries_range sends a row per entry.
+SELECT count(*) AS count, coalesce(max(octet_length(data)), 0) AS longest,
+    coalesce(string_agg(substring(int4send(octet_length(data)) FROM 3 FOR 2) || data, ''::bytea ORDER BY idx), '')
+        AS bundle
+FROM ledger.entries WHERE idx >= $1 AND idx < $2
+
 -- name: tiles_by_coord
 SELECT level, idx, hashes FROM ledger.tiles
 WHERE (level, idx) IN (SELECT * FROM unnest($1::smallint[], $2::bigint[]))

@@ -260,6 +260,20 @@ async def entries_range(conn: Connection, start: int, end: int) -> list[bytes]:
     return [bytes(r["data"]) for r in await conn.fetch(Q["entries_range"], start, end)]
 
 
+class EntryBundle(msgspec.Struct, frozen=True):
+    """The stored entries of an index range, framed as a C2SP tlog-tiles entry bundle."""
+
+    found: int  # entries stored in the range
+    longest: int  # bytes in the longest entry (the framing holds at most 0xFFFF)
+    data: bytes
+
+
+async def entry_bundle(conn: Connection, start: int, end: int) -> EntryBundle:
+    row = await conn.fetchrow(Q["entry_bundle"], start, end)
+    assert row is not None
+    return EntryBundle(row["count"], row["longest"], bytes(row["bundle"]))
+
+
 async def latest_checkpoint(conn: Connection) -> tuple[int, bytes] | None:
     row = await conn.fetchrow(Q["latest_checkpoint"])
     return None if row is None else (row["size"], bytes(row["note"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.audit.fetch import Fetcher, FetchError
+from services.audit.source import HttpSource, SourceError
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
 
@@ -74,40 +76,79 @@ async def test_a_kept_connection_the_server_closed_is_replaced_without_an_error(
     assert len(heads) == 3
 
 
-async def test_an_answer_cut_short_is_an_error_and_leaves_no_file(tmp_path: Path) -> None:
+async def test_an_answer_cut_short_is_an_error() -> None:
     async def cut_short(head: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
         await writer.drain()
         return False
 
-    into = tmp_path / "tile" / "entries" / "000"
     async with server(cut_short) as (url, _):
         fetcher = Fetcher(timeout=5)
         try:
             with pytest.raises(FetchError):
-                await fetcher.get(url + "/log/tile/entries/000", into=into)
+                await fetcher.get(url + "/log/tile/entries/000")
         finally:
             await fetcher.close()
-    assert not into.exists()
-    assert list(into.parent.iterdir()) == []
 
 
-async def test_a_whole_answer_is_written_into_the_file_and_a_refusal_is_returned(tmp_path: Path) -> None:
+class Counted:
+    """A progress task that counts what it was told."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def advance(self, amount: int) -> None:
+        self.count += amount
+
+    def done(self) -> None:
+        pass
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def test_bundles_are_cached_whole_and_one_the_node_refuses_stays_missing(tmp_path: Path) -> None:
     async def answer(head: bytes, writer: asyncio.StreamWriter) -> bool:
-        found = b"/missing" not in head
-        writer.write(answer_with(200, b"bundle bytes") if found else answer_with(404, b"no such tile"))
+        path = head.split(b" ")[1]
+        refused = path == b"/log/tile/entries/001"
+        writer.write(answer_with(404, b"no such tile") if refused else answer_with(200, b"bundle " + path))
         return True
 
-    into = tmp_path / "bundle"
+    threads = threading.active_count()
     async with server(answer) as (url, _):
-        fetcher = Fetcher(timeout=5)
+        source = HttpSource(url, tmp_path)
+        task = Counted()
         try:
-            assert await fetcher.get(url + "/bundle", into=into) == (200, b"")
-            assert await fetcher.get(url + "/missing", into=tmp_path / "missing") == (404, b"no such tile")
+            assert await source.entries_dir(600, task) == tmp_path
         finally:
-            await fetcher.close()
-    assert into.read_bytes() == b"bundle bytes"
-    assert not (tmp_path / "missing").exists()
+            await source.close()
+    assert files_under(tmp_path) == {
+        "tile/entries/000": b"bundle /log/tile/entries/000",
+        "tile/entries/002.p/88": b"bundle /log/tile/entries/002.p/88",
+    }
+    assert task.count == 600
+    # The cache's writing threads are gone once the download is: the hashing workers may be forked.
+    assert threading.active_count() == threads
+
+
+async def test_a_bundle_cut_short_fails_the_download_and_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
+    async def answer(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        if b"/log/tile/entries/" in head:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+            await writer.drain()
+            return False
+        writer.write(answer_with(200, b"checkpoint"))
+        return True
+
+    async with server(answer) as (url, _):
+        source = HttpSource(url, tmp_path, concurrency=2)
+        try:
+            with pytest.raises(SourceError):
+                await source.entries_dir(256, Counted())
+        finally:
+            await source.close()
+    assert files_under(tmp_path) == {}
 
 
 async def test_an_unreachable_server_is_an_error() -> None:
