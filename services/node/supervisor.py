@@ -56,7 +56,10 @@ class Supervisor(threading.Thread):
         recent = [t for t in self._restarts[name] if now - t < RESTART_WINDOW] + [now]
         self._restarts[name] = recent
         if len(recent) > MAX_RESTARTS:
-            return self._abandon(f"{name} stopped again (exit code {code}), {MAX_RESTARTS} times in a few minutes")
+            minutes = RESTART_WINDOW / 60
+            return self._abandon(
+                f"{name} keeps stopping (exit code {code}; restarted {MAX_RESTARTS} times within {minutes:.0f} minutes)"
+            )
         self._say(f"{name} stopped unexpectedly (exit code {code}); restarting it ...")
         server.stop()  # reap the dead process and close its log
         try:
