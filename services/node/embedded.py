@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -107,6 +108,20 @@ def _origin(settings: Settings, default_origin: str) -> None:
     )
 
 
+def _port_free(settings: Settings) -> None:
+    """Refuse before starting anything when the HTTP port is taken (by another program, or another node)."""
+    host, port = settings.http.host, settings.http.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(
+                f"timebank: cannot serve on {host}:{port} ({exc.strerror}); choose another port with --port"
+            ) from None
+
+
 def run_up(settings: Settings) -> int:
     """Embedded node: private PostgreSQL and NATS under data_dir, key and tokens made if missing; supervised."""
     data_dir = Path(settings.data_dir).absolute()
@@ -116,6 +131,7 @@ def run_up(settings: Settings) -> int:
     except AlreadyRunning as exc:
         raise SystemExit(f"timebank: {exc}") from None
     _origin(settings, Settings().origin)
+    _port_free(settings)
     if not settings.key_path.exists():
         write_signer_key(settings.key_path, Signer.generate(settings.origin))
         print(f"created the network signing key {settings.key_path} for the network {settings.origin}")

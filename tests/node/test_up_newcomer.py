@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -173,3 +174,16 @@ def test_up_restarts_its_postgresql_and_nats_when_they_die(server_tmp_path: Path
     finally:
         code = up.stop()
     assert code == 0, up.output
+
+
+def test_up_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _timebank(tmp_path, "up", "--data-dir", "node", "--port", str(port))
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"timebank: cannot serve on 127.0.0.1:{port} (Address already in use); choose another port with --port"
+    ]
+    assert not (tmp_path / "node" / "postgres").exists()  # nothing was started
