@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from services.node.processes import free_port
-from tests.node.test_up_newcomer import Up
+from tests.node.running import Up
 
 README = Path(__file__).parents[2] / "README.md"
 # Sections whose examples run on a fresh node, in order. Peering needs a real neighbour, so it is only read.
