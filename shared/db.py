@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 
@@ -13,6 +14,34 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 
 _NAME_RE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+# What asyncpg lets out when the database itself is gone (stopped, restarting, unreachable), as opposed to a
+# statement it refused: nothing was done, and the same request may succeed once the database is back.
+_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    ConnectionError,
+)
+_UNREACHABLE = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
+
+
+def database_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says the database cannot be reached right now."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain: the error, and what it was raised from or while handling
+        if seen is None:
+            return False
+        if isinstance(seen, _LOST):
+            return True
+        if isinstance(seen, asyncpg.InterfaceError) and "connection is closed" in str(seen):
+            return True
+        if isinstance(seen, OSError) and (seen.errno in _UNREACHABLE or str(seen).startswith("Multiple exceptions")):
+            return True  # connecting failed (asyncio joins one failure per address into "Multiple exceptions")
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def load_queries(path: Path) -> dict[str, str]:

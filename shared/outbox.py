@@ -35,7 +35,7 @@ import asyncpg
 import msgspec
 from prometheus_client import Counter, Gauge
 
-from shared.db import Connection, load_queries
+from shared.db import Connection, database_lost, load_queries
 
 log = logging.getLogger(__name__)
 
@@ -261,9 +261,12 @@ class Worker(Generic[_T]):
         while not self._stopping:
             try:
                 claimed = await self.round()
-            except Exception:
+            except Exception as exc:
                 # The database went away mid-round: the transaction is gone, the rows are pending again.
-                log.exception("%s outbox round failed; its rows will be sent again", self._outbox.owner)
+                if database_lost(exc):  # expected while it restarts: one line, not a traceback a second
+                    log.warning("%s outbox waits for the database (%s)", self._outbox.owner, exc)
+                else:
+                    log.exception("%s outbox round failed; its rows will be sent again", self._outbox.owner)
                 claimed = 0
             if claimed < self._batch_size:
                 await self._idle()

@@ -10,7 +10,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
-from shared.errors import DomainError, TooManyRequests
+from shared.db import database_lost
+from shared.errors import DomainError, TooManyRequests, Unavailable
 
 PROBLEM_TYPE_BASE = "https://timebank.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -81,6 +82,11 @@ def undecodable_body_handler(request: Request[Any, Any, Any], exc: UnicodeDecode
 
 
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if database_lost(exc):
+        # Not a bug here: the database is gone for now (stopped, restarting). Say so, and that it is worth retrying.
+        request.logger.warning("the database cannot be reached (%s: %s)", type(exc).__name__, exc)
+        lost = Unavailable("the database cannot be reached right now; try again later")
+        return problem_response(problem_of(lost, request.url.path), {"Retry-After": "5"})
     request.logger.exception("unhandled error on %s", request.url.path, exc_info=exc)
     return problem_response(
         Problem(

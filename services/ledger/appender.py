@@ -252,4 +252,6 @@ def _answer(answers: list[_Answer]) -> None:
 def _fail(batch: list[_Pending], exc: BaseException) -> None:
     for pending in batch:
         if not pending.future.done():
-            pending.future.set_exception(RuntimeError(f"ledger write failed: {exc}"))
+            failed = RuntimeError(f"ledger write failed: {exc}")
+            failed.__cause__ = exc  # so that the web layer can tell a lost database (503) from a bug (500)
+            pending.future.set_exception(failed)

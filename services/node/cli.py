@@ -48,7 +48,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from services.node.embedded import run_up
 
-    return run_up(_settings(args))
+    return run_up(_node_options(_settings(args), args))
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    from services.node.keys import run_key
+
+    return run_key(_node_options(_settings(args), args))
+
+
+def _node_options(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Command-line options win over the configuration file and the environment."""
+    if getattr(args, "name", None):
+        settings.origin = args.name
+    if getattr(args, "port", None) is not None:
+        settings.http.port = args.port
+    if getattr(args, "data_dir", None):
+        settings.data_dir = args.data_dir
+    return settings
 
 
 def cmd_peer(args: argparse.Namespace) -> int:
@@ -98,9 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML configuration file (default: $TIMEBANK_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("up", help="run an embedded node: private PostgreSQL + NATS under data_dir").set_defaults(
-        func=cmd_up
+    up = sub.add_parser(
+        "up",
+        help="run an embedded node: private PostgreSQL + NATS under the data folder",
+        description="Run a whole node on this machine, its data in one folder. Environment overrides: "
+        "TIMEBANK_ORIGIN, TIMEBANK_HTTP__PORT, TIMEBANK_HTTP__HOST, TIMEBANK_DATA_DIR (and any setting as "
+        "TIMEBANK_<SECTION>__<FIELD>); the options below win over them.",
     )
+    up.add_argument(
+        "--name",
+        help="the network's name, its log origin, e.g. timebank.example/riverside; chosen on the first start "
+        "(default: timebank.local/node), fixed afterwards",
+    )
+    up.add_argument("--port", type=int, help="HTTP port (default 8470)")
+    up.add_argument("--data-dir", help="the node's data folder (default .timebank)")
+    up.set_defaults(func=cmd_up)
+    key = sub.add_parser("key", help="print the verifier keys of this node's network (also while it runs)")
+    key.add_argument("--data-dir", help="the node's data folder (default .timebank)")
+    key.set_defaults(func=cmd_key)
     serve = sub.add_parser("serve", help="serve against the configured database and NATS")
     serve.add_argument(
         "--only", choices=["ledger", "exchange"], help="serve one service (default: both; the ledger under /ledger)"

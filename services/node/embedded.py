@@ -6,18 +6,27 @@ import asyncio
 import hashlib
 import os
 import secrets
+import socket
+import sys
+import threading
+import time
 from pathlib import Path
 
 import asyncpg
 import msgspec
+import uvicorn
 
 from services.federation.access import authorization, write_authorization
 from services.federation.names import network_name
 from services.node.database import migrate_all
+from services.node.lock import AlreadyRunning, hold
 from services.node.nats import NatsServer
 from services.node.postgres import PostgresServer
-from services.node.serve import serve
-from shared.note import CosignatureSigner, Signer, write_signer_key
+from services.node.processes import ServerStartError
+from services.node.serve import node_server
+from services.node.supervisor import Supervisor
+from services.node.welcome import address, welcome
+from shared.note import CosignatureSigner, Signer, read_signer_key, write_signer_key
 from shared.settings import ApiToken, Settings
 
 # The user our own services sign in to our NATS server as.
@@ -82,13 +91,52 @@ def _nats_server(settings: Settings, data_dir: Path) -> NatsServer:
     )
 
 
+def _origin(settings: Settings, default_origin: str) -> None:
+    """The network's name is fixed by its signing key: an existing node keeps its own; a different one asked for
+    explicitly is refused, since checkpoints already signed under the old name could not be checked any more."""
+    if not settings.key_path.exists():
+        return
+    named = read_signer_key(settings.key_path).name
+    if named == settings.origin:
+        return
+    if settings.origin == default_origin:
+        settings.origin = named
+        return
+    raise SystemExit(
+        f"timebank: the node in {settings.data_dir} is the network {named}; its name cannot change"
+        f" (asked for {settings.origin}). Use another --data-dir for a new network."
+    )
+
+
+def _port_free(settings: Settings) -> None:
+    """Refuse before starting anything when the HTTP port is taken (by another program, or another node)."""
+    host, port = settings.http.host, settings.http.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(
+                f"timebank: cannot serve on {host}:{port} ({exc.strerror}); choose another port with --port"
+            ) from None
+
+
 def run_up(settings: Settings) -> int:
-    """Embedded node: private PostgreSQL and NATS under data_dir, key and tokens made if missing."""
+    """Embedded node: private PostgreSQL and NATS under data_dir, key and tokens made if missing; supervised."""
     data_dir = Path(settings.data_dir).absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = hold(data_dir, address(settings))
+    except AlreadyRunning as exc:
+        raise SystemExit(f"timebank: {exc}") from None
+    _origin(settings, Settings().origin)
+    _port_free(settings)
     if not settings.key_path.exists():
         write_signer_key(settings.key_path, Signer.generate(settings.origin))
-        print(f"created the network signing key {settings.key_path}")
+        print(f"created the network signing key {settings.key_path} for the network {settings.origin}")
+        if settings.origin == Settings().origin:
+            print("  (the default name: choose your own the first time, with --name timebank.example/riverside)")
     if not settings.witness_key_path.exists():
         write_signer_key(settings.witness_key_path, CosignatureSigner.generate(f"{settings.origin}/witness"))
         print(f"created the witness key {settings.witness_key_path}")
@@ -103,8 +151,10 @@ def run_up(settings: Settings) -> int:
 
     postgres = PostgresServer(data_dir / "postgres")
     nats = _nats_server(settings, data_dir)
+    supervisor: Supervisor | None = None
     try:
-        print("starting PostgreSQL ...", flush=True)
+        first = not (postgres.data_dir / "PG_VERSION").exists()
+        print("starting PostgreSQL" + (" (first start: creating its data)" if first else "") + " ...", flush=True)
         postgres.start()
         print("starting NATS (JetStream) ...", flush=True)
         nats.start()
@@ -114,19 +164,52 @@ def run_up(settings: Settings) -> int:
             postgres.create_database("timebank")
         applied = asyncio.run(migrate_all(database_url))
         if applied:
-            print("migrated: " + ", ".join(applied))
-        print(f"data in {data_dir}; tokens in {data_dir / 'tokens.json'}")
-        print(f"  coordinator token: {tokens['coordinator']}")
-        print(f"  service token:     {tokens['service']}")
-        print("Ctrl-C stops the node.")
-        serve(settings, database_url)
+            print(f"migrated the database ({len(applied)} migrations)", flush=True)
+        print("starting the ledger, the federation and the exchange ...", flush=True)
+        server = node_server(settings, database_url)
+
+        def give_up(reason: str) -> None:
+            server.should_exit = True
+
+        supervisor = Supervisor([("PostgreSQL", postgres), ("NATS", nats)], give_up)
+        supervisor.start()
+        name = settings.federation.name or network_name(settings.origin)
+        greeter = threading.Thread(
+            target=_greet,
+            args=(server, settings, name, tokens, data_dir / "tokens.json", database_url),
+            name="timebank welcome",
+            daemon=True,
+        )
+        greeter.start()
+        server.run()
+        if not server.started:
+            return 1  # uvicorn said why (the port is taken, say)
     except KeyboardInterrupt:
         pass
+    except ServerStartError as exc:
+        raise SystemExit(f"timebank: {exc}") from None
     finally:
         print("stopping ...", flush=True)
+        if supervisor is not None:
+            supervisor.close()
         nats.stop()
         postgres.stop()
+        lock.close()
+    if supervisor is not None and supervisor.gave_up:
+        print(f"timebank: the node stopped: {supervisor.gave_up}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _greet(
+    server: uvicorn.Server, settings: Settings, name: str, tokens: dict[str, str], path: Path, database_url: str
+) -> None:
+    """Print the welcome once the server answers (``server.started`` is set after every app's startup)."""
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.05)
+    print(welcome(settings, name, tokens, path, database_url), flush=True)
 
 
 def _database_exists(postgres: PostgresServer) -> bool:

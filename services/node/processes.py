@@ -172,6 +172,11 @@ class ServerProcess:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def exit_code(self) -> int | None:
+        """The exit code of a server process that ended (None while it runs, or if none was started)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
     def pid(self) -> int | None:
         """Process id of the running server, if any."""
         return self._proc.pid if self._proc is not None else None

@@ -8,8 +8,8 @@ from services.node.compose import build_node
 from shared.settings import Settings
 
 
-def serve(settings: Settings, database_url: str, only: str | None = None) -> None:
-    """Serve the node: the exchange at / and the ledger at /ledger, or just one of them (``only``)."""
+def node_server(settings: Settings, database_url: str, only: str | None = None) -> uvicorn.Server:
+    """The node's HTTP server, not yet started: the exchange at / and the ledger at /ledger, or just one of them."""
     try:
         app = build_node(settings, database_url, only)
     except ValueError as exc:
@@ -24,8 +24,14 @@ def serve(settings: Settings, database_url: str, only: str | None = None) -> Non
         loop="uvloop",
         http="httptools",
     )
+    return uvicorn.Server(config)
+
+
+def serve(settings: Settings, database_url: str, only: str | None = None) -> None:
+    """Serve the node until interrupted."""
+    server = node_server(settings, database_url, only)
     print(f"timebank node {settings.origin} serving on http://{settings.http.host}:{settings.http.port}")
-    uvicorn.Server(config).run()
+    server.run()
 
 
 def run_serve(settings: Settings, only: str | None) -> int:

@@ -34,6 +34,7 @@ def test_keygen_writes_a_private_key_file_once_and_prints_its_verifier(tmp_path:
 
     again = timebank("keygen", "--name", "timebank.example/riverside", "--out", str(key))
     assert again.returncode != 0
+    assert "`timebank key` prints its verifier" in again.stderr
     assert read_signer_key(key).public_key == signer.public_key  # never overwritten
 
 
@@ -54,3 +55,17 @@ def test_serve_without_a_database_url_says_how_to_configure_it() -> None:
     done = timebank("serve", env={"TIMEBANK_DATABASE__URL": ""})
     assert done.returncode != 0
     assert "database.url" in done.stderr
+
+
+def test_key_prints_the_verifier_keys_of_a_nodes_folder_or_says_there_is_none(tmp_path: Path) -> None:
+    missing = timebank("key", "--data-dir", str(tmp_path / "nothing"))
+    assert missing.returncode != 0
+    assert (
+        missing.stderr.strip()
+        == f"timebank: no signing key at {tmp_path / 'nothing' / 'network.key'}; `timebank up` makes one"
+    )
+    made = timebank("keygen", "--name", "timebank.example/riverside", "--out", str(tmp_path / "node" / "network.key"))
+    assert made.returncode == 0, made.stderr
+    shown = timebank("key", "--data-dir", str(tmp_path / "node"))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == made.stdout.splitlines()[1] + "\n"  # the verifier line keygen printed; no witness key yet
