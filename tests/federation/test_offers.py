@@ -11,11 +11,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import asyncpg
 import httpx
 import msgspec
 import nats
 import pytest
 
+from services.exchange import projections
 from services.exchange.app import create_app as create_exchange
 from services.federation import names, offer_reader
 from services.federation.app import create_app as create_federation
@@ -237,13 +239,22 @@ async def test_values_that_are_not_the_neighbours_are_refused_and_counted(
         assert list(await raw_bucket(riverside)) == [genuine, "lst_forged", "lst_other"]
 
 
-async def test_a_removed_peers_offers_leave_search(two_networks: tuple[Network, Network]) -> None:
+async def test_a_rebuild_keeps_neighbours_offers_and_a_removed_peers_leave_search(
+    two_networks: tuple[Network, Network],
+) -> None:
     riverside, hillside = two_networks
     async with both(riverside, hillside):
         assert hillside.client is not None
         di, _ = await member(riverside, "Di")
         await publish(riverside, di, "Piano tuning", shared=True)
         await until_found(hillside, "Piano tuning")
+        # `timebank rebuild exchange` remakes hillside's read models from its events: riverside's offer stays.
+        conn = await asyncpg.connect(hillside.database_url)
+        try:
+            await projections.rebuild(conn)
+        finally:
+            await conn.close()
+        assert await found(hillside, "Piano tuning")
         r = await hillside.client.delete(f"/federation/peers/{riverside.origin}", headers=auth("coordinator"))
         assert r.status_code in (200, 204), r.text
         assert not await found(hillside, "Piano tuning")
@@ -269,3 +280,28 @@ async def test_a_forked_peers_offers_leave_search_until_the_evidence_is_dismisse
 @pytest.fixture(autouse=True)
 def _fast_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(offer_reader, "IDLE_SECONDS", 0.2)
+
+
+async def test_an_expired_offer_becomes_a_tombstone_and_the_pages_show_offers_with_their_network(
+    two_networks: tuple[Network, Network],
+) -> None:
+    riverside, hillside = two_networks
+    async with both(riverside, hillside):
+        assert hillside.client is not None
+        fay, _ = await member(riverside, "Fay")
+        soon = (datetime.now(UTC) + timedelta(seconds=6)).isoformat()
+        listing = await publish(riverside, fay, "Window cleaning", shared=True, expires=soon)
+        [offer] = await until_found(hillside, "Window cleaning")
+        page = await hillside.client.get("/", params={"q": "window"})
+        assert page.status_code == 200
+        assert "Window cleaning" in page.text
+        assert f"from {riverside.origin}" in page.text
+        detail = await hillside.client.get(f"/listings/{offer['id']}")
+        assert detail.status_code == 200
+        assert riverside.origin in detail.text
+
+        async def tombstoned() -> bool:
+            return isinstance(peek((await raw_bucket(riverside)).get(listing, b"")), OfferWithdrawn)
+
+        await eventually(tombstoned, "riverside's bucket holds a tombstone for the expired offer", within=30)
+        assert not await found(hillside, "Window cleaning")
