@@ -66,6 +66,11 @@ async def ready(conn: Connection) -> bool:
     return bool(await conn.fetchval(Q["schema_ready"]))
 
 
+async def head(conn: Connection) -> int:
+    """The position of our newest event, of any kind."""
+    return int(await conn.fetchval(Q["head"]))
+
+
 async def changes(conn: Connection, after: int, limit: int) -> list[SharedListing]:
     """Our listings touched since position ``after``, oldest change first, at most ``limit``."""
     rows = await conn.fetch(Q["changes"], after, limit)

@@ -5,6 +5,10 @@ SELECT to_regclass('exchange.listings') IS NOT NULL
        AND EXISTS (SELECT 1 FROM information_schema.columns
                    WHERE table_schema = 'exchange' AND table_name = 'listings' AND column_name = 'remote_seq')
 
+-- name: head
+-- The position of the newest event (of any kind): how far a round of changes has looked.
+SELECT coalesce(max(seq), 0) FROM exchange.events
+
 -- name: changes
 -- Our listings touched by events after $1 (their own, or their member's: a new name, an erasure), each with the
 -- last such event's position, oldest first; whether each is to be shown now, and what is shown of it.

@@ -108,16 +108,19 @@ class OfferPublisher:
     async def publish_new(self) -> None:
         """Write every listing touched since our position (and a little before it) as it is now."""
         cursor = max(0, self.position - OVERLAP)
+        async with self._pool.acquire() as conn:
+            if not await neighbour_offers.ready(conn):
+                return
+            # Read first: a round that saw no listing change still moves our position past the events it looked at
+            # (exchanges, payments), so that the next round does not look at them again.
+            head = await neighbour_offers.head(conn)
         while True:
             async with self._pool.acquire() as conn:
-                if not await neighbour_offers.ready(conn):
-                    return
                 rows = await neighbour_offers.changes(conn, cursor, PAGE)
             for row in rows:
                 await self._publish(row)
             if len(rows) < PAGE:
-                if rows:
-                    self.position = max(self.position, rows[-1].seq)
+                self.position = max(self.position, head, rows[-1].seq if rows else 0)
                 return
             # One event can touch several listings (a member's): the next page starts at the last one's position.
             cursor = rows[-1].seq - 1 if rows[-1].seq - 1 > cursor else rows[-1].seq
