@@ -98,7 +98,9 @@ class OfferReader:
                 log.info("reading %s's offers failed (%s); retrying in %.1f s", self._peer.origin, exc, wait)
                 await asyncio.sleep(wait)
             finally:
-                await links.close(nc)
+                # A link the neighbour cut (it removed us, say) can fail to close: it is gone either way.
+                with contextlib.suppress(Exception):
+                    await links.close(nc)
 
     async def _may_read(self) -> bool:
         """Whether to read now: the exchange's tables exist here and the neighbour has no open fork evidence (its

@@ -258,6 +258,10 @@ async def test_a_rebuild_keeps_neighbours_offers_and_a_removed_peers_leave_searc
         r = await hillside.client.delete(f"/federation/peers/{riverside.origin}", headers=auth("coordinator"))
         assert r.status_code in (200, 204), r.text
         assert not await found(hillside, "Piano tuning")
+        # Riverside's coordinator removes hillside too (its links to hillside no longer sign in).
+        assert riverside.client is not None
+        r = await riverside.client.delete(f"/federation/peers/{hillside.origin}", headers=auth("coordinator"))
+        assert r.status_code in (200, 204), r.text
 
 
 async def test_a_forked_peers_offers_leave_search_until_the_evidence_is_dismissed(
