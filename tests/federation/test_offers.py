@@ -303,6 +303,7 @@ async def test_an_expired_offer_becomes_a_tombstone_and_the_pages_show_offers_wi
         detail = await hillside.client.get(f"/listings/{offer['id']}")
         assert detail.status_code == 200
         assert riverside.origin in detail.text
+        assert "Fay" in detail.text
 
         async def tombstoned() -> bool:
             return isinstance(peek((await raw_bucket(riverside)).get(listing, b"")), OfferWithdrawn)
