@@ -78,7 +78,12 @@ class OfferReader:
         """Read forever, reconnecting to the neighbour's server whenever it is lost."""
         failures = 0
         while True:
-            if not await self._may_read():
+            try:
+                may_read = await self._may_read()
+            except Exception:
+                log.exception("cannot tell whether to read %s's offers; trying again", self._peer.origin)
+                may_read = False
+            if not may_read:
                 await asyncio.sleep(IDLE_SECONDS)
                 continue
             try:

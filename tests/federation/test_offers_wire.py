@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +78,21 @@ def test_nothing_but_what_the_member_chose_to_share_can_cross() -> None:
     assert set(Offer.__struct_fields__) == {
         "origin", "listing", "seq", "kind", "category", "title", "text", "area", "member_name", "expires",
     }  # fmt: skip
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found - {"__future__"}
+
+
+def test_the_envelope_and_the_exchanges_seam_import_neither_web_nor_database_drivers() -> None:
+    root = Path(__file__).resolve().parents[2]
+    assert _imports(root / "services/federation/offers_wire.py") == {"re", "datetime", "msgspec", "shared.note"}
+    # The seam the federation calls: the exchange's SQL behind it, and nothing of its web layer or domain.
+    seam = _imports(root / "services/exchange/neighbour_offers.py")
+    assert seam == {"datetime", "pathlib", "msgspec", "services.exchange.events", "shared.db"}
