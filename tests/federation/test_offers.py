@@ -64,7 +64,7 @@ async def both(riverside: Network, hillside: Network) -> AsyncIterator[None]:
 async def member(net: Network, name: str) -> tuple[dict[str, str], str]:
     """An approved member signed in with a bearer token: their headers and email."""
     assert net.client is not None
-    email = f"{name.lower()}.{secrets.token_hex(3)}@example.org"
+    email = f"{name.lower().replace(' ', '.')}.{secrets.token_hex(3)}@example.org"
     body = {"name": name, "email": email, "password": PASSWORD, "area": "Old Town"}
     r = await net.client.post("/api/applications", json=body)
     assert r.status_code == 201, r.text
@@ -310,3 +310,20 @@ async def test_an_expired_offer_becomes_a_tombstone_and_the_pages_show_offers_wi
 
         await eventually(tombstoned, "riverside's bucket holds a tombstone for the expired offer", within=30)
         assert not await found(hillside, "Window cleaning")
+
+
+async def test_with_three_networks_each_finds_both_neighbours_offers_marked_with_their_network(
+    three_networks: tuple[Network, Network, Network],
+) -> None:
+    nets = three_networks
+    linked(*nets)
+    nodes = [full_node(net) for net in nets]
+    async with served(nets[0], app=nodes[0]), served(nets[1], app=nodes[1]), served(nets[2], app=nodes[2]):
+        for net in nets:
+            who, _ = await member(net, f"Host {net.name}")
+            await publish(net, who, f"Soup kitchen shift in {net.name}", shared=True, category="food")
+        for net in nets:
+            for other in nets:
+                [offer] = await until_found(net, f"Soup kitchen shift in {other.name}", q="soup")
+                assert offer["network"] == (None if other is net else other.origin)
+            assert len(await search(net, q="soup", category="food")) == len(nets)
