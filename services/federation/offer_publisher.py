@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -51,6 +52,7 @@ class OfferPublisher:
         self._pool = pool
         self._js = js
         self._origin = origin
+        self._name = name
         self._bucket = names.offers_bucket(name)
         self._signer = signer
         self._poll = poll
@@ -65,6 +67,10 @@ class OfferPublisher:
         """Open (or make) our bucket and read back what it holds."""
         try:
             self._kv = await self._js.key_value(self._bucket)
+            stream = names.offers_stream(self._name)
+            info = await self._js.stream_info(stream)
+            if (info.config.num_replicas or 1) < self._replicas:  # a cluster grown since: keep more copies
+                await self._js.update_stream(replace(info.config, num_replicas=self._replicas))
         except BucketNotFoundError:
             self._kv = await self._js.create_key_value(
                 bucket=self._bucket,

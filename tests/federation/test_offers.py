@@ -327,3 +327,45 @@ async def test_with_three_networks_each_finds_both_neighbours_offers_marked_with
                 [offer] = await until_found(net, f"Soup kitchen shift in {other.name}", q="soup")
                 assert offer["network"] == (None if other is net else other.origin)
             assert len(await search(net, q="soup", category="food")) == len(nets)
+
+
+async def test_a_restarted_network_resumes_from_its_bucket_writing_nothing_twice(
+    two_networks: tuple[Network, Network],
+) -> None:
+    riverside, hillside = two_networks
+    linked(riverside, hillside)
+    async with served(hillside, app=full_node(hillside)):
+        async with served(riverside, app=full_node(riverside)):
+            gus, _ = await member(riverside, "Gus")
+            listing = await publish(riverside, gus, "Chess club", shared=True)
+            await until_found(hillside, "Chess club")
+            before = await revisions(riverside)
+        async with served(riverside, app=full_node(riverside)):
+            assert riverside.client is not None
+            edit = {"title": "Chess lessons"}
+            r = await riverside.client.patch(
+                f"/api/listings/{listing}", json=edit, headers={"Authorization": gus["Authorization"]}
+            )
+            assert r.status_code == 200, r.text
+            await until_found(hillside, "Chess lessons")
+            assert not await found(hillside, "Chess club")
+            # One new message in the bucket's stream (revisions count them all): the edit's. Nothing was written
+            # again on the restart.
+            assert await revisions(riverside) == {listing: before[listing] + 1}
+
+
+async def revisions(net: Network) -> dict[str, int]:
+    """Each key's revision in the network's offers bucket."""
+    nc = await nats.connect(net.nats.url, user=LOCAL_USER, password=net.nats_password)
+    try:
+        kv = await nc.jetstream().key_value(names.offers_bucket(net.name))
+        found: dict[str, int] = {}
+        watcher = await kv.watchall()
+        async for entry in watcher:
+            if entry is None:
+                break
+            found[entry.key] = entry.revision or 0
+        await watcher.stop()  # type: ignore[no-untyped-call]
+        return found
+    finally:
+        await nc.close()
