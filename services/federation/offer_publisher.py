@@ -58,7 +58,7 @@ class OfferPublisher:
         self._poll = poll
         self._replicas = replicas
         self._kv: KeyValue | None = None
-        # Each listing's last value in the bucket (a digest), and the expiry of those that are offers.
+        # Each listing's last value in the bucket (a digest), and the expiry of those whose last value is an offer.
         self._written: dict[str, bytes] = {}
         self._expires: dict[str, datetime] = {}
         self.position = 0
@@ -146,10 +146,11 @@ class OfferPublisher:
                 member_name=row.member_name,
                 expires=row.expires,
             )
-        elif row.listing in self._written:
+        elif row.listing in self._expires:
             envelope = OfferWithdrawn(origin=self._origin, listing=row.listing, seq=row.seq)
         else:
-            return  # never shared: nothing of it crosses, not even a tombstone
+            # Never shared (nothing of it crosses, not even a tombstone), or its tombstone is written already.
+            return
         await self._put(envelope)
 
     async def sweep(self) -> None:
