@@ -71,6 +71,7 @@ async def project(conn: Connection, vault: Vault, stream: str, history: list[ev.
 async def rebuild(conn: Connection) -> int:
     """Empty the read models and project every stream again; returns the number of streams."""
     await conn.execute(Q["truncate_read_models"])
+    await conn.execute(Q["clear_own_listings"])
     vault = Vault(conn)
     streams: dict[str, list[ev.AnyEvent]] = {}
     async for _, stream, event in all_events(conn):

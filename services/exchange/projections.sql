@@ -67,6 +67,11 @@ ON CONFLICT (id) DO UPDATE SET
 INSERT INTO exchange.pot (account) VALUES ($1) ON CONFLICT (one) DO UPDATE SET account = EXCLUDED.account
 
 -- name: truncate_read_models
--- Every read model (projections.READ_MODELS), emptied for a rebuild.
-TRUNCATE exchange.members, exchange.invitations, exchange.listings, exchange.exchanges, exchange.exchange_parties,
+-- Every read model (projections.READ_MODELS) but listings, emptied for a rebuild; then clear_own_listings.
+TRUNCATE exchange.members, exchange.invitations, exchange.exchanges, exchange.exchange_parties,
     exchange.exchange_lines, exchange.payments, exchange.pot
+
+-- name: clear_own_listings
+-- Our own listings, emptied for a rebuild: neighbours' offers among them are not projected from our events, so
+-- they stay (neighbour_offers.py).
+DELETE FROM exchange.listings WHERE network IS NULL

@@ -71,19 +71,20 @@ FROM exchange.members WHERE status = $1 ORDER BY joined_at, id LIMIT $2
 
 -- name: listing
 SELECT l.id, l.member, l.network, l.kind, l.category, l.title, l.description, l.area, l.availability,
-       l.shared, l.status, l.expires, l.created_at, l.updated_at, m.name AS member_name
+       l.shared, l.status, l.expires, l.created_at, l.updated_at, coalesce(m.name, l.remote_name) AS member_name
 FROM exchange.listings l LEFT JOIN exchange.members m ON m.id = l.member
 WHERE l.id = $1
 
 -- name: member_listings
 SELECT l.id, l.member, l.network, l.kind, l.category, l.title, l.description, l.area, l.availability,
-       l.shared, l.status, l.expires, l.created_at, l.updated_at, m.name AS member_name
+       l.shared, l.status, l.expires, l.created_at, l.updated_at, coalesce(m.name, l.remote_name) AS member_name
 FROM exchange.listings l LEFT JOIN exchange.members m ON m.id = l.member
 WHERE l.member = $1 ORDER BY l.created_at DESC, l.id DESC
 
 -- name: search_newest
 SELECT l.id, l.member, l.network, l.kind, l.category, l.title, l.description, l.area, l.availability,
-       l.shared, l.status, l.expires, l.created_at, l.updated_at, m.name AS member_name, 0::real AS rank
+       l.shared, l.status, l.expires, l.created_at, l.updated_at, coalesce(m.name, l.remote_name) AS member_name,
+       0::real AS rank
 FROM exchange.listings l LEFT JOIN exchange.members m ON m.id = l.member
 WHERE l.status = 'active' AND l.expires > now()
   AND ($1 = '' OR l.search @@ websearch_to_tsquery('english', $1))
@@ -99,7 +100,8 @@ LIMIT $7
 -- 100,000 listings) would otherwise cost a scan of them all for every page. Newest order reaches every match.
 -- Members' names are joined to the page only, not to every listing ranked.
 SELECT l.id, l.member, l.network, l.kind, l.category, l.title, l.description, l.area, l.availability,
-       l.shared, l.status, l.expires, l.created_at, l.updated_at, m.name AS member_name, l.rank
+       l.shared, l.status, l.expires, l.created_at, l.updated_at, coalesce(m.name, l.remote_name) AS member_name,
+       l.rank
 FROM (
     SELECT * FROM (
         SELECT w.*, ts_rank(w.search, websearch_to_tsquery('english', $1)) AS rank

@@ -3,6 +3,7 @@
 A neighbour signs in with the credential we issued it (user ``peer-<its name>``) and may only:
 
 - read our log through the durable consumer made for it (ask for the next batches, acknowledge them);
+- read our shared offers (our offers bucket) the same way, through the durable consumer made for it there;
 - send requests to our witness;
 - receive the answers, on its own inbox prefix ``_INBOX_<its name>.``.
 
@@ -33,12 +34,15 @@ def inbox_prefix(network: str) -> str:
 def peer_permissions(our_name: str, peer: str) -> dict[str, dict[str, list[str]]]:
     """The subjects the neighbour ``peer`` may publish and subscribe to on our server."""
     stream = names.log_stream(our_name)
+    offers = names.offers_stream(our_name)
     consumer = names.peer_consumer(peer)
     return {
         "publish": {
             "allow": [
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
                 f"$JS.ACK.{stream}.{consumer}.>",
+                f"$JS.API.CONSUMER.MSG.NEXT.{offers}.{consumer}",
+                f"$JS.ACK.{offers}.{consumer}.>",
                 names.witness_subject(our_name),
             ]
         },

@@ -18,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from services.federation import api, cosigning, links, names, store
+from services.federation.offer_publisher import OfferPublisher
 from services.federation.peers import peer_from_settings
 from services.federation.publisher import Publisher
 from services.federation.settler import Settler
@@ -30,7 +31,15 @@ from shared.db import create_pool, migrate
 from shared.errors import Invalid
 from shared.http_metrics import MetricsController, request_metrics
 from shared.logs import AppLogging
-from shared.note import CosignatureSigner, CosignatureVerifier, NoteError, Verifier, read_cosignature_signer_key
+from shared.note import (
+    CosignatureSigner,
+    CosignatureVerifier,
+    NoteError,
+    Signer,
+    Verifier,
+    read_cosignature_signer_key,
+    read_signer_key,
+)
 from shared.outbox import Wakeup
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
@@ -52,9 +61,13 @@ def create_app(
     ledger_url: str | None = None,
     ledger_transport: httpx.AsyncBaseTransport | None = None,
     witness_signer: CosignatureSigner | None = None,
+    offers_signer: Signer | None = None,
 ) -> Litestar:
     """Build the federation app; its connections and workers belong to its lifespan. Raises ValueError (or
-    shared.errors.Invalid for a peer or witness) when the settings cannot work."""
+    shared.errors.Invalid for a peer or witness) when the settings cannot work.
+
+    ``offers_signer``: the network's log key, which signs our shared offers (by default read from the key file,
+    if there is one; without it, we publish no offers and still read our neighbours')."""
     url = database_url or settings.database.url
     if url is None:
         raise ValueError("the federation needs a database URL (settings.database.url)")
@@ -67,6 +80,8 @@ def create_app(
     for configured in fed.peers:
         peer_from_settings(configured)  # a peer the settings cannot describe stops the start, here
     signer = witness_signer or read_cosignature_signer_key(settings.witness_key_path)
+    if offers_signer is None and settings.key_path.exists():
+        offers_signer = read_signer_key(settings.key_path)
     external = [(w.url, _witness_key(w.key, f"witness {w.url}")) for w in fed.witnesses]
     nats_url, nats_user, nats_password = settings.nats.url, settings.nats.user, settings.nats.password
 
@@ -95,6 +110,19 @@ def create_app(
                 pool, ledger, js, origin=settings.origin, name=name, poll=fed.poll_seconds, replicas=fed.stream_replicas
             )
             await publisher.prepare()
+            offers = None
+            if offers_signer is not None:
+                offers = OfferPublisher(
+                    pool,
+                    js,
+                    origin=settings.origin,
+                    name=name,
+                    signer=offers_signer,
+                    poll=fed.poll_seconds,
+                    replicas=fed.stream_replicas,
+                )
+                await offers.prepare()
+                tasks.append(asyncio.create_task(offers.run(), name="publishing our shared offers"))
             witness_logs: dict[str, Verifier] = {}
             witness = Witness(pool, signer, witness_logs)
             await nc.subscribe(names.witness_subject(name), queue="witness", cb=_answering(nc, witness))
@@ -109,6 +137,7 @@ def create_app(
                 publisher=publisher,
                 witness_logs=witness_logs,
                 settling=wakeup,
+                offers=offers is not None,
             )
             await federation.start()
             app.state.pool = pool

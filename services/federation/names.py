@@ -38,3 +38,13 @@ def peer_consumer(peer: str) -> str:
 def witness_subject(name: str) -> str:
     """The subject the network's witness answers C2SP add-checkpoint requests on."""
     return f"timebank.{name}.witness"
+
+
+def offers_bucket(name: str) -> str:
+    """The JetStream key-value bucket the network keeps its shared offers in (key: the listing id)."""
+    return f"timebank-{name}-offers"
+
+
+def offers_stream(name: str) -> str:
+    """The stream under the network's offers bucket (JetStream names a bucket's stream ``KV_<bucket>``)."""
+    return f"KV_{offers_bucket(name)}"

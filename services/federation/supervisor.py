@@ -2,8 +2,8 @@
 peers are added and removed (from the settings at start, then by coordinators through the API).
 
 Per peer: its clearing account linked in our ledger, a replicator of its log, a cosignature collector (when it
-names a witness key), its consumer of our log, its user on our NATS server, and its log among those our witness
-cosigns.
+names a witness key), a reader of its shared offers, its consumers of our log and of our offers, its user on our
+NATS server, and its log among those our witness cosigns.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 
 from services.federation import access, cosigning, names, store
 from services.federation.copies import BalanceCache
+from services.federation.offer_reader import OfferReader, forget, offer_to, withdraw_from
 from services.federation.peering import link
 from services.federation.peers import Peer, peer_from_settings
 from services.federation.publisher import Publisher
@@ -48,8 +49,11 @@ class Federation:
         publisher: Publisher,
         witness_logs: dict[str, Verifier],
         settling: Wakeup,
+        offers: bool = False,
     ) -> None:
         self.name = name
+        # Whether we publish shared offers (our offers bucket exists): then each peer gets a consumer of it.
+        self._offers = offers
         self._settings = settings
         self._pool = pool
         self._ledger = ledger
@@ -100,6 +104,9 @@ class Federation:
         if peer is not None:
             with contextlib.suppress(NotFoundError):
                 await self._js.delete_consumer(names.log_stream(self.name), names.peer_consumer(peer.name))
+            if self._offers:
+                await withdraw_from(self._js, self.name, peer.name)
+        await forget(self._pool, origin)
         await self._authorize()
         return removed or peer is not None
 
@@ -142,6 +149,10 @@ class Federation:
         self.replicators[peer.origin] = replicator
         tasks = [self._task(self._linked(peer), f"linking {peer.origin}")]
         tasks.append(self._task(replicator.run(), f"replicating {peer.origin}"))
+        if self._offers:
+            await offer_to(self._js, self.name, peer.name)
+        reader = OfferReader(self._pool, peer, our_name=self.name)
+        tasks.append(self._task(reader.run(), f"reading {peer.origin}'s offers"))
         closers = []
         if peer.witness_key is not None:
             send, close = cosigning.over_nats(peer, self.name)

@@ -1,4 +1,5 @@
-"""A neighbour's NATS credential reads our log through its own consumer, and nothing else; it writes nowhere."""
+"""A neighbour's NATS credential reads our log and our shared offers through its own consumers, and nothing else;
+it writes nowhere."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.federation import access, names, wire
+from services.federation import access, names, offer_reader, wire
 from services.node.testing import NatsFactory
 
 LOCAL = ("timebank", "local-secret")
@@ -122,3 +123,62 @@ async def test_a_neighbour_cannot_read_anything_else(riverside: tuple[str, Clien
         await violations.wait_for("STREAM.INFO")
     finally:
         await nc.close()
+
+
+OFFERS = names.offers_stream("riverside")
+
+
+@pytest.fixture
+async def riverside_offers(riverside: tuple[str, Client]) -> tuple[str, Client]:
+    """Riverside's server as above, with its offers bucket holding one value and a consumer of it per neighbour."""
+    url, nc = riverside
+    js = nc.jetstream()
+    kv = await js.create_key_value(bucket=names.offers_bucket("riverside"), history=1)
+    await kv.put("lst_1", b"an offer")
+    for peer in ISSUED:
+        await offer_reader.offer_to(js, "riverside", peer)
+    return url, nc
+
+
+async def test_a_neighbour_reads_our_offers_through_its_own_consumer(riverside_offers: tuple[str, Client]) -> None:
+    url, _ = riverside_offers
+    violations = Violations()
+    nc = await _as_hillside(url, violations)
+    try:
+        sub = await nc.jetstream().pull_subscribe_bind(
+            durable=names.peer_consumer("hillside"), stream=OFFERS, inbox_prefix=b"_INBOX_hillside."
+        )
+        [msg] = await sub.fetch(1, timeout=5)
+        assert (msg.subject, msg.data) == (f"$KV.{names.offers_bucket('riverside')}.lst_1", b"an offer")
+        await msg.ack_sync(timeout=5)
+    finally:
+        await nc.close()
+    assert violations.seen == []
+
+
+async def test_a_neighbour_cannot_write_our_offers_bucket(riverside_offers: tuple[str, Client]) -> None:
+    url, local = riverside_offers
+    violations = Violations()
+    nc = await _as_hillside(url, violations)
+    subject = f"$KV.{names.offers_bucket('riverside')}.lst_1"
+    try:
+        await nc.publish(subject, b"a forged offer")
+        await violations.wait_for(f'Publish to "{subject}"')
+        await nc.publish("$JS.API.STREAM.PURGE." + OFFERS, b"")
+        await violations.wait_for("STREAM.PURGE." + OFFERS)
+        # Nor read it otherwise: another neighbour's consumer, or a consumer of its own making.
+        other = await nc.jetstream().pull_subscribe_bind(
+            durable=names.peer_consumer("lakeside"), stream=OFFERS, inbox_prefix=b"_INBOX_hillside."
+        )
+        with pytest.raises(nats.errors.TimeoutError):
+            await other.fetch(1, timeout=1)
+        await violations.wait_for("CONSUMER.MSG.NEXT." + OFFERS + ".peer-lakeside")
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.request("$JS.API.CONSUMER.CREATE." + OFFERS, b"{}", timeout=1)
+        await violations.wait_for("CONSUMER.CREATE")
+    finally:
+        await nc.close()
+    kv = await local.jetstream().key_value(names.offers_bucket("riverside"))
+    assert (await kv.get("lst_1")).value == b"an offer"
+    info = await local.jetstream().stream_info(OFFERS)
+    assert info.state.messages == 1
