@@ -16,9 +16,18 @@ class StrictRequest(Request[Any, Any, Any]):
 
     Litestar's own conversion is lenient (it would take "5" for 5), so the schema a handler documents would not be
     the parser; decoded here, the value is already of the declared type and Litestar passes it through unchanged.
+    A body nested deeper than the decoder recurses is refused as malformed (400), as any other bad body is.
     """
 
     async def json(self) -> Any:
+        try:
+            return await self._decoded()
+        except RecursionError:
+            # msgspec decodes nested values (even ones it skips, such as an unknown field's) by recursion, bounded by
+            # Python's recursion limit: a few kilobytes of brackets reach it.
+            raise ValidationException("Malformed JSON body: nested too deeply") from None
+
+    async def _decoded(self) -> Any:
         field = self.route_handler.parsed_data_field
         if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, msgspec.Struct):
             return await super().json()

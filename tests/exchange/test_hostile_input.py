@@ -1,0 +1,27 @@
+"""Hostile request bodies on the exchange's API: answered with problems, never a server error or a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.exchange.support import Exchange
+from tests.hostile import deep_bodies, json_endpoints
+from tests.ledger.support import assert_problem
+
+
+async def test_deeply_nested_json_is_a_400_problem_without_a_traceback(
+    exchange: Exchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoints = list(json_endpoints(exchange.app))
+    assert len(endpoints) >= 10, endpoints
+    json = {"Content-Type": "application/json"}
+    with caplog.at_level(logging.INFO):
+        for method, path, body_type in endpoints:
+            for body in deep_bodies(body_type):
+                # No sign-in: the body is read before the caller is known.
+                r = await exchange.client.request(method, path, content=body, headers=json)
+                assert_problem(r, 400)
+    tracebacks = [rec.getMessage() for rec in caplog.records if rec.exc_info]
+    assert not tracebacks, tracebacks

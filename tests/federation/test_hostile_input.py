@@ -1,0 +1,54 @@
+"""Hostile or mistaken requests to a node (ledger at /ledger, federation at /federation) get problems that
+describe them: never a server error, a traceback in the log or a path the client did not ask for."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from services.federation.app import create_app as create_federation
+from services.ledger.app import create_app as create_ledger
+from tests.federation.support import TOKENS, Network, auth, running
+from tests.hostile import deep_bodies, json_endpoints
+from tests.ledger.support import assert_problem
+
+
+def _apps(net: Network) -> dict[str, Litestar]:
+    """The node's apps by mount point, built (not started) only to list their routes."""
+    settings = net.settings()
+    return {
+        "/ledger": create_ledger(settings, database_url=net.database_url, signer=net.signer),
+        "/federation": create_federation(
+            settings, database_url=net.database_url, ledger_url="http://ledger.invalid", witness_signer=net.witness
+        ),
+    }
+
+
+async def _first_admitted(client: httpx.AsyncClient, method: str, path: str, body: str) -> httpx.Response:
+    """The answer to the first role the endpoint admits (a refused role never reaches the body)."""
+    for role in TOKENS:
+        headers = {**auth(role), "Content-Type": "application/json"}
+        r = await client.request(method, path, content=body, headers=headers)
+        if r.status_code not in (401, 403):
+            break
+    return r
+
+
+async def test_deeply_nested_json_is_a_400_problem_without_a_traceback(
+    two_networks: tuple[Network, Network], caplog: pytest.LogCaptureFixture
+) -> None:
+    riverside, _ = two_networks
+    apps = _apps(riverside)
+    async with running(riverside):
+        assert riverside.client is not None
+        with caplog.at_level(logging.INFO):
+            for prefix, app in apps.items():
+                for method, path, body_type in json_endpoints(app):
+                    for body in deep_bodies(body_type):
+                        r = await _first_admitted(riverside.client, method, prefix + path, body)
+                        assert_problem(r, 400)
+    tracebacks = [rec.getMessage() for rec in caplog.records if rec.exc_info]
+    assert not tracebacks, tracebacks
