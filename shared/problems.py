@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
 from shared.errors import DomainError, TooManyRequests
+from shared.web import requested_path
 
 PROBLEM_TYPE_BASE = "https://timebank.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -46,7 +47,7 @@ def problem_of(exc: DomainError, instance: str | None = None) -> Problem:
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
-    return problem_response(problem_of(exc, request.url.path), headers)
+    return problem_response(problem_of(exc, requested_path(request)), headers)
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
@@ -61,9 +62,11 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
             title=exc.detail if status < 500 else "Internal server error",
             status=status,
             detail=exc.detail if status < 500 else None,
-            instance=request.url.path,
+            instance=requested_path(request),
             errors=errors,
-        )
+        ),
+        # Such as a 405's Allow, which names the methods the resource answers.
+        dict(exc.headers) if exc.headers else None,
     )
 
 
@@ -75,19 +78,19 @@ def undecodable_body_handler(request: Request[Any, Any, Any], exc: UnicodeDecode
             title="Malformed JSON body",
             status=400,
             detail=f"the request body is not valid UTF-8 (byte {exc.start})",
-            instance=request.url.path,
+            instance=requested_path(request),
         )
     )
 
 
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    request.logger.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    request.logger.exception("unhandled error on %s", requested_path(request), exc_info=exc)
     return problem_response(
         Problem(
             type=PROBLEM_TYPE_BASE + "server-error",
             title="Internal server error",
             status=HTTP_500_INTERNAL_SERVER_ERROR,
-            instance=request.url.path,
+            instance=requested_path(request),
         )
     )
 

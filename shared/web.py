@@ -6,9 +6,22 @@ from typing import Any
 
 import msgspec
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.exceptions import ValidationException
 
 AnyRequest = Request[Any, Any, Any]
+
+
+def requested_path(request: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The path the client asked for, mount point included (the node serves the ledger under /ledger).
+
+    Per ASGI a path holds the mount's root_path; Litestar, once it has routed a request, keeps only the part after
+    it, and its ``url`` always adds root_path: before routing (404, 405) that path would name the mount twice.
+    """
+    path: str = request.scope["path"]
+    if "route_handler" in request.scope:
+        return request.scope.get("root_path", "") + path
+    return path
 
 
 class StrictRequest(Request[Any, Any, Any]):
@@ -36,6 +49,8 @@ class StrictRequest(Request[Any, Any, Any]):
         except msgspec.ValidationError as exc:
             # Shaped like Litestar's own validation errors, which the problem details list under "errors".
             problem = [{"message": str(exc), "key": "data", "source": "body"}]
-            raise ValidationException(f"Validation failed for {self.method} {self.url.path}", extra=problem) from None
+            raise ValidationException(
+                f"Validation failed for {self.method} {requested_path(self)}", extra=problem
+            ) from None
         except msgspec.DecodeError as exc:
             raise ValidationException(f"Malformed JSON body: {exc}") from None

@@ -25,3 +25,9 @@ async def test_deeply_nested_json_is_a_400_problem_without_a_traceback(
                 assert_problem(r, 400)
     tracebacks = [rec.getMessage() for rec in caplog.records if rec.exc_info]
     assert not tracebacks, tracebacks
+
+
+async def test_a_method_not_allowed_names_the_allowed_ones(exchange: Exchange) -> None:
+    r = await exchange.client.delete("/api/payments")
+    assert assert_problem(r, 405)["instance"] == "/api/payments"
+    assert "POST" in {m.strip() for m in r.headers["allow"].split(",")}, r.headers

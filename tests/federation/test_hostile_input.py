@@ -52,3 +52,29 @@ async def test_deeply_nested_json_is_a_400_problem_without_a_traceback(
                         assert_problem(r, 400)
     tracebacks = [rec.getMessage() for rec in caplog.records if rec.exc_info]
     assert not tracebacks, tracebacks
+
+
+async def test_problems_name_the_path_the_client_asked_for(two_networks: tuple[Network, Network]) -> None:
+    riverside, _ = two_networks
+    async with running(riverside):
+        assert riverside.client is not None
+        headers = {**auth("service"), "Content-Type": "application/json"}
+        invalid = await riverside.client.post("/ledger/transfers", content=b"{}", headers=headers)
+        assert assert_problem(invalid, 400)["instance"] == "/ledger/transfers"
+        missing = await riverside.client.get("/ledger/accounts/nobody", headers=auth("auditor"))
+        assert assert_problem(missing, 404)["instance"] == "/ledger/accounts/nobody"
+        unrouted = await riverside.client.get("/federation/nowhere")
+        assert assert_problem(unrouted, 404)["instance"] == "/federation/nowhere"
+
+
+async def test_a_method_not_allowed_names_the_allowed_ones(two_networks: tuple[Network, Network]) -> None:
+    riverside, _ = two_networks
+    async with running(riverside):
+        assert riverside.client is not None
+        r = await riverside.client.delete("/ledger/transfers", headers=auth("service"))
+        assert assert_problem(r, 405)["instance"] == "/ledger/transfers"
+        assert "POST" in {m.strip() for m in r.headers["allow"].split(",")}, r.headers
+        r = await riverside.client.put("/federation/peers", headers=auth("coordinator"))
+        assert_problem(r, 405)
+        allowed = {m.strip() for m in r.headers["allow"].split(",")}
+        assert {"GET", "POST"} <= allowed, r.headers

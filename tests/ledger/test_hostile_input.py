@@ -27,3 +27,15 @@ async def test_deeply_nested_json_is_a_400_problem_without_a_traceback(
                     break
             assert_problem(r, 400)
     assert not [rec for rec in caplog.records if rec.exc_info], [rec.getMessage() for rec in caplog.records]
+
+
+async def test_problems_name_the_path_asked_for_when_served_alone(ledger: Ledger) -> None:
+    """Served on its own (not under the node's /ledger), the ledger's problems name its own paths."""
+    r = await ledger.client.post(
+        "/transfers", content=b"{}", headers={**auth("service"), "Content-Type": "application/json"}
+    )
+    assert assert_problem(r, 400)["instance"] == "/transfers"
+    r = await ledger.client.delete("/transfers", headers=auth("service"))
+    assert assert_problem(r, 405)["instance"] == "/transfers"
+    assert "POST" in r.headers["allow"], r.headers
+    assert assert_problem(await ledger.client.get("/nowhere"), 404)["instance"] == "/nowhere"
