@@ -7,7 +7,8 @@ from typing import Any
 import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -24,15 +25,27 @@ def requested_path(request: ASGIConnection[Any, Any, Any, Any]) -> str:
     return path
 
 
+def is_json(media_type: str) -> bool:
+    """Whether a Content-Type (its media type, lower case, without parameters) labels JSON."""
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
 class StrictRequest(Request[Any, Any, Any]):
     """A request whose JSON body is decoded once, strictly, by the type its handler declares for ``data``.
 
     Litestar's own conversion is lenient (it would take "5" for 5), so the schema a handler documents would not be
     the parser; decoded here, the value is already of the declared type and Litestar passes it through unchanged.
-    A body nested deeper than the decoder recurses is refused as malformed (400), as any other bad body is.
+    A body nested deeper than the decoder recurses is refused as malformed (400), as any other bad body is; a body
+    not labelled as JSON is refused (415) before it is read as JSON.
     """
 
     async def json(self) -> Any:
+        media_type = self.content_type[0]
+        if await self.body() and not is_json(media_type):
+            raise HTTPException(
+                status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"the body must be JSON (Content-Type: application/json), not {media_type or 'unlabelled'}",
+            )
         try:
             return await self._decoded()
         except RecursionError:

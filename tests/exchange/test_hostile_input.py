@@ -31,3 +31,21 @@ async def test_a_method_not_allowed_names_the_allowed_ones(exchange: Exchange) -
     r = await exchange.client.delete("/api/payments")
     assert assert_problem(r, 405)["instance"] == "/api/payments"
     assert "POST" in {m.strip() for m in r.headers["allow"].split(",")}, r.headers
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/xml"])
+async def test_a_json_endpoint_refuses_a_body_that_is_not_json_with_415(
+    exchange: Exchange, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    for method, path, _ in json_endpoints(exchange.app):
+        r = await exchange.client.request(method, path, content=b"{}", headers=headers)
+        assert_problem(r, 415)
+
+
+async def test_json_with_a_charset_is_json(exchange: Exchange) -> None:
+    body = b'{"name": "Cleo", "email": "cleo@example.org", "password": "long enough, surely"}'
+    r = await exchange.client.post(
+        "/api/applications", content=body, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert r.status_code == 201, r.text

@@ -78,3 +78,19 @@ async def test_a_method_not_allowed_names_the_allowed_ones(two_networks: tuple[N
         assert_problem(r, 405)
         allowed = {m.strip() for m in r.headers["allow"].split(",")}
         assert {"GET", "POST"} <= allowed, r.headers
+
+
+async def test_a_json_endpoint_refuses_a_body_that_is_not_json_with_415(two_networks: tuple[Network, Network]) -> None:
+    riverside, _ = two_networks
+    apps = _apps(riverside)
+    async with running(riverside):
+        assert riverside.client is not None
+        for prefix, app in apps.items():
+            for method, path, _ in json_endpoints(app):
+                for role in TOKENS:
+                    r = await riverside.client.request(
+                        method, prefix + path, content=b"{}", headers={**auth(role), "Content-Type": "text/plain"}
+                    )
+                    if r.status_code not in (401, 403):
+                        break
+                assert_problem(r, 415)
