@@ -8,7 +8,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Request, Response, get, post, put
+from litestar import Controller, MediaType, Request, Response, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -38,6 +38,7 @@ from services.ledger.entries import (
     Transfer,
     entry_decoder,
 )
+from shared import tiledlog
 from shared.errors import DomainError, Invalid, NotFound
 from shared.note import NoteError, parse_signature_line
 from shared.problems import Problem, problem_of
@@ -432,7 +433,13 @@ class LogController(Controller):
     path = "/log"
     tags = ("log",)
 
-    @get("/checkpoint", operation_id="getCheckpoint", media_type="text/plain; charset=utf-8")
+    # Litestar adds "; charset=utf-8" to a text/* media type itself.
+    @get(
+        "/checkpoint",
+        operation_id="getCheckpoint",
+        media_type=MediaType.TEXT,
+        response_headers={"Cache-Control": tiledlog.BRIEF_CACHE},
+    )
     async def checkpoint(self, state: State) -> bytes:
         """The latest signed checkpoint, with every witness cosignature collected for it appended."""
         async with state.pool.acquire() as conn:
@@ -502,7 +509,8 @@ class LogController(Controller):
     async def tile(self, path: FromPath[str], state: State) -> Response[bytes]:
         async with state.pool.acquire() as conn:
             data = await tlog.tile_bytes(conn, "tile/" + path.lstrip("/"))
-        return Response(data, media_type="application/octet-stream")
+        cache = tiledlog.tile_cache_control("tile/" + path.lstrip("/"))
+        return Response(data, media_type="application/octet-stream", headers={"Cache-Control": cache})
 
     @get("/proof/inclusion", operation_id="getInclusionProof")
     async def inclusion(self, state: State, index: IndexParam, size: IndexParam) -> InclusionProof:
@@ -520,7 +528,7 @@ class LogController(Controller):
             old=old, new=new, old_root=_b64(old_root), new_root=_b64(new_root), proof=[_b64(h) for h in proof]
         )
 
-    @get("/proof/bundle", operation_id="getProofBundle", media_type="text/plain; charset=utf-8")
+    @get("/proof/bundle", operation_id="getProofBundle", media_type=MediaType.TEXT)
     async def bundle(self, state: State, index: IndexParam) -> str:
         """A C2SP tlog-proof for one entry (save it as ``.tlog-proof`` and verify it offline)."""
         async with state.pool.acquire() as conn:
