@@ -184,3 +184,38 @@ async def test_an_erased_members_email_address_may_apply_again_as_someone_new(ex
     )
     assert again.status_code == 201
     assert again.json()["id"] != ada.id
+
+
+async def test_a_sign_in_attempt_after_erasure_leaves_the_email_nowhere_in_clear(exchange: Exchange) -> None:
+    ada, _, _ = await trader(exchange)
+    await exchange.call("POST", f"/api/members/{ada.id}/erasure", ada)
+    assert (await exchange.sign_in(ada.email, "a guess at the password")).status_code == 401
+    assert (await exchange.sign_in(ada.email.upper(), "another guess")).status_code == 401
+    async with exchange.db() as conn:
+        by_email = "SELECT count(*) FROM exchange.login_failures WHERE key LIKE 'email:%'"
+        assert await conn.fetchval(by_email) == 2  # counted, for the limit
+    stored = await everything_stored(exchange)
+    assert ada.email not in stored
+    assert ada.email.lower() not in stored.lower()
+
+
+async def test_failed_sign_ins_still_count_by_email_without_keeping_it(exchange: Exchange) -> None:
+    ada = await exchange.member("Ada")
+    for _ in range(5):
+        assert (await exchange.sign_in(ada.email, "not the password")).status_code == 401
+    assert (await exchange.sign_in(ada.email.upper(), PASSWORD)).status_code == 429
+    async with exchange.db() as conn:
+        keys = [r["key"] for r in await conn.fetch("SELECT key FROM exchange.login_failures")]
+    assert len(keys) == 10
+    assert not [key for key in keys if ada.email.lower() in key.lower()], keys
+
+
+async def test_erasure_forgets_the_members_failed_sign_ins(exchange: Exchange) -> None:
+    ada = await exchange.member("Ada")
+    for _ in range(5):
+        assert (await exchange.sign_in(ada.email, "not the password")).status_code == 401
+    await exchange.call("POST", f"/api/members/{ada.id}/erasure")
+    async with exchange.db() as conn:
+        # The ones by address stay (they are not the member's); the ones by email went with the member.
+        assert await conn.fetchval("SELECT count(*) FROM exchange.login_failures WHERE key LIKE 'email:%'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM exchange.login_failures WHERE key LIKE 'ip:%'") == 5

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from services.exchange import domain, outbox
 from services.exchange import events as ev
+from services.exchange.auth import email_limiter_key
 from services.exchange.commands import (
     ApplyToJoin,
     ApproveMember,
@@ -147,7 +148,7 @@ class MemberCommands(Core):
             await u.vault.shred([member_id, *others])
             await u.conn.execute(Q["delete_sessions_of"], member_id)
             if details is not None:  # the sign-in limiter keeps failed attempts by email address
-                email_key = f"email:{details.email.strip().lower()}"
+                email_key = email_limiter_key(self.limiter_secret, details.email)
                 await u.conn.execute(Q["delete_failures"], email_key)
             # What was sealed under the shredded keys reads as nothing from now on: project it so.
             for stream in [member_id, *others, *all_listings]:
