@@ -219,3 +219,45 @@ async def test_erasure_forgets_the_members_failed_sign_ins(exchange: Exchange) -
         # The ones by address stay (they are not the member's); the ones by email went with the member.
         assert await conn.fetchval("SELECT count(*) FROM exchange.login_failures WHERE key LIKE 'email:%'") == 0
         assert await conn.fetchval("SELECT count(*) FROM exchange.login_failures WHERE key LIKE 'ip:%'") == 5
+
+
+# Every table and index whose rows hold a member's personal data in clear, or the data keys erasure shreds.
+ERASED_FROM = (
+    "exchange.subject_keys",
+    "exchange.members",
+    "exchange.listings",
+    "exchange.exchanges",
+    "exchange.exchange_lines",
+    "exchange.payments",
+)
+
+
+async def test_erasure_leaves_no_old_row_version_holding_the_data_or_its_key(exchange: Exchange) -> None:
+    """Not even in dead row versions or index entries, which a copy of the database files would reveal."""
+    ada, _, _ = await trader(exchange)
+    async with exchange.db() as conn:
+        key = await conn.fetchval("SELECT key FROM exchange.subject_keys WHERE subject = $1", ada.id)
+    await exchange.call("POST", f"/api/members/{ada.id}/erasure", ada)
+    async with exchange.db() as conn:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        relations = [
+            r["oid"]
+            for r in await conn.fetch(
+                "SELECT c.oid::regclass::text AS oid FROM pg_class c WHERE c.oid = ANY($1::regclass[])"
+                " UNION SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = ANY($1::regclass[])",
+                list(ERASED_FROM),
+            )
+        ]
+        found = []
+        for relation in relations:
+            blocks = await conn.fetchval(
+                "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int", relation
+            )
+            for block in range(blocks):
+                page = await conn.fetchval("SELECT get_raw_page($1, $2::int)", relation, block)
+                found += [
+                    (relation, text)
+                    for text in [*clear_texts(ada), key]
+                    if (text if isinstance(text, bytes) else text.encode()) in page
+                ]
+    assert not found, found

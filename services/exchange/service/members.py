@@ -156,6 +156,9 @@ class MemberCommands(Core):
                 await project(u.conn, u.vault, stream, full)
 
         await self._tx(work, transaction=True)
+        # Outside the transaction (VACUUM cannot run in one); it locks these small tables for a moment.
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q["rewrite_after_erasure"])
 
     async def _member_change(self, member_id: str, decide: Callable[[domain.Member], list[ev.AnyEvent]]) -> None:
         async def work(u: Unit) -> None:
