@@ -12,6 +12,7 @@ from litestar.types import ExceptionHandlersMap
 
 from shared.db import database_lost
 from shared.errors import DomainError, TooManyRequests, Unavailable
+from shared.web import requested_path
 
 PROBLEM_TYPE_BASE = "https://timebank.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -47,7 +48,7 @@ def problem_of(exc: DomainError, instance: str | None = None) -> Problem:
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
-    return problem_response(problem_of(exc, request.url.path), headers)
+    return problem_response(problem_of(exc, requested_path(request)), headers)
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
@@ -62,9 +63,11 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
             title=exc.detail if status < 500 else "Internal server error",
             status=status,
             detail=exc.detail if status < 500 else None,
-            instance=request.url.path,
+            instance=requested_path(request),
             errors=errors,
-        )
+        ),
+        # Such as a 405's Allow, which names the methods the resource answers.
+        dict(exc.headers) if exc.headers else None,
     )
 
 
@@ -76,7 +79,7 @@ def undecodable_body_handler(request: Request[Any, Any, Any], exc: UnicodeDecode
             title="Malformed JSON body",
             status=400,
             detail=f"the request body is not valid UTF-8 (byte {exc.start})",
-            instance=request.url.path,
+            instance=requested_path(request),
         )
     )
 
@@ -86,14 +89,14 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
         # Not a bug here: the database is gone for now (stopped, restarting). Say so, and that it is worth retrying.
         request.logger.warning("the database cannot be reached (%s: %s)", type(exc).__name__, exc)
         lost = Unavailable("the database cannot be reached right now; try again later")
-        return problem_response(problem_of(lost, request.url.path), {"Retry-After": "5"})
-    request.logger.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        return problem_response(problem_of(lost, requested_path(request)), {"Retry-After": "5"})
+    request.logger.exception("unhandled error on %s", requested_path(request), exc_info=exc)
     return problem_response(
         Problem(
             type=PROBLEM_TYPE_BASE + "server-error",
             title="Internal server error",
             status=HTTP_500_INTERNAL_SERVER_ERROR,
-            instance=request.url.path,
+            instance=requested_path(request),
         )
     )
 

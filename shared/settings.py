@@ -50,6 +50,10 @@ class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8470
     max_body_bytes: int = 64 * 1024
+    # Addresses (or networks, e.g. "10.0.0.0/8") of the reverse proxies whose X-Forwarded-For names the client:
+    # the per-address sign-in limit counts that address. None by default: the connection's own address counts,
+    # and a client cannot choose its own address by sending the header.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
 
 class LedgerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

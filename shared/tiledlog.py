@@ -16,6 +16,11 @@ from shared.errors import Invalid, NotFound
 
 TileKey = tuple[int, int]
 
+# C2SP tlog-tiles caching: a full tile or entry bundle never changes; a partial one gives way to a wider one as the
+# log grows, as the checkpoint gives way to the next, so a cache may keep those only briefly.
+IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+BRIEF_CACHE = "public, max-age=5"
+
 
 class StoredLog(Protocol):
     """Where a log's hash tiles and entries are read from (one connection, one log)."""
@@ -117,3 +122,12 @@ async def tile_bytes(log: StoredLog, path: str) -> bytes:
     if stored is None or len(stored) < where.width * merkle.HASH_SIZE:
         raise NotFound(f"tile {path} does not exist (yet)")
     return stored[: where.width * merkle.HASH_SIZE]
+
+
+def tile_cache_control(path: str) -> str:
+    """The Cache-Control of a tile or entry bundle served at ``path``: for good if it is full, briefly if partial."""
+    try:
+        full = tiles.parse_tile_path(path).width == tiles.TILE_WIDTH
+    except ValueError:
+        full = False
+    return IMMUTABLE_CACHE if full else BRIEF_CACHE

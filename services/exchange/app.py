@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -64,6 +65,8 @@ def create_app(
     if not token:
         raise ValueError("the exchange needs a ledger service token (exchange.ledger_token)")
     ex = settings.exchange
+    # The sign-in limiter's keyed hashes take their key from a secret the exchange holds outside its database.
+    limiter_secret = hashlib.sha256(b"timebank/exchange/sign-in-limiter/v1\0" + token.encode()).digest()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -78,7 +81,13 @@ def create_app(
             await client.start()
             # Made first and given to both: commands wake the worker after enqueueing, the worker waits on it.
             wakeup = Wakeup()
-            commands = Commands(pool, wake=wakeup.set, listing_days=ex.listing_days, invitation_days=ex.invitation_days)
+            commands = Commands(
+                pool,
+                wake=wakeup.set,
+                listing_days=ex.listing_days,
+                invitation_days=ex.invitation_days,
+                limiter_secret=limiter_secret,
+            )
             # Under load, rounds start 50 ms apart, each taking the confirmations of those 50 ms at once.
             worker = OutboxWorker(
                 pool,
@@ -111,6 +120,7 @@ def create_app(
                 max_failures=ex.login_max_failures,
                 max_failures_per_address=ex.login_max_failures_per_address,
                 window_seconds=ex.login_window_seconds,
+                limiter_secret=limiter_secret,
             ),
             "secure_cookies": ex.secure_cookies,
             "origin": settings.origin,

@@ -125,8 +125,10 @@ class Gate:
         max_failures: int = 5,
         max_failures_per_address: int = 50,
         window_seconds: int = 900,
+        limiter_secret: bytes,
     ) -> None:
         self._network = {t.sha256.lower(): t for t in network_tokens if t.role in ("coordinator", "auditor")}
+        self._limiter_secret = limiter_secret
         self.session_days = session_days
         self.max_failures = max_failures
         self.max_failures_per_address = max_failures_per_address
@@ -165,7 +167,8 @@ class Gate:
         self, conn: Connection, *, email: str, password: str, address: str, kind: str, label: str = ""
     ) -> tuple[str, Principal, datetime]:
         """Check the password (rate limited per email and per address) and open a session or token."""
-        email_key, address_key = f"email:{email.strip().lower()}", f"ip:{address}"
+        email_key = email_limiter_key(self._limiter_secret, email)
+        address_key = limiter_key(self._limiter_secret, "ip", address)
         counts = await conn.fetchrow(Q["recent_failures"], email_key, address_key, float(self.window_seconds))
         assert counts is not None
         if counts["by_email"] >= self.max_failures or counts["by_address"] >= self.max_failures_per_address:
@@ -191,6 +194,17 @@ class Gate:
     async def sign_out(self, conn: Connection, principal: Principal) -> None:
         if principal.token_sha256:
             await conn.execute(Q["delete_session"], principal.token_sha256)
+
+
+def limiter_key(secret: bytes, kind: str, value: str) -> str:
+    """The sign-in limiter's key for an email or client address: a keyed hash, so its table of failed attempts
+    names nobody in clear (not even the address of a member erased since), yet counts each the same way."""
+    return f"{kind}:" + hmac.new(secret, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def email_limiter_key(secret: bytes, email: str) -> str:
+    """The limiter's key for an email address, however it is capitalised or padded."""
+    return limiter_key(secret, "email", email.strip().lower())
 
 
 def check_csrf(principal: Principal, given: str | None) -> None:

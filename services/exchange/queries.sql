@@ -236,3 +236,10 @@ SELECT now()
 
 -- name: plan_every_search
 SET LOCAL plan_cache_mode = force_custom_plan
+
+-- name: rewrite_after_erasure
+-- After an erasure: what it overwrote and the keys it shredded stay in dead row versions and index entries until
+-- the tables are rewritten (a plain VACUUM marks the space free but leaves the bytes). Events need no rewrite:
+-- their personal fields are sealed under the shredded keys.
+VACUUM (FULL) exchange.subject_keys, exchange.members, exchange.listings, exchange.exchanges,
+    exchange.exchange_lines, exchange.payments, exchange.invitations, exchange.login_failures

@@ -43,6 +43,7 @@ from shared.note import (
 from shared.outbox import Wakeup
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
+from shared.web import StrictRequest
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,8 @@ def create_app(
             }
         ),
         exception_handlers=EXCEPTION_HANDLERS,
+        # Request bodies are decoded by the type each handler declares for ``data``, strictly (see shared.web).
+        request_class=StrictRequest,
         middleware=[request_metrics("federation")],
         logging_config=AppLogging(),
         request_max_body_size=settings.http.max_body_bytes,

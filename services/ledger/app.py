@@ -23,6 +23,7 @@ from shared.logs import AppLogging
 from shared.note import Signer, read_signer_key
 from shared.problems import EXCEPTION_HANDLERS
 from shared.settings import Settings
+from shared.web import StrictRequest
 
 
 def owner_secret(signer: Signer) -> bytes:
@@ -86,6 +87,8 @@ def create_app(settings: Settings, *, database_url: str | None = None, signer: S
             }
         ),
         exception_handlers=EXCEPTION_HANDLERS,
+        # Request bodies are decoded by the type each handler declares for ``data``, strictly (see shared.web).
+        request_class=StrictRequest,
         template_config=TemplateConfig(directory=pages.TEMPLATES, engine=JinjaTemplateEngine),
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=OpenAPIConfig(title="timebank ledger", version="0.1.0", path="/schema"),

@@ -7,7 +7,7 @@ import base64
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, MediaType, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
@@ -16,6 +16,7 @@ from services.ledger import store, tlog
 from services.ledger.access import require_federation
 from services.ledger.api import MAX_INDEX
 from services.ledger.appender import Appender
+from shared import tiledlog
 from shared.errors import Invalid, NotFound
 from shared.note import NoteError, parse_signature_line
 from shared.web import StrictRequest
@@ -93,7 +94,13 @@ class LogController(Controller):
     path = "/log"
     tags = ("log",)
 
-    @get("/checkpoint", operation_id="getCheckpoint", media_type="text/plain; charset=utf-8")
+    # Litestar adds "; charset=utf-8" to a text/* media type itself.
+    @get(
+        "/checkpoint",
+        operation_id="getCheckpoint",
+        media_type=MediaType.TEXT,
+        response_headers={"Cache-Control": tiledlog.BRIEF_CACHE},
+    )
     async def checkpoint(self, state: State) -> bytes:
         """The latest signed checkpoint, with every witness cosignature collected for it appended."""
         async with state.pool.acquire() as conn:
@@ -163,7 +170,11 @@ class LogController(Controller):
     async def tile(self, path: FromPath[str], state: State) -> Response[bytes]:
         async with state.pool.acquire() as conn:
             data = await tlog.tile_bytes(conn, "tile/" + path.lstrip("/"))
-        return Response(data, media_type="application/octet-stream")
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"Cache-Control": tiledlog.tile_cache_control("tile/" + path.lstrip("/"))},
+        )
 
     @get("/proof/inclusion", operation_id="getInclusionProof")
     async def inclusion(self, state: State, index: IndexParam, size: IndexParam) -> InclusionProof:
@@ -181,7 +192,7 @@ class LogController(Controller):
             old=old, new=new, old_root=_b64(old_root), new_root=_b64(new_root), proof=[_b64(h) for h in proof]
         )
 
-    @get("/proof/bundle", operation_id="getProofBundle", media_type="text/plain; charset=utf-8")
+    @get("/proof/bundle", operation_id="getProofBundle", media_type=MediaType.TEXT)
     async def bundle(self, state: State, index: IndexParam) -> str:
         """A C2SP tlog-proof for one entry (save it as ``.tlog-proof`` and verify it offline)."""
         async with state.pool.acquire() as conn:

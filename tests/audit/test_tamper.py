@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ledger.entries import Transfer, entry_decoder
+from services.ledger.entries import MAX_MINUTES, AccountOpened, LimitsChanged, Transfer, entry_decoder
 from shared import tiles
 from shared.note import CosignatureSigner, Signer
 from tests.audit.conftest import Node
@@ -320,3 +320,97 @@ def test_forged_cosignature_is_caught(node: Node, exported: Path, tmp_path: Path
     assert done.status == 1
     assert done.failed() == {"checkpoint.witnesses"}
     assert "does not verify" in done.check("checkpoint.witnesses")["failures"][0]["message"]
+
+
+def _replay(entries: list[bytes]) -> list[tuple[dict[str, tuple[int, int | None]], dict[str, int]]]:
+    """Every account's (floor, ceiling) and balance before each entry, and after the last, replayed by hand."""
+    limits: dict[str, tuple[int, int | None]] = {}
+    balances: dict[str, int] = {}
+    states = []
+    for data in entries:
+        states.append((dict(limits), dict(balances)))
+        entry = entry_decoder.decode(data)
+        if isinstance(entry, AccountOpened | LimitsChanged):
+            limits[entry.account] = (entry.floor, entry.ceiling)
+            balances.setdefault(entry.account, 0)
+        elif isinstance(entry, Transfer):
+            balances[entry.payer] -= entry.minutes
+            balances[entry.payee] += entry.minutes
+    states.append((limits, balances))
+    return states
+
+
+def test_resigned_transfer_one_minute_above_a_ceiling_is_caught_and_names_the_payee(
+    node: Node, exported: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    log = copy_export(exported, tmp_path)
+    entries = read_entries(log)
+    before = _replay(entries)
+    for index, transfer in transfers(entries):
+        limits, balances = before[index]
+        ceiling = limits[transfer.payee][1]
+        if ceiling is None or limits[transfer.payer][1] is not None:
+            continue
+        minutes = ceiling + 1 - balances[transfer.payee]  # the payee ends one minute above its ceiling
+        if minutes > 0 and balances[transfer.payer] - minutes >= limits[transfer.payer][0]:
+            break
+    else:
+        pytest.fail("the log has no transfer to a capped account to stretch")
+    entries[index] = edit_entry(entries[index], minutes=minutes)
+    rewrite(log, node.signer, entries)
+    done = audit(capsys, tmp_path, str(log), "--vkey", node.vkey, "--no-state")
+    assert done.status == 1
+    assert "ledger.limits" in done.failed()
+    assert done.indexes("ledger.limits")[0] == index
+    message = done.check("ledger.limits")["failures"][0]["message"]
+    assert transfer.payee in message, message
+    assert "ceiling" in message, message
+
+
+def test_resigned_transfer_one_minute_below_a_floor_is_caught_and_names_the_payer(
+    node: Node, exported: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    log = copy_export(exported, tmp_path)
+    entries = read_entries(log)
+    before = _replay(entries)
+    for index, transfer in transfers(entries):
+        limits, balances = before[index]
+        floor = limits[transfer.payer][0]
+        minutes = balances[transfer.payer] - floor + 1  # the payer ends one minute below its floor
+        if limits[transfer.payee][1] is None and 0 < minutes <= MAX_MINUTES:
+            break
+    else:
+        pytest.fail("the log has no transfer to stretch")
+    entries[index] = edit_entry(entries[index], minutes=minutes)
+    rewrite(log, node.signer, entries)
+    done = audit(capsys, tmp_path, str(log), "--vkey", node.vkey, "--no-state")
+    assert done.status == 1
+    assert "ledger.limits" in done.failed()
+    assert done.indexes("ledger.limits")[0] == index
+    message = done.check("ledger.limits")["failures"][0]["message"]
+    assert transfer.payer in message, message
+    assert "floor" in message, message
+
+
+def test_resigned_limits_that_balances_reach_exactly_pass(
+    node: Node, exported: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """The other side of the edges: an account at its floor to the minute, and one at its ceiling to the minute."""
+    log = copy_export(exported, tmp_path)
+    entries = read_entries(log)
+    decoded = [entry_decoder.decode(data) for data in entries]
+    changed = {e.account for e in decoded if isinstance(e, LimitsChanged)}
+    lowest: dict[str, int] = {}
+    highest: dict[str, int] = {}
+    for _, balances in _replay(entries):
+        for account, balance in balances.items():
+            lowest[account] = min(lowest.get(account, 0), balance)
+            highest[account] = max(highest.get(account, 0), balance)
+    opened = {e.account: i for i, e in enumerate(decoded) if isinstance(e, AccountOpened) and e.account not in changed}
+    capped = next(a for a in opened if highest[a] > 0)
+    floored = next(a for a in opened if lowest[a] < 0 and a != capped)
+    entries[opened[capped]] = edit_entry(entries[opened[capped]], floor=min(0, lowest[capped]), ceiling=highest[capped])
+    entries[opened[floored]] = edit_entry(entries[opened[floored]], floor=lowest[floored])
+    rewrite(log, node.signer, entries)
+    done = audit(capsys, tmp_path, str(log), "--vkey", node.vkey, "--no-state")
+    assert done.check("ledger.limits")["status"] == "pass", done.out

@@ -3,6 +3,8 @@ limit on failed sign-ins."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from http.cookies import SimpleCookie
 
 from argon2 import PasswordHasher
@@ -244,3 +246,19 @@ async def test_acting_on_an_exchange_with_a_browser_session_needs_its_csrf_token
 
     r = await exchange.client.post(f"/api/exchanges/{ex}/accept", headers={**cookie, "X-CSRF-Token": csrf})
     assert (r.status_code, r.json()["status"]) == (200, "accepted")
+
+
+async def test_a_browser_session_cookie_ends_with_its_session(exchange: Exchange) -> None:
+    """The browser forgets the cookie when the server forgets the session (30 days by default), not years later."""
+    ada = await exchange.member("Ada")
+    r = await exchange.sign_in(ada.email, kind="cookie")
+    assert r.status_code == 201, r.text
+    exchange.client.cookies.clear()
+    morsel = SimpleCookie(r.headers["set-cookie"])[SESSION_COOKIE]
+    session_ends = datetime.fromisoformat(r.json()["expires"])
+    now = datetime.now(UTC)
+    assert morsel["max-age"], morsel.OutputString()
+    assert abs(now + timedelta(seconds=int(morsel["max-age"])) - session_ends) < timedelta(minutes=1)
+    if morsel["expires"]:
+        assert abs(parsedate_to_datetime(morsel["expires"]) - session_ends) < timedelta(minutes=1), morsel["expires"]
+    assert timedelta(days=29) < session_ends - now <= timedelta(days=30)

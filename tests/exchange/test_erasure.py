@@ -184,3 +184,80 @@ async def test_an_erased_members_email_address_may_apply_again_as_someone_new(ex
     )
     assert again.status_code == 201
     assert again.json()["id"] != ada.id
+
+
+async def test_a_sign_in_attempt_after_erasure_leaves_the_email_nowhere_in_clear(exchange: Exchange) -> None:
+    ada, _, _ = await trader(exchange)
+    await exchange.call("POST", f"/api/members/{ada.id}/erasure", ada)
+    assert (await exchange.sign_in(ada.email, "a guess at the password")).status_code == 401
+    assert (await exchange.sign_in(ada.email.upper(), "another guess")).status_code == 401
+    async with exchange.db() as conn:
+        by_email = "SELECT count(*) FROM exchange.login_failures WHERE key LIKE 'email:%'"
+        assert await conn.fetchval(by_email) == 2  # counted, for the limit
+    stored = await everything_stored(exchange)
+    assert ada.email not in stored
+    assert ada.email.lower() not in stored.lower()
+
+
+async def test_failed_sign_ins_still_count_by_email_without_keeping_it(exchange: Exchange) -> None:
+    ada = await exchange.member("Ada")
+    for _ in range(5):
+        assert (await exchange.sign_in(ada.email, "not the password")).status_code == 401
+    assert (await exchange.sign_in(ada.email.upper(), PASSWORD)).status_code == 429
+    async with exchange.db() as conn:
+        keys = [r["key"] for r in await conn.fetch("SELECT key FROM exchange.login_failures")]
+    assert len(keys) == 10
+    assert not [key for key in keys if ada.email.lower() in key.lower()], keys
+
+
+async def test_erasure_forgets_the_members_failed_sign_ins(exchange: Exchange) -> None:
+    ada = await exchange.member("Ada")
+    for _ in range(5):
+        assert (await exchange.sign_in(ada.email, "not the password")).status_code == 401
+    await exchange.call("POST", f"/api/members/{ada.id}/erasure")
+    async with exchange.db() as conn:
+        # The ones by address stay (they are not the member's); the ones by email went with the member.
+        assert await conn.fetchval("SELECT count(*) FROM exchange.login_failures WHERE key LIKE 'email:%'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM exchange.login_failures WHERE key LIKE 'ip:%'") == 5
+
+
+# Every table and index whose rows hold a member's personal data in clear, or the data keys erasure shreds.
+ERASED_FROM = (
+    "exchange.subject_keys",
+    "exchange.members",
+    "exchange.listings",
+    "exchange.exchanges",
+    "exchange.exchange_lines",
+    "exchange.payments",
+)
+
+
+async def test_erasure_leaves_no_old_row_version_holding_the_data_or_its_key(exchange: Exchange) -> None:
+    """Not even in dead row versions or index entries, which a copy of the database files would reveal."""
+    ada, _, _ = await trader(exchange)
+    async with exchange.db() as conn:
+        key = await conn.fetchval("SELECT key FROM exchange.subject_keys WHERE subject = $1", ada.id)
+    await exchange.call("POST", f"/api/members/{ada.id}/erasure", ada)
+    async with exchange.db() as conn:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        relations = [
+            r["oid"]
+            for r in await conn.fetch(
+                "SELECT c.oid::regclass::text AS oid FROM pg_class c WHERE c.oid = ANY($1::regclass[])"
+                " UNION SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = ANY($1::regclass[])",
+                list(ERASED_FROM),
+            )
+        ]
+        found = []
+        for relation in relations:
+            blocks = await conn.fetchval(
+                "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int", relation
+            )
+            for block in range(blocks):
+                page = await conn.fetchval("SELECT get_raw_page($1, $2::int)", relation, block)
+                found += [
+                    (relation, text)
+                    for text in [*clear_texts(ada), key]
+                    if (text if isinstance(text, bytes) else text.encode()) in page
+                ]
+    assert not found, found

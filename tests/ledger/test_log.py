@@ -8,6 +8,7 @@ import struct
 from collections.abc import AsyncIterator
 
 import asyncpg
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -380,3 +381,49 @@ async def test_the_record_cannot_be_updated_or_deleted(ledger: Ledger, statement
     assert await log_state(ledger.client) == before
     lines = (await ledger.client.get(f"/accounts/{bob}/statement", headers=auth("auditor"))).json()["lines"]
     assert [(line["delta"], line["balance"]) for line in lines] == [(5, 5)]
+
+
+# ---------------------------------------------------------------------------------------------- response headers
+def _media_type(header: str) -> tuple[str, dict[str, list[str]]]:
+    """A Content-Type split as Go's mime.ParseMediaType reads it, every parameter's values kept (it refuses one
+    given twice)."""
+    kind, *params = (part.strip() for part in header.split(";"))
+    found: dict[str, list[str]] = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        found.setdefault(name.strip().lower(), []).append(value.strip())
+    return kind.lower(), found
+
+
+@pytest.mark.parametrize("path", ["/log/checkpoint", "/log/proof/bundle?index=3"])
+async def test_text_answers_name_their_charset_once(big: Ledger, path: str) -> None:
+    r = await big.client.get(path)
+    assert r.status_code == 200, r.text
+    assert _media_type(r.headers["content-type"]) == ("text/plain", {"charset": ["utf-8"]}), r.headers
+
+
+def _max_age(r: httpx.Response) -> tuple[int, bool]:
+    directives = {
+        d.strip().partition("=")[0]: d.strip().partition("=")[2] for d in r.headers["cache-control"].split(",")
+    }
+    return int(directives["max-age"]), "immutable" in directives
+
+
+@pytest.mark.parametrize("path", ["tile/0/000", "tile/entries/000"])
+async def test_full_tiles_and_entry_bundles_are_cached_for_good(big: Ledger, path: str) -> None:
+    """C2SP tlog-tiles: a full tile or entry bundle never changes."""
+    r = await big.client.get(f"/log/{path}")
+    assert r.status_code == 200, r.text
+    max_age, immutable = _max_age(r)
+    assert immutable, r.headers["cache-control"]
+    assert max_age >= 86_400 * 365, r.headers["cache-control"]
+
+
+@pytest.mark.parametrize("path", ["tile/0/001.p/144", "tile/1/000.p/1", "tile/entries/001.p/144", "checkpoint"])
+async def test_partial_tiles_and_the_checkpoint_are_cached_briefly(big: Ledger, path: str) -> None:
+    """A partial tile is replaced by a wider one as the log grows, and the checkpoint by the next one."""
+    r = await big.client.get(f"/log/{path}")
+    assert r.status_code == 200, r.text
+    max_age, immutable = _max_age(r)
+    assert not immutable, r.headers["cache-control"]
+    assert max_age <= 60, r.headers["cache-control"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 from litestar.datastructures import Cookie, State
@@ -77,6 +77,9 @@ async def sign_in(
 
 
 def session_cookie(token: str, expires: datetime, *, secure: bool) -> Cookie:
+    """The browser's session cookie, which ends when its session does (at ``expires``)."""
+    # Litestar counts a cookie's expires in seconds from now, as Max-Age does: both say how long the session has left.
+    left = max(0, int((expires - datetime.now(UTC)).total_seconds()))
     return Cookie(
         key=auth.SESSION_COOKIE,
         value=token,
@@ -84,7 +87,8 @@ def session_cookie(token: str, expires: datetime, *, secure: bool) -> Cookie:
         samesite="lax",
         secure=secure,
         path="/",
-        expires=int(expires.timestamp()),
+        max_age=left,
+        expires=left,
     )
 
 

@@ -37,8 +37,11 @@ class Core:
         wake: Callable[[], None] = lambda: None,
         listing_days: int = 90,
         invitation_days: int = 14,
+        limiter_secret: bytes = b"",
     ) -> None:
         self.pool = pool
+        # The sign-in limiter's key (the Gate's): erasure forgets the member's failed sign-ins by it.
+        self.limiter_secret = limiter_secret
         self.wake = wake
         self.listing_days = listing_days
         self.invitation_days = invitation_days

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from services.exchange import events as ev
 from services.exchange import outbox
+from services.exchange.auth import email_limiter_key
 from services.exchange.commands import (
     ApplyToJoin,
     ApproveMember,
@@ -148,7 +149,7 @@ class MemberCommands(Core):
             await u.vault.shred([member_id, *others])
             await u.conn.execute(Q["delete_sessions_of"], member_id)
             if details is not None:  # the sign-in limiter keeps failed attempts by email address
-                email_key = f"email:{details.email.strip().lower()}"
+                email_key = email_limiter_key(self.limiter_secret, details.email)
                 await u.conn.execute(Q["delete_failures"], email_key)
             # What was sealed under the shredded keys reads as nothing from now on: project it so.
             for stream in [member_id, *others, *all_listings]:
@@ -156,6 +157,9 @@ class MemberCommands(Core):
                 await project(u.conn, u.vault, stream, full)
 
         await self._tx(work, transaction=True)
+        # Outside the transaction (VACUUM cannot run in one); it locks these small tables for a moment.
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q["rewrite_after_erasure"])
 
     async def _member_change(self, member_id: str, decide: Callable[[members.Member], list[ev.AnyEvent]]) -> None:
         async def work(u: Unit) -> None:
