@@ -1,7 +1,8 @@
 """Carrying out settlements: the federation's outbox, sent to our ledger with the federation's credential.
 
-A decision or reversal is enqueued in the transaction that stores the verified entries asking for it, so a crash
-loses none; the ledger deduplicates by (origin, transfer) and by key, so sending one twice does it once.
+A decision, reversal or acceptance record is enqueued in the transaction that stores the verified entries asking for
+it, so a crash loses none; the ledger deduplicates by (origin, transfer), by our transfer and by key, so sending one
+twice does it once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncpg
 import msgspec
 
 from services.federation import settle
-from services.federation.settle import Decide, Settlement
+from services.federation.settle import Accept, Decide, Reverse, Settlement
 from services.ledger.client import LedgerClient, LedgerRefused, LedgerUnavailable
 from shared.db import Connection
 from shared.outbox import Handler, Outbox, Retry, Sent, Statement, Wakeup, Worker
@@ -57,14 +58,19 @@ class LedgerSettlement(Handler[Settlement]):
                     memo_digest=command.memo_digest,
                 )
                 answer = msgspec.json.encode(decision)
+            elif isinstance(command, Accept):
+                recorded = await self._ledger.record_acceptance(command.origin, command.transfer, command.index)
+                answer = msgspec.json.encode(recorded)
             else:
-                reversal = await self._ledger.reverse(command.key, command.transfer)
+                reversal = await self._ledger.reverse_rejected(
+                    command.key, command.origin, command.transfer, command.index
+                )
                 answer = msgspec.json.encode(reversal)
         except LedgerRefused as exc:
             # No clearing account yet (a coordinator may still link the neighbour), or minutes the reversal needs
-            # are not there yet: not now, rather than no.
-            later = "not-found" if isinstance(command, Decide) else "insufficient-hours"
-            if not exc.final or exc.slug == later:
+            # are not there yet (a member's ceiling, a floor a coordinator raised): not now, rather than no. An
+            # acceptance record is refused only for a transfer that is not ours to that neighbour: never retried.
+            if not exc.final or exc.slug == _LATER.get(type(command)):
                 return Retry(str(exc))
             log.warning("the ledger refused %s for good: %s", command.key, exc)
             return Sent(command, _outcome(exc.status, msgspec.json.encode(exc.problem)), failed=True)
@@ -74,6 +80,10 @@ class LedgerSettlement(Handler[Settlement]):
 
     async def record(self, conn: Connection, sent: Sent[Settlement]) -> None:
         """Nothing beyond the row's outcome: the ledger's log is the record."""
+
+
+# The refusals that mean "not now" for each kind of settlement (see LedgerSettlement.send).
+_LATER: dict[type, str] = {Decide: "not-found", Reverse: "insufficient-hours"}
 
 
 def _outcome(status: int, body: bytes) -> bytes:

@@ -17,10 +17,28 @@ from datetime import UTC, datetime
 import asyncpg
 
 from services.ledger import store
-from services.ledger.batch import BatchWrite, ChangedAccountRow, DecisionRow, NewAccountRow, TransferRow
-from services.ledger.commands import Command, DecideRemote, MakeTransfer, OpenAccount, Reverse, fingerprint
+from services.ledger.batch import (
+    AcceptanceRow,
+    BatchWrite,
+    ChangedAccountRow,
+    DecisionRow,
+    InFlightRow,
+    NewAccountRow,
+    TransferRow,
+)
+from services.ledger.commands import (
+    Command,
+    DecideRemote,
+    MakeTransfer,
+    OpenAccount,
+    RecordAcceptance,
+    Reverse,
+    ReverseRejected,
+    fingerprint,
+)
 from services.ledger.entries import (
     AccountOpened,
+    CrossnetAccepted,
     CrossnetRejected,
     LogEntry,
     Transfer,
@@ -28,7 +46,7 @@ from services.ledger.entries import (
     entry_encoder,
     transfer_id,
 )
-from services.ledger.ledger import Account, Book, Replay, TransferRecord, decide
+from services.ledger.ledger import Account, Book, Replay, TransferRecord, decide, in_flight_changed
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
 from shared.db import Connection
@@ -157,7 +175,7 @@ class Committer:
         then the answer is the original (or a conflict), not the refusal."""
         unknown: dict[int, tuple[str, bytes]] = {}
         for position, (command, outcome) in enumerate(zip(commands, outcomes, strict=True)):
-            if isinstance(outcome, DomainError) and isinstance(command, MakeTransfer | Reverse):
+            if isinstance(outcome, DomainError) and isinstance(command, MakeTransfer | Reverse | ReverseRejected):
                 tid = transfer_id(command.key)
                 if tid not in book.transfers:
                     unknown[position] = (tid, fingerprint(command))
@@ -200,6 +218,10 @@ class Committer:
             data = entry_encoder.encode(decided)
             write.entry_data.append(data)
             edge.append(merkle.leaf_hash(data))
+            # A transfer inside the network (the common case) is neither remote nor a reversal: no call for it.
+            maybe_crossnet = not isinstance(decided, Transfer) or decided.remote is not None or decided.reverses
+            if maybe_crossnet and (moved := in_flight_changed(book, decided)) is not None:
+                write.in_flight.append(InFlightRow(account=moved, idx=size, minutes=book.accounts[moved].in_flight))
             if isinstance(decided, Transfer):
                 write.transfers.append(
                     TransferRow(
@@ -219,6 +241,9 @@ class Committer:
             elif isinstance(decided, CrossnetRejected):
                 assert isinstance(command, DecideRemote)
                 write.decisions.append(_decision_row(book, command, size, decided.reason))
+            elif isinstance(decided, CrossnetAccepted):
+                assert isinstance(command, RecordAcceptance)
+                write.acceptances.append(_acceptance_row(book, decided, size))
             elif isinstance(decided, AccountOpened):
                 assert isinstance(command, OpenAccount)
                 opened.append((decided, command, size))
@@ -310,4 +335,12 @@ def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | N
     record = book.decisions[(command.origin, command.transfer)]
     return DecisionRow(
         origin=command.origin, transfer=command.transfer, idx=index, fingerprint=record.fingerprint, reason=reason
+    )
+
+
+def _acceptance_row(book: Book, entry: CrossnetAccepted, index: int) -> AcceptanceRow:
+    record = book.transfers[entry.transfer].accepted
+    assert record is not None
+    return AcceptanceRow(
+        transfer=entry.transfer, origin=entry.origin, idx=index, remote_idx=entry.index, fingerprint=record.fingerprint
     )
