@@ -113,7 +113,7 @@ _UNSET_REMOTE_PAYEE = b',"remote_payee":null}'
 
 def fingerprint(command: Command) -> bytes:
     """What a replayed key must match: the whole command, canonically encoded."""
-    if isinstance(command, ReverseRejected):
+    if type(command) is ReverseRejected:
         # Until the federation had its own route, it reversed rejected payments as a plain Reverse under the same
         # key: the same two fields keep those reversals' stored fingerprints matching.
         command = Reverse(key=command.key, transfer=command.transfer)

@@ -218,11 +218,10 @@ class Committer:
             data = entry_encoder.encode(decided)
             write.entry_data.append(data)
             edge.append(merkle.leaf_hash(data))
-            # A transfer inside the network (the common case) is neither remote nor a reversal: no call for it.
-            maybe_crossnet = not isinstance(decided, Transfer) or decided.remote is not None or decided.reverses
-            if maybe_crossnet and (moved := in_flight_changed(book, decided)) is not None:
-                write.in_flight.append(InFlightRow(account=moved, idx=size, minutes=book.accounts[moved].in_flight))
             if isinstance(decided, Transfer):
+                # A transfer inside the network (the common case) is neither remote nor a reversal: no call for it.
+                if decided.remote is not None or decided.reverses is not None:
+                    self._note_in_flight(book, decided, size, write)
                 write.transfers.append(
                     TransferRow(
                         id=decided.id,
@@ -244,6 +243,7 @@ class Committer:
             elif isinstance(decided, CrossnetAccepted):
                 assert isinstance(command, RecordAcceptance)
                 write.acceptances.append(_acceptance_row(book, decided, size))
+                self._note_in_flight(book, decided, size, write)
             elif isinstance(decided, AccountOpened):
                 assert isinstance(command, OpenAccount)
                 opened.append((decided, command, size))
@@ -277,6 +277,13 @@ class Committer:
             write.tiles = edge.take_dirty()
             write.checkpoint = self._signer.sign(edge.size, write.root)
         return outcomes, write
+
+    @staticmethod
+    def _note_in_flight(book: Book, entry: LogEntry, index: int, write: BatchWrite) -> None:
+        """Write the clearing account's minutes in flight after ``entry``, if it changed them."""
+        moved = in_flight_changed(book, entry)
+        if moved is not None:
+            write.in_flight.append(InFlightRow(account=moved, idx=index, minutes=book.accounts[moved].in_flight))
 
     async def _resolve_replays(self, conn: Connection, outcomes: list[Appended | DomainError]) -> None:
         """Replayed commands answer with their original entry: from this batch, or read back as stored."""

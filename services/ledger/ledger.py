@@ -215,13 +215,11 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
 def apply(book: Book, entry: LogEntry) -> None:
     """Fold one accepted entry into the book's account state."""
     if isinstance(entry, Transfer):
-        payer, payee = book.accounts[entry.payer], book.accounts[entry.payee]
-        payer.balance -= entry.minutes
-        payee.balance += entry.minutes
-        if entry.remote is not None and entry.remote.account is not None:
-            payee.in_flight += entry.minutes  # our payment out: in flight until the neighbour accepts it
-        elif entry.reverses is not None and payer.kind == "peer":
-            payer.in_flight -= entry.minutes  # a payment out the neighbour rejected, undone
+        book.accounts[entry.payer].balance -= entry.minutes
+        book.accounts[entry.payee].balance += entry.minutes
+        # A transfer inside the network (the common case) is neither remote nor a reversal.
+        if entry.remote is not None or entry.reverses is not None:
+            _apply_in_flight(book, entry)
     elif isinstance(entry, AccountOpened):
         book.accounts[entry.account] = Account(entry.account, entry.kind, entry.floor, entry.ceiling, peer=entry.peer)
         if entry.peer is not None:
@@ -236,6 +234,13 @@ def apply(book: Book, entry: LogEntry) -> None:
         accepted = book.transfers[entry.transfer]
         book.accounts[accepted.payee].in_flight -= accepted.minutes
     # A CrossnetRejected entry moves nothing.
+
+
+def _apply_in_flight(book: Book, entry: Transfer) -> None:
+    if entry.remote is not None and entry.remote.account is not None:
+        book.accounts[entry.payee].in_flight += entry.minutes  # our payment out: in flight until accepted
+    elif entry.reverses is not None and book.accounts[entry.payer].kind == "peer":
+        book.accounts[entry.payer].in_flight -= entry.minutes  # a payment out the neighbour rejected, undone
 
 
 def in_flight_changed(book: Book, entry: LogEntry) -> str | None:
