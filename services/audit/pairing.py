@@ -3,10 +3,13 @@
 Network S pays a member of network R with a transfer to S's clearing account for R that names the payee in R
 (``remote.account``). R alone decides, in R's log: an acceptance (a transfer from R's clearing account for S, whose
 ``remote`` names S's transfer and its index) or a rejection (``ledger.crossnet.rejected.v1``). S reverses what R
-rejected. With both public logs an auditor checks, in both directions:
+rejected, and records what R accepted (``ledger.crossnet.accepted.v1``, moving no minutes: from then on S counts
+them as settled). With both public logs an auditor checks, in both directions:
 
 - every answer names a transfer the sender's log holds, at that index, with the same payee and minutes;
 - no transfer is answered twice, and no accepted transfer is reversed; every reversal undoes a rejected one;
+- every acceptance the sender records names the receiver's acceptance of that transfer, at its index in the
+  receiver's log, and none is recorded twice;
 - nothing else moves minutes in or out of a clearing account;
 - ``balance_S(peer:R) + balance_R(peer:S)`` equals the minutes still in flight (undecided, or rejected and not yet
   reversed), which is 0 once the two networks have caught up with each other.
@@ -22,11 +25,12 @@ cross-network entries that way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.audit.replay import Replay
 from services.audit.report import Checks
-from services.ledger.entries import CrossnetRejected, Transfer
+from services.ledger.entries import CrossnetAccepted, CrossnetRejected, Transfer
 
 CHECK = "federation.pairing"
 
@@ -64,6 +68,8 @@ class Direction:
     undecided: int = 0
     rejected_unreversed: int = 0
     beyond: int = 0  # answers naming sender entries past the sender's checkpoint
+    recorded_beyond: int = 0  # acceptances the sender recorded, naming receiver entries past its checkpoint
+    unrecorded: int = 0  # acceptances the sender has not recorded yet
     paired: int = 0
     answers: dict[str, Answer] = field(default_factory=dict)
 
@@ -80,7 +86,7 @@ def unpaired(side: Side, neighbour: str | None) -> dict[str, int]:
         origin = min(involved)
         counts[origin] = counts.get(origin, 0) + 1
     for _, entry in side.replay.other:
-        if isinstance(entry, CrossnetRejected) and entry.origin != neighbour:
+        if isinstance(entry, CrossnetRejected | CrossnetAccepted) and entry.origin != neighbour:
             counts[entry.origin] = counts.get(entry.origin, 0) + 1
     return counts
 
@@ -133,6 +139,13 @@ def check_pairing(checks: Checks, a: Side, b: Side) -> None:
             pending.append(
                 f"{d.beyond} answers by {receiver.origin} to entries past {sender.origin}'s checkpoint "
                 "(audit again to check them)"
+            )
+        if d.unrecorded:
+            pending.append(f"{d.unrecorded} accepted by {receiver.origin}, not yet recorded by {sender.origin}")
+        if d.recorded_beyond:
+            pending.append(
+                f"{d.recorded_beyond} acceptances recorded by {sender.origin} of entries past {receiver.origin}'s "
+                "checkpoint (audit again to check them)"
             )
     # The unpaired entries go before the balance: the balance and what is still pending end the detail, as before.
     detail = (
@@ -251,7 +264,37 @@ def _direction(checks: Checks, sender: Side, receiver: Side, s_clearing: set[str
             f"pays out of the clearing account for {receiver.origin} as the reversal of {target}, "
             f"which is no payment to {receiver.origin}",
         )
+    _check_records(sender, receiver, out, fail, set(sent))
     return out
+
+
+def _check_records(
+    sender: Side, receiver: Side, out: Direction, fail: Callable[[Side, int, str], None], sent: set[str]
+) -> None:
+    """The sender's records of the receiver's acceptances: each names the receiver's acceptance of that transfer,
+    at its index in the receiver's log, once."""
+    recorded: dict[str, int] = {}
+    for index, entry in sender.replay.other:
+        if not (isinstance(entry, CrossnetAccepted) and entry.origin == receiver.origin):
+            continue
+        if entry.transfer in recorded:
+            first = recorded[entry.transfer]
+            fail(sender, index, f"records {receiver.origin}'s acceptance of {entry.transfer} again (entry {first})")
+            continue
+        recorded[entry.transfer] = index
+        answer = out.answers.get(entry.transfer)
+        if answer is None and entry.index >= receiver.size:
+            out.recorded_beyond += 1
+        elif answer is None or not answer.accepted or answer.at != entry.index:
+            holds = "no decision on it" if answer is None else f"its {'acceptance' if answer.accepted else 'rejection'}"
+            where = "" if answer is None else f" at entry {answer.at}"
+            fail(
+                sender,
+                index,
+                f"records {receiver.origin}'s acceptance of transfer {entry.transfer} as its entry {entry.index}; "
+                f"{receiver.origin}'s log holds {holds}{where}",
+            )
+    out.unrecorded = sum(1 for t, a in out.answers.items() if a.accepted and t in sent and t not in recorded)
 
 
 def _answers(t: Transfer, origin: str) -> bool:

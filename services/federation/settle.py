@@ -5,7 +5,8 @@ the two logs show: the pure rules of cross-network settlement.
   our ledger accepts it (paying the member from the neighbour's clearing account) or records why not.
 - The neighbour's rejection of one of our transfers (``ledger.crossnet.rejected.v1`` naming us) means we reverse
   that transfer, giving the member back the minutes.
-- The neighbour's acceptance of one of ours needs nothing: the minutes have arrived.
+- The neighbour's acceptance of one of ours is recorded in our ledger: its minutes are settled from then on, no
+  longer in flight, and count when our ledger decides the neighbour's payments.
 
 Each command carries the key it is sent under, so deciding or reversing twice is still done once.
 """
@@ -48,7 +49,20 @@ class Reverse(msgspec.Struct, frozen=True, kw_only=True, tag="federation.settle.
         return f"reverse {self.transfer}"
 
 
-Settlement = Decide | Reverse
+class Accept(msgspec.Struct, frozen=True, kw_only=True, tag="federation.settle.accept.v1", tag_field="type"):
+    """Record in our ledger that the neighbour ``origin`` accepted our transfer ``transfer`` (at ``index`` of its
+    log)."""
+
+    origin: str
+    transfer: str
+    index: int
+
+    @property
+    def key(self) -> str:
+        return f"accept {self.transfer}"
+
+
+Settlement = Decide | Reverse | Accept
 
 
 class CrossnetEvent(msgspec.Struct, frozen=True):
@@ -85,8 +99,8 @@ def from_neighbour(
     ours: str, neighbour: str, start: int, entries: Sequence[bytes]
 ) -> tuple[list[Settlement], list[CrossnetEvent]]:
     """What the neighbour's entries ``start``.. (verified, as stored) mean for us, the log ``ours``: the commands
-    they ask of our ledger (its payments to our members to decide, its rejections of ours to reverse), and its
-    answers to our payments (acceptances and rejections)."""
+    they ask of our ledger (its payments to our members to decide, its rejections of ours to reverse, its
+    acceptances of ours to record), and its answers to our payments (acceptances and rejections)."""
     found: list[Settlement] = []
     answers: list[CrossnetEvent] = []
     # Every entry that concerns us names our origin: one substring search skips the rest.
@@ -112,6 +126,7 @@ def from_neighbour(
                     )
                 )
             case Transfer(remote=remote) if remote is not None and remote.origin == ours and remote.transfer:
+                found.append(Accept(origin=neighbour, transfer=remote.transfer, index=index))
                 answers.append(CrossnetEvent(remote.transfer, "accepted", neighbour, entry.minutes, index))
             case CrossnetRejected(origin=origin) if origin == ours:
                 found.append(Reverse(origin=neighbour, transfer=entry.transfer, index=index, reason=entry.reason))

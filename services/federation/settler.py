@@ -1,7 +1,8 @@
 """Carrying out settlements: the federation's outbox, sent to our ledger with the federation's credential.
 
-A decision or reversal is enqueued in the transaction that stores the verified entries asking for it, so a crash
-loses none; the ledger deduplicates by (origin, transfer) and by key, so sending one twice does it once.
+A decision, reversal or acceptance record is enqueued in the transaction that stores the verified entries asking for
+it, so a crash loses none; the ledger deduplicates by (origin, transfer), by our transfer and by key, so sending one
+twice does it once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncpg
 import msgspec
 
 from services.federation import settle
-from services.federation.settle import Decide, Reverse, Settlement
+from services.federation.settle import Accept, Decide, Reverse, Settlement
 from services.ledger.client import (
     DecideRequest,
     LedgerClient,
@@ -21,6 +22,7 @@ from services.ledger.client import (
     LedgerRefused,
     LedgerUnavailable,
     PostedTransfer,
+    RecordedAcceptance,
     RemoteDecision,
 )
 from shared.db import Connection
@@ -64,15 +66,15 @@ class LedgerSettlement(Handler[Settlement]):
     async def send_many(self, payloads: list[bytes]) -> list[Sent[Settlement] | Retry]:
         commands = [_read(payload) for payload in payloads]
         decides = [(at, c) for at, c in enumerate(commands) if isinstance(c, Decide)]
-        others = [(at, c) for at, c in enumerate(commands) if isinstance(c, Reverse)]
+        others = [(at, c) for at, c in enumerate(commands) if isinstance(c, Reverse | Accept)]
         outcomes: list[Sent[Settlement] | Retry] = [c if isinstance(c, Retry) else Retry("") for c in commands]
-        decided, reversed_ = await asyncio.gather(
-            self._decide([c for _, c in decides]), asyncio.gather(*(self._reverse(c) for _, c in others))
+        decided, answered = await asyncio.gather(
+            self._decide([c for _, c in decides]), asyncio.gather(*(self._one(c) for _, c in others))
         )
         for (at, decide), decision in zip(decides, decided, strict=True):
             outcomes[at] = _settled(decide, decision)
-        for (at, reverse), reversal in zip(others, reversed_, strict=True):
-            outcomes[at] = _settled(reverse, reversal)
+        for (at, other), answer in zip(others, answered, strict=True):
+            outcomes[at] = _settled(other, answer)
         return outcomes
 
     async def _decide(self, decides: list[Decide]) -> list[RemoteDecision | LedgerError]:
@@ -105,9 +107,12 @@ class LedgerSettlement(Handler[Settlement]):
         except LedgerError as exc:
             return exc
 
-    async def _reverse(self, command: Reverse) -> PostedTransfer | LedgerError:
+    async def _one(self, command: Reverse | Accept) -> PostedTransfer | RecordedAcceptance | LedgerError:
+        """Reverse a payment the neighbour rejected, or record one it accepted."""
         try:
-            return await self._ledger.reverse(command.key, command.transfer)
+            if isinstance(command, Accept):
+                return await self._ledger.record_acceptance(command.origin, command.transfer, command.index)
+            return await self._ledger.reverse_rejected(command.key, command.origin, command.transfer, command.index)
         except LedgerError as exc:
             return exc
 
@@ -126,21 +131,27 @@ def _read(payload: bytes) -> Settlement | Retry:
         return Retry(f"cannot read the settlement (written by a newer version?): {exc}")
 
 
-def _settled(command: Settlement, answer: RemoteDecision | PostedTransfer | LedgerError) -> Sent[Settlement] | Retry:
+def _settled(
+    command: Settlement, answer: RemoteDecision | PostedTransfer | RecordedAcceptance | LedgerError
+) -> Sent[Settlement] | Retry:
     """What to record of the ledger's answer to ``command``: the answer, a refusal for good, or nothing yet."""
     if isinstance(answer, LedgerUnavailable):
         return Retry(str(answer))
     if isinstance(answer, LedgerRefused):
         # No clearing account yet (a coordinator may still link the neighbour), or minutes the reversal needs
-        # are not there yet: not now, rather than no.
-        later = "not-found" if isinstance(command, Decide) else "insufficient-hours"
-        if not answer.final or answer.slug == later:
+        # are not there yet (a member's ceiling, a floor a coordinator raised): not now, rather than no. An
+        # acceptance record is refused only for a transfer that is not ours to that neighbour: never retried.
+        if not answer.final or answer.slug == _LATER.get(type(command)):
             return Retry(str(answer))
         log.warning("the ledger refused %s for good: %s", command.key, answer)
         return Sent(command, _outcome(answer.status, msgspec.json.encode(answer.problem)), failed=True)
     if isinstance(answer, LedgerError):
         return Retry(str(answer))
     return Sent(command, _outcome(200, msgspec.json.encode(answer)))
+
+
+# The refusals that mean "not now" for each kind of settlement (see LedgerSettlement.send).
+_LATER: dict[type, str] = {Decide: "not-found", Reverse: "insufficient-hours"}
 
 
 def _outcome(status: int, body: bytes) -> bytes:

@@ -25,13 +25,16 @@ from services.ledger.commands import (
     Key,
     MakeTransfer,
     OpenAccount,
+    RecordAcceptance,
     Reverse,
+    ReverseRejected,
 )
 from services.ledger.entries import (
     ACCOUNT_ID_PATTERN,
     ORIGIN_PATTERN,
     TRANSFER_ID_PATTERN,
     AccountOpened,
+    CrossnetAccepted,
     CrossnetRejected,
     LogEntry,
     Remote,
@@ -257,6 +260,17 @@ class DecisionView(msgspec.Struct, kw_only=True):
     replayed: bool = False
 
 
+class AcceptanceView(msgspec.Struct, kw_only=True):
+    """The record, in this network's log, of a neighbour's acceptance of one of its payments."""
+
+    origin: str  # the neighbour
+    transfer: str  # our transfer it accepted
+    decision_index: int  # its decision's index in the neighbour's log
+    index: int  # the record's index in this network's log
+    at: str
+    replayed: bool = False
+
+
 def _decision_view(index: int, entry: LogEntry, *, replayed: bool) -> DecisionView:
     if isinstance(entry, CrossnetRejected):
         return DecisionView(
@@ -358,6 +372,32 @@ class CrossnetController(Controller):
         if found is None:
             raise NotFound(f"{origin}'s transfer {transfer} has not been decided here", transfer=transfer)
         return _decision_view(found.index, entry_decoder.decode(found.data), replayed=False)
+
+    @post(
+        "/acceptances", operation_id="recordRemoteAcceptance", guards=[require_federation], status_code=HTTP_201_CREATED
+    )
+    async def accepted(self, data: JSONBody[RecordAcceptance], state: State) -> Response[AcceptanceView]:
+        """Record the neighbour's acceptance of one of our payments (read in its log): its minutes are settled from
+        here. Recorded once; a repeat returns the first record."""
+        done = await state.appender.submit(data)
+        entry = done.entry
+        assert isinstance(entry, CrossnetAccepted)
+        view = AcceptanceView(
+            origin=entry.origin,
+            transfer=entry.transfer,
+            decision_index=entry.index,
+            index=done.index,
+            at=entry.at.isoformat(),
+            replayed=done.replayed,
+        )
+        return Response(view, status_code=HTTP_200_OK if done.replayed else HTTP_201_CREATED)
+
+    @post("/reversals", operation_id="reverseRejected", guards=[require_federation], status_code=HTTP_201_CREATED)
+    async def reverse_rejected(self, data: JSONBody[ReverseRejected], state: State) -> Response[TransferView]:
+        """Reverse one of our payments to a neighbour's member that the neighbour rejected (read in its log): the
+        member gets the minutes back. Only here, and only for the federation: a payment still in flight may yet be
+        accepted."""
+        return _transfer_view(await state.appender.submit(data))
 
 
 @get("/health", operation_id="health", tags=["ops"])

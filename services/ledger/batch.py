@@ -60,6 +60,24 @@ class DecisionRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     reason: str | None
 
 
+class AcceptanceRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The record of a neighbour's acceptance of our transfer: our entry ``idx``, its decision ``remote_idx``."""
+
+    transfer: str
+    origin: str
+    idx: int
+    remote_idx: int
+    fingerprint: bytes
+
+
+class InFlightRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A peer clearing account's minutes in flight after entry ``idx``."""
+
+    account: str
+    idx: int
+    minutes: int
+
+
 @dataclass(slots=True)
 class BatchWrite:
     """Everything one batch appends or changes: entries from log index ``start``, leaving the log at ``size``
@@ -75,6 +93,8 @@ class BatchWrite:
     changed_accounts: list[ChangedAccountRow] = field(default_factory=list)
     transfers: list[TransferRow] = field(default_factory=list)
     decisions: list[DecisionRow] = field(default_factory=list)
+    acceptances: list[AcceptanceRow] = field(default_factory=list)
+    in_flight: list[InFlightRow] = field(default_factory=list)
     # (level, tile index, hashes), as the tree's right edge gives them.
     tiles: list[tuple[int, int, bytes]] = field(default_factory=list)
 

@@ -18,6 +18,7 @@ import httpx
 import msgspec
 
 from services.ledger.client_types import (
+    AcceptanceRequest,
     AccountView,
     Balances,
     Checkpoints,
@@ -34,7 +35,9 @@ from services.ledger.client_types import (
     OpenedAccount,
     OpenedAccountBody,
     PostedTransfer,
+    RecordedAcceptance,
     RemoteDecision,
+    ReverseRejectedRequest,
     ReverseRequest,
     SignedCheckpoint,
     StatementLine,
@@ -64,6 +67,7 @@ __all__ = [
     "LedgerUnavailable",
     "OpenedAccount",
     "PostedTransfer",
+    "RecordedAcceptance",
     "RemoteDecision",
     "SignedCheckpoint",
     "StatementLine",
@@ -132,6 +136,7 @@ _checkpoints = msgspec.json.Decoder(Checkpoints)
 _inclusion = msgspec.json.Decoder(InclusionProof)
 _consistency = msgspec.json.Decoder(ConsistencyProof)
 _balances = msgspec.json.Decoder(Balances)
+_recorded_acceptance = msgspec.json.Decoder(RecordedAcceptance)
 _problem = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -439,6 +444,20 @@ class LedgerClient:
         except msgspec.DecodeError as exc:
             # Not an answer this client understands (a proxy's page, a mismatched version): not the request's fault.
             raise LedgerUnavailable(f"unexpected answer from the ledger: {exc}") from exc
+
+    # ---- Cross-network settlement (the federation's credential) ----
+
+    async def record_acceptance(self, origin: str, transfer: str, index: int) -> RecordedAcceptance:
+        """Record the neighbour ``origin``'s acceptance (entry ``index`` of its log) of our ``transfer``, once."""
+        body = AcceptanceRequest(origin=origin, transfer=transfer, index=index)
+        _, data = await self._request("POST", "/crossnet/acceptances", body=body)
+        return self._decode(_recorded_acceptance, data)
+
+    async def reverse_rejected(self, key: str, origin: str, transfer: str, index: int) -> PostedTransfer:
+        """Reverse our ``transfer``, which ``origin`` rejected (entry ``index`` of its log), once per key."""
+        body = ReverseRejectedRequest(key=key, origin=origin, transfer=transfer, index=index)
+        _, data = await self._request("POST", "/crossnet/reversals", body=body)
+        return self._decode(_posted_transfer, data)
 
 
 def _problem_of(status: int, content_type: str, data: bytes) -> dict[str, Any]:

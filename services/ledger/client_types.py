@@ -109,6 +109,18 @@ class RemoteDecision(msgspec.Struct, frozen=True, kw_only=True):
     replayed: bool = False
 
 
+class RecordedAcceptance(msgspec.Struct, frozen=True, kw_only=True):
+    """The record in this ledger's log of a neighbour's acceptance of its transfer (``replayed``: recorded before)."""
+
+    origin: str
+    transfer: str
+    # The neighbour's decision's index in its log, and the record's index in this ledger's log.
+    decision_index: int
+    index: int
+    at: datetime
+    replayed: bool = False
+
+
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
     """A log entry's exact stored bytes (sent as base64), which its Merkle leaf hashes."""
 
@@ -239,3 +251,16 @@ class DecisionOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 class DecisionOutcomes(msgspec.Struct, frozen=True, kw_only=True):
     results: list[DecisionOutcome]
+
+
+class AcceptanceRequest(msgspec.Struct, frozen=True, kw_only=True):
+    origin: str
+    transfer: str
+    index: int
+
+
+class ReverseRejectedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    key: str
+    origin: str
+    transfer: str
+    index: int

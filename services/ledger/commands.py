@@ -78,7 +78,34 @@ class DecideRemote(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     memo_digest: Digest | None = None
 
 
-Command = OpenAccount | ChangeLimits | CloseAccount | MakeTransfer | Reverse | DecideRemote
+class RecordAcceptance(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Record that the neighbour ``origin`` accepted our transfer ``transfer`` (its decision is entry ``index`` of
+    its log), as read from the neighbour's log."""
+
+    origin: Origin
+    transfer: TransferId
+    index: LogIndex
+
+
+class ReverseRejected(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Reverse our transfer ``transfer``, which the neighbour ``origin`` rejected (entry ``index`` of its log)."""
+
+    key: Key
+    origin: Origin
+    transfer: TransferId
+    index: LogIndex
+
+
+Command = (
+    OpenAccount
+    | ChangeLimits
+    | CloseAccount
+    | MakeTransfer
+    | Reverse
+    | DecideRemote
+    | RecordAcceptance
+    | ReverseRejected
+)
 
 
 _UNSET_REMOTE_PAYEE = b',"remote_payee":null}'
@@ -86,6 +113,10 @@ _UNSET_REMOTE_PAYEE = b',"remote_payee":null}'
 
 def fingerprint(command: Command) -> bytes:
     """What a replayed key must match: the whole command, canonically encoded."""
+    if type(command) is ReverseRejected:
+        # Until the federation had its own route, it reversed rejected payments as a plain Reverse under the same
+        # key: the same two fields keep those reversals' stored fingerprints matching.
+        command = Reverse(key=command.key, transfer=command.transfer)
     encoded = msgspec.json.encode(command)
     if isinstance(command, MakeTransfer) and encoded.endswith(_UNSET_REMOTE_PAYEE):
         # remote_payee (the last field) came later: left out while unset, fingerprints stored before it existed

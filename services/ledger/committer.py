@@ -17,10 +17,28 @@ from datetime import UTC, datetime
 import asyncpg
 
 from services.ledger import store
-from services.ledger.batch import BatchWrite, ChangedAccountRow, DecisionRow, NewAccountRow, TransferRow
-from services.ledger.commands import Command, DecideRemote, MakeTransfer, OpenAccount, Reverse, fingerprint
+from services.ledger.batch import (
+    AcceptanceRow,
+    BatchWrite,
+    ChangedAccountRow,
+    DecisionRow,
+    InFlightRow,
+    NewAccountRow,
+    TransferRow,
+)
+from services.ledger.commands import (
+    Command,
+    DecideRemote,
+    MakeTransfer,
+    OpenAccount,
+    RecordAcceptance,
+    Reverse,
+    ReverseRejected,
+    fingerprint,
+)
 from services.ledger.entries import (
     AccountOpened,
+    CrossnetAccepted,
     CrossnetRejected,
     LogEntry,
     Transfer,
@@ -28,7 +46,7 @@ from services.ledger.entries import (
     entry_encoder,
     transfer_id,
 )
-from services.ledger.ledger import Account, Book, Replay, TransferRecord, decide
+from services.ledger.ledger import Account, Book, Replay, TransferRecord, decide, in_flight_changed
 from services.ledger.tlog import CheckpointSigner
 from shared import merkle
 from shared.db import Connection
@@ -157,7 +175,7 @@ class Committer:
         then the answer is the original (or a conflict), not the refusal."""
         unknown: dict[int, tuple[str, bytes]] = {}
         for position, (command, outcome) in enumerate(zip(commands, outcomes, strict=True)):
-            if isinstance(outcome, DomainError) and isinstance(command, MakeTransfer | Reverse):
+            if isinstance(outcome, DomainError) and isinstance(command, MakeTransfer | Reverse | ReverseRejected):
                 tid = transfer_id(command.key)
                 if tid not in book.transfers:
                     unknown[position] = (tid, fingerprint(command))
@@ -201,6 +219,9 @@ class Committer:
             write.entry_data.append(data)
             edge.append(merkle.leaf_hash(data))
             if isinstance(decided, Transfer):
+                # A transfer inside the network (the common case) is neither remote nor a reversal: no call for it.
+                if decided.remote is not None or decided.reverses is not None:
+                    self._note_in_flight(book, decided, size, write)
                 write.transfers.append(
                     TransferRow(
                         id=decided.id,
@@ -219,6 +240,10 @@ class Committer:
             elif isinstance(decided, CrossnetRejected):
                 assert isinstance(command, DecideRemote)
                 write.decisions.append(_decision_row(book, command, size, decided.reason))
+            elif isinstance(decided, CrossnetAccepted):
+                assert isinstance(command, RecordAcceptance)
+                write.acceptances.append(_acceptance_row(book, decided, size))
+                self._note_in_flight(book, decided, size, write)
             elif isinstance(decided, AccountOpened):
                 assert isinstance(command, OpenAccount)
                 opened.append((decided, command, size))
@@ -252,6 +277,13 @@ class Committer:
             write.tiles = edge.take_dirty()
             write.checkpoint = self._signer.sign(edge.size, write.root)
         return outcomes, write
+
+    @staticmethod
+    def _note_in_flight(book: Book, entry: LogEntry, index: int, write: BatchWrite) -> None:
+        """Write the clearing account's minutes in flight after ``entry``, if it changed them."""
+        moved = in_flight_changed(book, entry)
+        if moved is not None:
+            write.in_flight.append(InFlightRow(account=moved, idx=index, minutes=book.accounts[moved].in_flight))
 
     async def _resolve_replays(self, conn: Connection, outcomes: list[Appended | DomainError]) -> None:
         """Replayed commands answer with their original entry: from this batch, or read back as stored."""
@@ -310,4 +342,12 @@ def _decision_row(book: Book, command: DecideRemote, index: int, reason: str | N
     record = book.decisions[(command.origin, command.transfer)]
     return DecisionRow(
         origin=command.origin, transfer=command.transfer, idx=index, fingerprint=record.fingerprint, reason=reason
+    )
+
+
+def _acceptance_row(book: Book, entry: CrossnetAccepted, index: int) -> AcceptanceRow:
+    record = book.transfers[entry.transfer].accepted
+    assert record is not None
+    return AcceptanceRow(
+        transfer=entry.transfer, origin=entry.origin, idx=index, remote_idx=entry.index, fingerprint=record.fingerprint
     )

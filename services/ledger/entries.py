@@ -94,7 +94,19 @@ class CrossnetRejected(Entry, frozen=True, kw_only=True, tag="ledger.crossnet.re
     reason: str
 
 
-LogEntry = AccountOpened | LimitsChanged | AccountClosedEntry | Transfer | CrossnetRejected
+class CrossnetAccepted(Entry, frozen=True, kw_only=True, tag="ledger.crossnet.accepted.v1"):
+    """The neighbour ``origin`` accepted our transfer ``transfer``: its decision is entry ``index`` of its log.
+
+    It moves no minutes (they left when we paid); from here on they are settled, no longer in flight. Recorded from
+    the neighbour's log by our federation, so an auditor holding both logs can pair it with that decision.
+    """
+
+    origin: str
+    transfer: str
+    index: int
+
+
+LogEntry = AccountOpened | LimitsChanged | AccountClosedEntry | Transfer | CrossnetRejected | CrossnetAccepted
 
 entry_encoder = msgspec.json.Encoder()
 entry_decoder = msgspec.json.Decoder(LogEntry)

@@ -1,4 +1,4 @@
-"""The ledger's pure domain: the state a batch needs, and decide/apply.
+"""The ledger's pure domain: decide/apply on the state a batch needs (``services.ledger.book``, re-exported here).
 
 Nothing here talks to a database or the network. The appender loads the few accounts and transfers a batch
 touches into a ``Book``, calls ``decide`` for each command in order (which applies the accepted entry to the
@@ -8,21 +8,24 @@ book, so later commands in the same batch see its effect), and writes what was d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.ledger.book import Account, Book, DecisionRecord, OpenRecord, Replay, TransferRecord
 from services.ledger.commands import (
     ChangeLimits,
     Command,
     DecideRemote,
     MakeTransfer,
     OpenAccount,
+    RecordAcceptance,
     Reverse,
+    ReverseRejected,
     fingerprint,
 )
 from services.ledger.entries import (
     AccountClosedEntry,
     AccountOpened,
+    CrossnetAccepted,
     CrossnetRejected,
     LimitsChanged,
     LogEntry,
@@ -33,77 +36,19 @@ from services.ledger.entries import (
     new_account_id,
     transfer_id,
 )
-from shared.errors import AccountClosed, Conflict, InsufficientHours, Invalid, NotFound
+from shared.errors import AccountClosed, Conflict, Forbidden, InsufficientHours, Invalid, NotFound
 
-# ---- State the decisions need ----
-
-
-@dataclass(slots=True)
-class Account:
-    id: str
-    kind: str
-    floor: int
-    ceiling: int | None
-    balance: int = 0
-    closed: bool = False
-    # A peer clearing account's neighbour origin.
-    peer: str | None = None
-
-
-@dataclass(slots=True)
-class TransferRecord:
-    id: str
-    index: int
-    fingerprint: bytes
-    payer: str
-    payee: str
-    minutes: int
-    reversed_by: str | None = None
-
-
-@dataclass(slots=True)
-class DecisionRecord:
-    """A neighbour's transfer this network has decided (accepted or rejected), and where."""
-
-    index: int
-    fingerprint: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class OpenRecord:
-    """An account open already decided, by its idempotency key: the account, the command's fingerprint, where."""
-
-    account: str
-    fingerprint: bytes
-    index: int
-
-
-@dataclass(slots=True)
-class Replay:
-    """A command whose idempotency key was already used: the answer is the original entry."""
-
-    index: int
-
-
-@dataclass(slots=True)
-class Book:
-    """The slice of ledger state one batch needs, mutated as the batch's commands are decided."""
-
-    accounts: dict[str, Account] = field(default_factory=dict)
-    transfers: dict[str, TransferRecord] = field(default_factory=dict)
-    # Account opens by idempotency key.
-    opens: dict[str, OpenRecord] = field(default_factory=dict)
-    # Open peer clearing accounts by the neighbour's origin: one per neighbour.
-    peers: dict[str, str] = field(default_factory=dict)
-    # Decided neighbour transfers by (origin, neighbour's transfer id).
-    decisions: dict[tuple[str, str], DecisionRecord] = field(default_factory=dict)
-    default_floor: int = -600
-
-    def account(self, account_id: str) -> Account:
-        try:
-            return self.accounts[account_id]
-        except KeyError:
-            raise NotFound(f"account {account_id} does not exist", account=account_id) from None
+__all__ = [
+    "Account",
+    "Book",
+    "DecisionRecord",
+    "OpenRecord",
+    "Replay",
+    "TransferRecord",
+    "apply",
+    "decide",
+    "in_flight_changed",
+]
 
 
 def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntry | Replay:
@@ -131,27 +76,12 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
         )
         _check_transfer(book, entry)
         book.transfers[tid] = TransferRecord(tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes)
-    elif isinstance(command, Reverse):
+    elif isinstance(command, Reverse | ReverseRejected):
         tid = transfer_id(command.key)
         existing = book.transfers.get(tid)
         if existing is not None:
             return _replay(existing.fingerprint, fingerprint(command), existing.index, command.key)
-        original = book.transfers.get(command.transfer)
-        if original is None:
-            raise NotFound(f"transfer {command.transfer} does not exist", transfer=command.transfer)
-        if original.reversed_by is not None:
-            raise Conflict(
-                f"transfer {original.id} was already reversed by {original.reversed_by}",
-                reversed_by=original.reversed_by,
-            )
-        if book.account(original.payer).kind == "peer":
-            # The neighbour decided it (or it undid our own payment the neighbour refused): taking it back
-            # here would leave the two networks' clearing accounts disagreeing.
-            raise Invalid(
-                f"transfer {original.id} came from a peer clearing account and cannot be reversed; "
-                "pay the minutes back with a new cross-network transfer",
-                transfer=original.id,
-            )
+        original = _reversible(book, command)
         entry = Transfer(
             at=at,
             id=tid,
@@ -163,6 +93,11 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
         _check_transfer(book, entry)
         original.reversed_by = tid
         book.transfers[tid] = TransferRecord(tid, index, fingerprint(command), entry.payer, entry.payee, entry.minutes)
+    elif isinstance(command, RecordAcceptance):
+        recorded = _record_acceptance(book, command, at, index)
+        if isinstance(recorded, Replay):
+            return recorded
+        entry = recorded
     elif isinstance(command, DecideRemote):
         decided = _decide_remote(book, command, at, index)
         if isinstance(decided, Replay):
@@ -201,6 +136,13 @@ def decide(book: Book, command: Command, *, at: datetime, index: int) -> LogEntr
                 f"account {account.id} still holds {account.balance} minutes; settle it before closing",
                 balance=account.balance,
             )
+        if account.in_flight:
+            # Their reversal (if the neighbour rejects them) must still find the clearing account open.
+            raise Conflict(
+                f"account {account.id} has {account.in_flight} minutes in flight to {account.peer}; "
+                "wait until the neighbour has decided them",
+                in_flight=account.in_flight,
+            )
         entry = AccountClosedEntry(at=at, account=account.id)
     apply(book, entry)
     return entry
@@ -211,6 +153,9 @@ def apply(book: Book, entry: LogEntry) -> None:
     if isinstance(entry, Transfer):
         book.accounts[entry.payer].balance -= entry.minutes
         book.accounts[entry.payee].balance += entry.minutes
+        # A transfer inside the network (the common case) is neither remote nor a reversal.
+        if entry.remote is not None or entry.reverses is not None:
+            _apply_in_flight(book, entry)
     elif isinstance(entry, AccountOpened):
         book.accounts[entry.account] = Account(entry.account, entry.kind, entry.floor, entry.ceiling, peer=entry.peer)
         if entry.peer is not None:
@@ -221,7 +166,30 @@ def apply(book: Book, entry: LogEntry) -> None:
     elif isinstance(entry, AccountClosedEntry):
         book.accounts[entry.account].closed = True
         book.peers = {origin: a for origin, a in book.peers.items() if a != entry.account}
+    elif isinstance(entry, CrossnetAccepted):
+        accepted = book.transfers[entry.transfer]
+        book.accounts[accepted.payee].in_flight -= accepted.minutes
     # A CrossnetRejected entry moves nothing.
+
+
+def _apply_in_flight(book: Book, entry: Transfer) -> None:
+    if entry.remote is not None and entry.remote.account is not None:
+        book.accounts[entry.payee].in_flight += entry.minutes  # our payment out: in flight until accepted
+    elif entry.reverses is not None and book.accounts[entry.payer].kind == "peer":
+        book.accounts[entry.payer].in_flight -= entry.minutes  # a payment out the neighbour rejected, undone
+
+
+def in_flight_changed(book: Book, entry: LogEntry) -> str | None:
+    """The peer clearing account whose minutes in flight ``entry`` (just applied) changed, if any."""
+    if isinstance(entry, Transfer):
+        if entry.remote is not None and entry.remote.account is not None:
+            return entry.payee
+        if entry.reverses is not None and book.accounts[entry.payer].kind == "peer":
+            return entry.payer
+        return None
+    if isinstance(entry, CrossnetAccepted):
+        return book.transfers[entry.transfer].payee
+    return None
 
 
 def _outgoing_remote(book: Book, command: MakeTransfer) -> Remote | None:
@@ -290,6 +258,80 @@ def _decide_remote(book: Book, command: DecideRemote, at: datetime, index: int) 
     return entry
 
 
+def _reversible(book: Book, command: Reverse | ReverseRejected) -> TransferRecord:
+    """The transfer ``command`` may reverse: a plain reversal undoes a transfer inside the network; only the
+    federation's (``ReverseRejected``) undoes one of our payments to a neighbour, once it has rejected it."""
+    original = book.transfers.get(command.transfer)
+    if original is None:
+        raise NotFound(f"transfer {command.transfer} does not exist", transfer=command.transfer)
+    if original.reversed_by is not None:
+        raise Conflict(
+            f"transfer {original.id} was already reversed by {original.reversed_by}",
+            reversed_by=original.reversed_by,
+        )
+    if book.account(original.payer).kind == "peer":
+        # The neighbour decided it (or it undid our own payment the neighbour refused): taking it back
+        # here would leave the two networks' clearing accounts disagreeing.
+        raise Invalid(
+            f"transfer {original.id} came from a peer clearing account and cannot be reversed; "
+            "pay the minutes back with a new cross-network transfer",
+            transfer=original.id,
+        )
+    payee = book.account(original.payee)
+    if isinstance(command, Reverse):
+        if payee.kind == "peer":
+            # While the neighbour has not decided it, it may still accept it: reversed as well, it would be paid
+            # twice. Only the neighbour's rejection, read by the federation, undoes it.
+            raise Forbidden(
+                f"transfer {original.id} pays a member of {payee.peer}: only the federation reverses it, "
+                f"once {payee.peer} has rejected it",
+                transfer=original.id,
+            )
+        return original
+    _check_ours(payee, original, command.origin)
+    if original.accepted is not None:
+        raise Conflict(
+            f"{command.origin} accepted transfer {original.id} (our entry {original.accepted.index}); "
+            "it cannot also have rejected it",
+            transfer=original.id,
+            accepted=original.accepted.index,
+        )
+    return original
+
+
+def _check_ours(payee: Account, original: TransferRecord, origin: str) -> None:
+    if payee.kind != "peer" or payee.peer != origin:
+        raise Invalid(f"transfer {original.id} is no payment of ours to a member of {origin}", transfer=original.id)
+
+
+def _record_acceptance(book: Book, command: RecordAcceptance, at: datetime, index: int) -> LogEntry | Replay:
+    """Record the neighbour's acceptance of our payment to its member, once: its minutes are settled from here."""
+    given = fingerprint(command)
+    original = book.transfers.get(command.transfer)
+    if original is None:
+        raise NotFound(f"transfer {command.transfer} does not exist", transfer=command.transfer)
+    if original.accepted is not None:
+        if original.accepted.fingerprint != given:
+            raise Conflict(
+                f"the acceptance of transfer {original.id} was already recorded, for a different request",
+                transfer=original.id,
+                index=original.accepted.index,
+            )
+        return Replay(original.accepted.index)
+    if book.account(original.payer).kind == "peer":
+        raise Invalid(f"transfer {original.id} is no payment of ours to a member of {command.origin}")
+    _check_ours(book.account(original.payee), original, command.origin)
+    if original.reversed_by is not None:
+        raise Conflict(
+            f"transfer {original.id} was reversed by {original.reversed_by} (rejected by {command.origin}); "
+            "it cannot also have been accepted",
+            transfer=original.id,
+            reversed_by=original.reversed_by,
+        )
+    original.accepted = DecisionRecord(index, given)
+    return CrossnetAccepted(at=at, origin=command.origin, transfer=command.transfer, index=command.index)
+
+
 def _rejection(book: Book, peer: Account, command: DecideRemote) -> RejectionReason | None:
     payee = book.accounts.get(command.payee)
     if payee is None:
@@ -298,7 +340,9 @@ def _rejection(book: Book, peer: Account, command: DecideRemote) -> RejectionRea
         return "not_a_member"
     if payee.closed:
         return "account_closed"
-    if peer.balance - command.minutes < peer.floor:
+    # Only settled minutes count: our payments still in flight may yet be rejected, and their reversal must then
+    # find the minutes there.
+    if peer.balance - peer.in_flight - command.minutes < peer.floor:
         return "trust_limit"
     if payee.ceiling is not None and payee.balance + command.minutes > payee.ceiling:
         return "ceiling"

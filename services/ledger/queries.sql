@@ -10,13 +10,16 @@ ROLLBACK
 
 -- name: head_and_transfers
 -- The tree head with the transfers a batch names (one row with NULL transfer columns if none exist).
-SELECT h.size, h.root, t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, t.reversed_by
+SELECT h.size, h.root, t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, t.reversed_by, t.accepted_idx,
+       t.accepted_fingerprint
 FROM ledger.head h
 LEFT JOIN (
-    SELECT t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, r.id AS reversed_by
+    SELECT t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, r.id AS reversed_by, a.idx AS accepted_idx,
+           a.fingerprint AS accepted_fingerprint
     FROM unnest($1::text[]) AS k (id)
     JOIN ledger.transfers t ON t.id = k.id
     LEFT JOIN ledger.transfers r ON r.reverses = t.id AND r.reverses IS NOT NULL
+    LEFT JOIN ledger.crossnet_accepted a ON a.transfer = t.id
 ) t ON true
 
 -- name: head
@@ -27,7 +30,11 @@ SELECT size, root FROM ledger.head
 SELECT DISTINCT ON (level) level, hashes FROM ledger.tiles ORDER BY level, idx DESC
 
 -- name: accounts_by_id
-SELECT a.id, a.kind, a.floor, a.ceiling, ledger.balance_before(a.id, 9223372036854775807) AS balance, a.closed, a.peer
+-- With a clearing account's minutes in flight: the value its latest in-flight row left.
+SELECT a.id, a.kind, a.floor, a.ceiling, ledger.balance_before(a.id, 9223372036854775807) AS balance, a.closed, a.peer,
+       CASE WHEN a.kind = 'peer' THEN coalesce(
+           (SELECT f.minutes FROM ledger.in_flight f WHERE f.account = a.id ORDER BY f.idx DESC LIMIT 1), 0
+       ) ELSE 0 END AS in_flight
 FROM unnest($1::text[]) AS k (id)
 JOIN ledger.accounts a ON a.id = k.id
 
@@ -49,10 +56,12 @@ SELECT a.open_key, a.id, a.open_fingerprint, a.opened_idx
 FROM unnest($1::text[]) AS k (open_key) JOIN ledger.accounts a ON a.open_key = k.open_key
 
 -- name: transfers_by_id
-SELECT t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, r.id AS reversed_by
+SELECT t.id, t.idx, t.fingerprint, t.payer, t.payee, t.minutes, r.id AS reversed_by, a.idx AS accepted_idx,
+       a.fingerprint AS accepted_fingerprint
 FROM unnest($1::text[]) AS k (id)
 JOIN ledger.transfers t ON t.id = k.id
 LEFT JOIN ledger.transfers r ON r.reverses = t.id AND r.reverses IS NOT NULL
+LEFT JOIN ledger.crossnet_accepted a ON a.transfer = t.id
 
 -- name: entries_by_index
 SELECT e.idx, e.data FROM unnest($1::bigint[]) AS k (idx) JOIN ledger.entries e ON e.idx = k.idx
@@ -90,6 +99,14 @@ checkpoint AS (
 new_decisions AS (
     INSERT INTO ledger.crossnet (origin, transfer, idx, fingerprint, reason)
     SELECT * FROM unnest($31::text[], $32::text[], $33::bigint[], $34::bytea[], $35::text[])
+),
+new_acceptances AS (
+    INSERT INTO ledger.crossnet_accepted (transfer, origin, idx, remote_idx, fingerprint)
+    SELECT * FROM unnest($36::text[], $37::text[], $38::bigint[], $39::bigint[], $40::bytea[])
+),
+new_in_flight AS (
+    INSERT INTO ledger.in_flight (account, idx, minutes)
+    SELECT * FROM unnest($41::text[], $42::bigint[], $43::bigint[])
 )
 UPDATE ledger.head SET size = ledger.next_size(size, $1, $28), root = $29
 

@@ -10,9 +10,11 @@ import asyncpg
 import msgspec
 
 from services.ledger.batch import (
+    AcceptanceRow,
     BatchWrite,
     ChangedAccountRow,
     DecisionRow,
+    InFlightRow,
     NewAccountRow,
     TransferRow,
     columns,
@@ -25,7 +27,9 @@ from services.ledger.commands import (
     DecideRemote,
     MakeTransfer,
     OpenAccount,
+    RecordAcceptance,
     Reverse,
+    ReverseRejected,
 )
 from services.ledger.entries import transfer_id
 from services.ledger.ledger import Account, Book, DecisionRecord, OpenRecord, TransferRecord
@@ -97,7 +101,8 @@ class _Referenced:
     transfer_ids: set[str] = field(default_factory=set)
     account_ids: set[str] = field(default_factory=set)
     opens: list[OpenAccount] = field(default_factory=list)
-    reversed_ids: set[str] = field(default_factory=set)
+    # Transfers a command names by id (to reverse it, or to record the neighbour's acceptance of it).
+    named_ids: set[str] = field(default_factory=set)
     decisions: list[DecideRemote] = field(default_factory=list)
 
 
@@ -112,16 +117,19 @@ def _referenced(commands: list[Command], *, with_keys: bool) -> _Referenced:
             if with_keys:
                 refs.transfer_ids.add(transfer_id(command.key))
             refs.account_ids.update((command.payer, command.payee))
-        elif isinstance(command, Reverse):
+        elif isinstance(command, Reverse | ReverseRejected):
             if with_keys:
                 refs.transfer_ids.add(transfer_id(command.key))
             refs.transfer_ids.add(command.transfer)
-            refs.reversed_ids.add(command.transfer)
+            refs.named_ids.add(command.transfer)
+        elif isinstance(command, RecordAcceptance):
+            refs.transfer_ids.add(command.transfer)
+            refs.named_ids.add(command.transfer)
         elif isinstance(command, OpenAccount):
             refs.opens.append(command)
         elif isinstance(command, ChangeLimits | CloseAccount):
             refs.account_ids.add(command.account)
-        else:
+        elif isinstance(command, DecideRemote):
             refs.decisions.append(command)
             refs.account_ids.add(command.payee)
     return refs
@@ -136,6 +144,9 @@ def _transfer_record(r: asyncpg.Record) -> TransferRecord:
         payee=r["payee"],
         minutes=r["minutes"],
         reversed_by=r["reversed_by"],
+        accepted=None
+        if r["accepted_idx"] is None
+        else DecisionRecord(index=r["accepted_idx"], fingerprint=bytes(r["accepted_fingerprint"])),
     )
 
 
@@ -170,6 +181,7 @@ async def _fill(conn: Connection, book: Book, refs: _Referenced) -> None:
                 balance=r["balance"],
                 closed=r["closed"],
                 peer=r["peer"],
+                in_flight=r["in_flight"],
             )
 
 
@@ -192,7 +204,7 @@ def is_filled(book: Book, commands: list[Command]) -> bool:
     refs = _referenced(commands, with_keys=False)
     if refs.opens or refs.decisions:
         return False
-    for tid in refs.reversed_ids:
+    for tid in refs.named_ids:
         record = book.transfers.get(tid)
         if record is None:
             return False
@@ -203,16 +215,17 @@ def is_filled(book: Book, commands: list[Command]) -> bool:
 async def fill_book(conn: Connection, book: Book, commands: list[Command]) -> None:
     """Without the lock: add to a cached book what it lacks for these commands (usually nothing).
 
-    Transfers are looked up only when a batch reverses one the cache does not hold; whether a new key was used
-    before is left to the unique index (and to ``find_transfers`` for refused commands). Cross-network decisions
-    and peer accounts are always read: the cache does not hold them.
+    Transfers are looked up only when a batch names one the cache does not hold (to reverse it, or to record the
+    neighbour's acceptance of it); whether a new key was used before is left to the unique index (and to
+    ``find_transfers`` for refused commands). Cross-network decisions and peer accounts are always read: the cache
+    does not hold them.
     """
     refs = _referenced(commands, with_keys=False)
-    unknown = [tid for tid in refs.reversed_ids if tid not in book.transfers]
+    unknown = [tid for tid in refs.named_ids if tid not in book.transfers]
     if unknown:
         for record in (await find_transfers(conn, unknown)).values():
             book.transfers[record.id] = record
-    for tid in refs.reversed_ids:
+    for tid in refs.named_ids:
         if tid in book.transfers:
             refs.account_ids.update((book.transfers[tid].payer, book.transfers[tid].payee))
     await _fill(conn, book, refs)
@@ -225,7 +238,7 @@ async def find_transfers(conn: Connection, ids: list[str]) -> dict[str, Transfer
 async def write_batch(conn: Connection, w: BatchWrite) -> None:
     """Append the batch and move the head, in one statement (atomic on its own, or inside the locked path's
     transaction)."""
-    if not (w.new_accounts or w.changed_accounts or w.decisions):
+    if not (w.new_accounts or w.changed_accounts or w.decisions or w.acceptances or w.in_flight):
         await conn.execute(
             Q["write_transfers"],
             w.start,
@@ -249,6 +262,8 @@ async def write_batch(conn: Connection, w: BatchWrite) -> None:
         w.root,
         w.checkpoint,
         *columns(w.decisions, DecisionRow),
+        *columns(w.acceptances, AcceptanceRow),
+        *columns(w.in_flight, InFlightRow),
     )
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from services.ledger.entries import (
     AccountOpened,
+    CrossnetAccepted,
     CrossnetRejected,
     Remote,
     Transfer,
@@ -81,7 +82,8 @@ async def trade(a_url: str, b_url: str) -> tuple[dict[str, str], dict[str, str],
         in_b = {name: await open_account(b, name) for name in ("bob", "bea")}
         in_b["peer"] = await open_account(b, "peer-a", kind="peer", peer=ORIGIN, floor=-40)  # B trusts A for 40
 
-        # B pays first, so that hillside's log ends with its decisions on riverside's transfers.
+        # B's payments are decided (and their acceptance recorded in B's log) first, so that hillside's log ends
+        # with its decisions on riverside's transfers, and B counts those 75 minutes as settled when deciding.
         await pay(b, "lift", in_b["bob"], in_b["peer"], 45, in_a["alice"])
         await pay(b, "soup", in_b["bea"], in_b["peer"], 30, in_a["ann"])
         sent = {
@@ -89,14 +91,14 @@ async def trade(a_url: str, b_url: str) -> tuple[dict[str, str], dict[str, str],
             "too_much": await pay(a, "too-much", in_a["alice"], in_a["peer"], 120, in_b["bob"]),
             "ok": await pay(a, "ok", in_a["alice"], in_a["peer"], 60, in_b["bob"]),
         }
+        back = await relay(b, a, ORIGIN_B, ORIGIN)
+        assert [d["decision"] for d in back] == ["accepted", "accepted"]
         there = await relay(a, b, ORIGIN, ORIGIN_B)
         assert [(d["decision"], d["reason"]) for d in there] == [
             ("rejected", "unknown_payee"),
             ("rejected", "trust_limit"),
             ("accepted", None),
         ]
-        back = await relay(b, a, ORIGIN_B, ORIGIN)
-        assert [d["decision"] for d in back] == ["accepted", "accepted"]
         return in_a, in_b, sent
 
 
@@ -186,7 +188,10 @@ def test_a_neighbour_behind_leaves_transfers_in_flight_and_still_passes(
     done = audit_pair(capsys, tmp_path, networks.a.export, b, networks)
     assert done.status == 0, done.out
     detail = done.check("federation.pairing")["detail"]
-    assert detail.endswith(f" = 60 (1 of {ORIGIN}'s not yet decided by {ORIGIN_B})"), detail
+    assert detail.endswith(
+        f" = 60 (1 of {ORIGIN}'s not yet decided by {ORIGIN_B}; 1 acceptances recorded by {ORIGIN} of entries "
+        f"past {ORIGIN_B}'s checkpoint (audit again to check them))"
+    ), detail
 
 
 def test_a_forged_cross_network_acceptance_is_caught_in_the_neighbours_log(
@@ -251,9 +256,12 @@ def test_a_dropped_rejection_is_caught_through_the_senders_reversal(
 
     done = audit_pair(capsys, tmp_path, networks.a.export, b, networks)
     assert done.status == 1, done.out
-    [(log, index, message)] = pairing_failures(done)
+    # Dropping the entry also moved hillside's acceptance of "ok" back by one: riverside's record names the old
+    # index, and that is caught too.
+    [(log, index, message), (_, _, moved)] = pairing_failures(done)
     assert log == ORIGIN
     assert message == f"reverses transfer {networks.sent['too_much']}, which {ORIGIN_B} has not rejected"
+    assert moved.startswith(f"records {ORIGIN_B}'s acceptance of transfer {networks.sent['ok']} as its entry ")
     reversal = entry_decoder.decode(read_entries(networks.a.export)[index or 0])
     assert isinstance(reversal, Transfer)
     assert reversal.reverses == networks.sent["too_much"]
@@ -279,6 +287,50 @@ def test_reversing_an_accepted_transfer_is_caught(networks: Pair, tmp_path: Path
     log, index, message = pairing_failures(done)[0]
     assert (log, index) == (ORIGIN, len(entries))
     assert message.startswith(f"reverses transfer {networks.sent['ok']}, which {ORIGIN_B} accepted (entry ")
+
+
+def test_a_recorded_acceptance_the_neighbour_never_made_is_caught(
+    networks: Pair, tmp_path: Path, capsys: Capture
+) -> None:
+    """Riverside's operator records hillside's acceptance of the transfer hillside rejected for the trust limit:
+    riverside would then count those minutes as settled. Hillside's log shows the rejection."""
+    a = copy_export(networks.a.export, tmp_path / "a")
+    entries = read_entries(a)
+    rejection = next(
+        i
+        for i, data in enumerate(read_entries(networks.b.export))
+        if isinstance(e := entry_decoder.decode(data), CrossnetRejected) and e.transfer == networks.sent["too_much"]
+    )
+    forged = CrossnetAccepted(
+        at=datetime.now(UTC), origin=ORIGIN_B, transfer=networks.sent["too_much"], index=rejection
+    )
+    rewrite(a, networks.a.signer, [*entries, entry_encoder.encode(forged)])
+
+    done = audit_pair(capsys, tmp_path, a, networks.b.export, networks)
+    assert done.status == 1, done.out
+    assert done.report["ok"] is False
+    assert pairing_failures(done) == [
+        (
+            ORIGIN,
+            len(entries),
+            f"records {ORIGIN_B}'s acceptance of transfer {networks.sent['too_much']} as its entry {rejection}; "
+            f"{ORIGIN_B}'s log holds its rejection at entry {rejection}",
+        )
+    ]
+
+
+def test_an_acceptance_the_payer_has_not_recorded_yet_is_pending(
+    networks: Pair, tmp_path: Path, capsys: Capture
+) -> None:
+    a = copy_export(networks.a.export, tmp_path / "a")
+    entries = read_entries(a)
+    assert isinstance(entry_decoder.decode(entries[-1]), CrossnetAccepted)
+    rewrite(a, networks.a.signer, entries[:-1])
+
+    done = audit_pair(capsys, tmp_path, a, networks.b.export, networks)
+    assert done.status == 0, done.out
+    detail = done.check("federation.pairing")["detail"]
+    assert detail.endswith(f" = 0 (1 accepted by {ORIGIN_B}, not yet recorded by {ORIGIN})"), detail
 
 
 def test_auditing_a_log_against_itself_is_refused(networks: Pair, tmp_path: Path, capsys: Capture) -> None:
@@ -398,9 +450,10 @@ def test_a_log_audited_alone_reports_its_cross_network_entries_as_unpaired(
     assert done.status == 0, done.out
     pairing = done.check("federation.pairing")
     assert pairing["status"] == "skip", done.out
-    # With hillside: 3 payments out, 2 reversals of the rejected ones, 2 acceptances of hillside's payments.
+    # With hillside: 3 payments out, 2 reversals of the rejected ones, the record of hillside's acceptance of the
+    # third, 2 acceptances of hillside's payments.
     assert pairing["detail"] == (
-        f"{7 + in_a} cross-network entries unpaired, no log given to pair them with: 7 in {ORIGIN}'s log with "
+        f"{8 + in_a} cross-network entries unpaired, no log given to pair them with: 8 in {ORIGIN}'s log with "
         f"{ORIGIN_B}, {in_a} in {ORIGIN}'s log with {ORIGIN_C} (give one with --neighbour)"
     )
     assert done.report["ok"] is True

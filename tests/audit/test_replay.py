@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from services.audit.replay import Replay
 from services.audit.report import Checks
-from services.ledger.entries import AccountOpened, LogEntry, Transfer
+from services.ledger.entries import AccountOpened, CrossnetAccepted, LogEntry, Transfer
 
 AT = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -117,3 +117,15 @@ def test_a_reversal_that_names_a_repeated_id_is_checked_against_its_first_use() 
     assert failures(checks, "ledger.unique_ids") == [(4, "transfer id tr_1 was already used by entry 2")]
     assert failures(checks, "ledger.reversals") == []
     assert [2] in again.asked
+
+
+def test_a_recorded_acceptance_moves_no_minutes_and_is_kept_for_the_pairing() -> None:
+    checks = Checks()
+    replay = Replay(checks)
+    record = CrossnetAccepted(at=AT, origin="timebank.test/b", transfer="tr_1", index=12)
+    replay.replay([opened("acct_a"), opened("acct_b"), transfer("tr_1"), record])
+    replay.finish(no_reads)
+    assert replay.balances() == {"acct_a": -30, "acct_b": 30}
+    assert replay.other == [(3, record)]
+    assert replay.transfer_count == 1
+    assert not [r for r in checks.results() if r.failures]

@@ -16,7 +16,7 @@ import nats
 from services.federation import names, wire
 from services.federation.publisher import split
 from services.ledger.client import LedgerClient
-from services.ledger.entries import CrossnetRejected, Transfer, entry_decoder
+from services.ledger.entries import CrossnetAccepted, CrossnetRejected, Transfer, entry_decoder
 from services.node.cli import main
 from services.node.processes import LOCALHOST, free_port
 from tests.federation.support import LOCAL_USER, TOKENS, Network, auth, eventually
@@ -125,6 +125,20 @@ async def decisions(net: Network, origin: str) -> list[str]:
     return decided
 
 
+async def acceptances(net: Network, origin: str) -> tuple[list[str], list[str]]:
+    """The transfers of ``origin`` that ``net``'s log accepted, and the transfers of ``net`` whose acceptance by
+    ``origin`` its log records, once per entry."""
+    accepted, recorded = [], []
+    for data in await entries(net):
+        entry = entry_decoder.decode(data)
+        if isinstance(entry, Transfer) and entry.remote is not None and entry.remote.origin == origin:
+            if entry.remote.transfer is not None:
+                accepted.append(entry.remote.transfer)
+        elif isinstance(entry, CrossnetAccepted) and entry.origin == origin:
+            recorded.append(entry.transfer)
+    return accepted, recorded
+
+
 async def reversals(net: Network) -> list[str]:
     """The transfers that ``net``'s log reverses, once per reversing entry."""
     found = []
@@ -141,8 +155,8 @@ async def in_flight(a: Network, b: Network) -> int:
 
 
 async def settled(a: Network, b: Network, sent_by_a: set[str], sent_by_b: set[str]) -> None:
-    """Wait until every transfer each side sent the other is decided there, then check each was decided once and
-    nothing is left in flight."""
+    """Wait until every transfer each side sent the other is decided there, and each acceptance is recorded by the
+    payer, then check each was decided and recorded once and nothing is left in flight."""
 
     async def all_decided() -> bool:
         return sent_by_a <= set(await decisions(b, a.origin)) and sent_by_b <= set(await decisions(a, b.origin))
@@ -153,6 +167,19 @@ async def settled(a: Network, b: Network, sent_by_a: set[str], sent_by_b: set[st
         return await in_flight(a, b) == 0
 
     await eventually(quiet, f"nothing is in flight between {a.name} and {b.name}", within=60)
+
+    async def all_recorded() -> bool:
+        for payer, payee in ((a, b), (b, a)):
+            accepted, _ = await acceptances(payee, payer.origin)
+            _, recorded = await acceptances(payer, payee.origin)
+            if set(accepted) != set(recorded):
+                return False
+        return True
+
+    await eventually(all_recorded, f"{a.name} and {b.name} record each other's acceptances", within=60)
+    for payer, payee in ((a, b), (b, a)):
+        _, recorded = await acceptances(payer, payee.origin)
+        assert sorted(recorded) == sorted(set(recorded)), f"{payer.name} recorded an acceptance twice"
     for decider, sender, sent in ((b, a, sent_by_a), (a, b, sent_by_b)):
         decided = await decisions(decider, sender.origin)
         assert sorted(decided) == sorted(set(decided)), f"{decider.name} decided a transfer of {sender.name} twice"

@@ -111,7 +111,10 @@ async def test_a_stopped_nats_server_holds_payments_in_flight_until_it_returns(
         assert await riverside.balance(alice) == -5 - 30 + 15
         assert await in_flight(riverside, hillside) == 30
         detail = pairing_detail(await audit_pair(riverside, hillside))
-        assert detail.endswith(f" = 30 (2 of {riverside.origin}'s not yet decided by {hillside.origin})"), detail
+        assert detail.endswith(
+            f" = 30 (2 of {riverside.origin}'s not yet decided by {hillside.origin}; "
+            f"1 accepted by {riverside.origin}, not yet recorded by {hillside.origin})"
+        ), detail
 
         await asyncio.to_thread(riverside.nats.start)
         await settled(riverside, hillside, sent, {back["id"]})

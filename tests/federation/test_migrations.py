@@ -8,7 +8,9 @@ from pathlib import Path
 
 import asyncpg
 
-from services.federation import store
+from services.federation import settle, store
+from services.federation.settle import Accept
+from services.ledger.entries import transfer_id
 from shared.db import migrate
 
 
@@ -47,11 +49,42 @@ async def test_a_copy_stored_entry_by_entry_is_kept_as_bundles_with_the_same_ent
                 "INSERT INTO federation.entries (origin, idx, data) VALUES ($1, $2, $3)",
                 [(origin, i, data) for i, data in enumerate(entries)],
             )
-        assert await migrate(conn, "federation", store.MIGRATIONS) == ["0008_copy_bundles.sql"]
+        later = sorted(p.name for p in store.MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql") if p.name >= "0008")
+        assert await migrate(conn, "federation", store.MIGRATIONS) == later
         for origin, entries in held.items():
             for start, end in ((0, len(entries)), (0, 1), (255, 257), (300, 10_000), (len(entries), len(entries) + 5)):
                 assert await store.replica_entries(conn, origin, start, end) == entries[start:end], (origin, start)
         widths = await conn.fetch("SELECT origin, idx, width FROM federation.bundles ORDER BY origin, idx")
         assert [tuple(r) for r in widths] == [("a", 0, 256), ("a", 1, 256), ("a", 2, 88), ("b", 0, 256)]
+    finally:
+        await conn.close()
+
+
+async def test_upgrade_queues_the_acceptances_already_read_for_our_ledger_to_record(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Before 0009 an acceptance of our payment was only noted in federation.crossnet; the upgrade queues its
+    record, as the replicator now would, so that our ledger stops counting those minutes as in flight."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        files = sorted(p.name for p in store.MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+        for name in files[:5]:
+            (tmp_path / name).write_text((store.MIGRATIONS / name).read_text())
+        await migrate(conn, "federation", tmp_path)
+        await conn.execute(
+            """INSERT INTO federation.crossnet (transfer, kind, peer, minutes, idx)
+               VALUES ($1, 'sent', 'timebank.test/hillside', 60, 3),
+                      ($1, 'accepted', 'timebank.test/hillside', 60, 41),
+                      ($2, 'sent', 'timebank.test/hillside', 7, 4),
+                      ($2, 'rejected', 'timebank.test/hillside', 7, 42)""",
+            transfer_id("ok"),
+            transfer_id("typo"),
+        )
+        assert await migrate(conn, "federation", store.MIGRATIONS) == files[5:]
+        rows = await conn.fetch("SELECT key, kind, payload FROM federation.outbox WHERE done_at IS NULL")
+        accept = Accept(origin="timebank.test/hillside", transfer=transfer_id("ok"), index=41)
+        assert [(r["key"], r["kind"], settle.decoder.decode(r["payload"])) for r in rows] == [
+            (accept.key, "federation.settle.accept.v1", accept)
+        ]
     finally:
         await conn.close()

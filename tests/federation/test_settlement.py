@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 
-from services.ledger.entries import CrossnetRejected, Transfer, entry_decoder
+from services.ledger.entries import CrossnetAccepted, CrossnetRejected, Transfer, entry_decoder
 from tests.federation.support import Network, eventually, running
 
 
@@ -84,4 +84,40 @@ async def test_a_payment_the_neighbour_refuses_is_reversed_and_nothing_stays_in_
         await eventually(alice_refunded, "riverside reverses the refused payment")
         [rejected] = [e for e in await _entries(hillside) if isinstance(e, CrossnetRejected)]
         assert (rejected.transfer, rejected.reason) == (sent["id"], "unknown_payee")
+        assert await _in_flight(riverside, hillside) == 0
+
+
+async def test_the_payer_records_the_acceptance_and_only_then_counts_the_minutes_as_settled(
+    two_networks: tuple[Network, Network],
+) -> None:
+    """Riverside's 90 minutes count when it decides hillside's payments only once riverside's log records
+    hillside's acceptance (naming hillside's decision): then a payment of the trust limit (600) plus those 90 is
+    accepted; in flight, they would not have counted."""
+    riverside, hillside = two_networks
+    _linked(riverside, hillside)
+    async with running(riverside, hillside):
+        alice = await riverside.open_member("alice")
+        bob = await hillside.open_member("bob")
+        sent = await riverside.pay_remote("lift-to-clinic", alice, hillside, bob, 90)
+        records: list[CrossnetAccepted] = []
+
+        async def recorded() -> bool:
+            records[:] = [e for e in await _entries(riverside) if isinstance(e, CrossnetAccepted)]
+            return bool(records)
+
+        await eventually(recorded, "riverside records hillside's acceptance in its log")
+        [record] = records
+        hillside_log = await _entries(hillside)
+        decision = hillside_log[record.index]
+        assert isinstance(decision, Transfer)
+        assert decision.remote is not None
+        assert (record.origin, record.transfer, decision.remote.transfer) == (hillside.origin, sent["id"], sent["id"])
+
+        back = await hillside.pay_remote("all-of-it", bob, riverside, alice, 690)
+
+        async def alice_paid() -> bool:
+            return await riverside.balance(alice) == 600
+
+        await eventually(alice_paid, "riverside accepts hillside's 690 minutes against the settled 90")
+        assert back["id"] not in {e.transfer for e in await _entries(riverside) if isinstance(e, CrossnetRejected)}
         assert await _in_flight(riverside, hillside) == 0

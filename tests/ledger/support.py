@@ -58,7 +58,8 @@ async def relay(
     sender: httpx.AsyncClient, receiver: httpx.AsyncClient, sender_origin: str, receiver_origin: str
 ) -> list[dict[str, Any]]:
     """The federation, by hand: the receiver decides every transfer in the sender's log that names it; the sender
-    reverses what the receiver rejected. Returns the decisions, as the sender's federation reads them back.
+    reverses what the receiver rejected and records what it accepted. Returns the decisions, as the sender's
+    federation reads them back.
 
     Everything it uses is public (the sender's log, the receiver's decisions) except the two write tokens.
     """
@@ -82,11 +83,13 @@ async def relay(
         assert seen.status_code == 200, seen.text
         decision = seen.json()
         assert decision == {**r.json(), "replayed": False}
+        answer = {"origin": receiver_origin, "transfer": entry.id, "index": decision["index"]}
         if decision["decision"] == "rejected":
-            back = await sender.post(
-                f"/transfers/{entry.id}/reversal", json={"key": f"rejected-{entry.id}"}, headers=auth("service")
-            )
-            assert back.status_code in (200, 201), back.text
+            body = {**answer, "key": f"rejected-{entry.id}"}
+            back = await sender.post("/crossnet/reversals", json=body, headers=auth("federation"))
+        else:
+            back = await sender.post("/crossnet/acceptances", json=answer, headers=auth("federation"))
+        assert back.status_code in (200, 201), back.text
         decisions.append(decision)
     return decisions
 

@@ -16,8 +16,18 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from services.ledger.commands import ChangeLimits, CloseAccount, DecideRemote, MakeTransfer, Reverse, fingerprint
+from services.ledger.commands import (
+    ChangeLimits,
+    CloseAccount,
+    DecideRemote,
+    MakeTransfer,
+    RecordAcceptance,
+    Reverse,
+    ReverseRejected,
+    fingerprint,
+)
 from services.ledger.entries import (
+    CrossnetAccepted,
     CrossnetRejected,
     Remote,
     Transfer,
@@ -27,7 +37,7 @@ from services.ledger.entries import (
     transfer_id,
 )
 from services.ledger.ledger import Replay
-from shared.errors import Conflict, InsufficientHours, Invalid, NotFound
+from shared.errors import Conflict, Forbidden, InsufficientHours, Invalid, NotFound
 from tests.ledger.test_domain import AT, UNKNOWN, Scenario
 
 ORIGIN_A = "timebank.test/riverside"
@@ -240,28 +250,102 @@ def test_a_transfer_decided_from_a_neighbour_cannot_be_reversed(b: Scenario) -> 
     b.refuse(Reverse(key="r", transfer=accepted.id), Invalid)
 
 
+def send(a: Scenario, minutes: int, key: str = "t") -> Transfer:
+    """Alice (in A) pays B's member ``minutes`` through A's clearing account for B."""
+    sent = a.accept(
+        MakeTransfer(
+            key=key, payer=account(a, "alice"), payee=account(a, "peer-b"), minutes=minutes, remote_payee=REMOTE_MEMBER
+        )
+    )
+    assert isinstance(sent, Transfer)
+    return sent
+
+
+def from_b(payee: str, minutes: int, key: str = "b") -> DecideRemote:
+    """B's payment of ``minutes`` to ``payee`` in A, for A to decide."""
+    return DecideRemote(origin=ORIGIN_B, transfer=transfer_id(key), index=0, payee=payee, minutes=minutes)
+
+
 def test_a_refused_outgoing_transfer_is_reversed_once_and_the_reversal_stays(a: Scenario) -> None:
     alice, peer = account(a, "alice"), account(a, "peer-b")
-    sent = a.accept(MakeTransfer(key="t", payer=alice, payee=peer, minutes=30, remote_payee=REMOTE_MEMBER))
-    assert isinstance(sent, Transfer)
-    back = a.accept(Reverse(key="back", transfer=sent.id))
+    sent = send(a, 30)
+    back = a.accept(ReverseRejected(key="back", origin=ORIGIN_B, transfer=sent.id, index=3))
     assert back == Transfer(at=AT, id=transfer_id("back"), payer=peer, payee=alice, minutes=30, reverses=sent.id)
     assert (a.balance(alice), a.balance(peer)) == (0, 0)
     a.refuse(Reverse(key="again", transfer=back.id), Invalid)  # would send the minutes out unannounced
+    a.refuse(ReverseRejected(key="again", origin=ORIGIN_B, transfer=sent.id, index=3), Conflict)
+    assert a.decide(ReverseRejected(key="back", origin=ORIGIN_B, transfer=sent.id, index=3)) == Replay(3)
 
 
-def test_minutes_in_flight_spent_as_credit_block_the_reversal_until_the_limit_is_raised(a: Scenario) -> None:
-    """The documented gap: A's undecided payment counts as credit when A accepts B's payments; if B then rejects
-    it, the reversal would cross the trust limit, and limits are never crossed."""
+def test_minutes_in_flight_do_not_count_as_credit_so_a_rejection_can_always_be_reversed(a: Scenario) -> None:
+    """The former gap: A's undecided payment is in the clearing account's balance, but A does not accept B's
+    payments against it; when B rejects it, the reversal finds the minutes there."""
     alice, peer = account(a, "alice"), account(a, "peer-b")
-    sent = a.accept(MakeTransfer(key="t", payer=alice, payee=peer, minutes=100, remote_payee=REMOTE_MEMBER))
-    assert isinstance(sent, Transfer)
-    incoming_from_b = DecideRemote(origin=ORIGIN_B, transfer=transfer_id("b"), index=0, payee=alice, minutes=400)
-    assert isinstance(a.accept(incoming_from_b), Transfer)  # 100 - 400 = -300: exactly the trust limit
-    a.refuse(Reverse(key="back", transfer=sent.id), InsufficientHours)  # B rejected; -400 would cross it
-    a.accept(ChangeLimits(account=peer, floor=-400))  # the coordinators agree a higher limit
-    a.accept(Reverse(key="back", transfer=sent.id))
-    assert a.balance(peer) == -400
+    sent = send(a, 100)
+    assert a.book.accounts[peer].in_flight == 100
+    refused = a.accept(from_b(alice, 400, key="b1"))  # 100 - 400 = -300 would reach the limit only on credit
+    assert isinstance(refused, CrossnetRejected)
+    assert refused.reason == "trust_limit"
+    assert isinstance(a.accept(from_b(alice, 300, key="b2")), Transfer)  # settled: 0 - 300 = -300, the limit
+    a.accept(ReverseRejected(key="back", origin=ORIGIN_B, transfer=sent.id, index=5))
+    assert (a.balance(peer), a.book.accounts[peer].in_flight) == (-300, 0)
+
+
+def test_an_accepted_payment_counts_as_settled_from_its_record(a: Scenario) -> None:
+    alice, peer = account(a, "alice"), account(a, "peer-b")
+    sent = send(a, 100)
+    recorded = a.accept(RecordAcceptance(origin=ORIGIN_B, transfer=sent.id, index=9))
+    assert recorded == CrossnetAccepted(at=AT, origin=ORIGIN_B, transfer=sent.id, index=9)
+    assert (a.balance(alice), a.balance(peer), a.book.accounts[peer].in_flight) == (-100, 100, 0)
+    assert isinstance(a.accept(from_b(alice, 400)), Transfer)  # 100 settled - 400 = -300: the limit
+    assert a.decide(RecordAcceptance(origin=ORIGIN_B, transfer=sent.id, index=9)) == Replay(3)
+
+
+def test_an_acceptance_recorded_for_a_different_decision_is_a_conflict(a: Scenario) -> None:
+    sent = send(a, 100)
+    a.accept(RecordAcceptance(origin=ORIGIN_B, transfer=sent.id, index=9))
+    refusal = a.refuse(RecordAcceptance(origin=ORIGIN_B, transfer=sent.id, index=10), Conflict)
+    assert refusal.extra == {"transfer": sent.id, "index": 3}
+
+
+def test_an_acceptance_is_recorded_only_for_our_payment_to_that_neighbour(a: Scenario) -> None:
+    alice, carol = account(a, "alice"), a.open("carol")
+    sent = send(a, 100)
+    local = a.pay("local", alice, carol, 5)
+    a.open("peer-c", kind="peer", peer="timebank.test/c", floor=-300)
+    a.refuse(RecordAcceptance(origin=ORIGIN_B, transfer=transfer_id("nope"), index=1), NotFound)
+    a.refuse(RecordAcceptance(origin=ORIGIN_B, transfer=local.id, index=1), Invalid)
+    a.refuse(RecordAcceptance(origin="timebank.test/c", transfer=sent.id, index=1), Invalid)
+    incoming = a.accept(from_b(alice, 10))
+    assert isinstance(incoming, Transfer)
+    a.refuse(RecordAcceptance(origin=ORIGIN_B, transfer=incoming.id, index=1), Invalid)
+
+
+def test_a_reversed_payment_cannot_be_recorded_as_accepted_nor_an_accepted_one_reversed(a: Scenario) -> None:
+    rejected, accepted = send(a, 10, key="t1"), send(a, 20, key="t2")
+    a.accept(ReverseRejected(key="back", origin=ORIGIN_B, transfer=rejected.id, index=1))
+    a.refuse(RecordAcceptance(origin=ORIGIN_B, transfer=rejected.id, index=2), Conflict)
+    a.accept(RecordAcceptance(origin=ORIGIN_B, transfer=accepted.id, index=3))
+    a.refuse(ReverseRejected(key="back2", origin=ORIGIN_B, transfer=accepted.id, index=4), Conflict)
+
+
+def test_only_the_federations_reversal_undoes_a_payment_to_a_neighbour(a: Scenario) -> None:
+    """A coordinator's reversal of a payment in flight would pay twice if the neighbour then accepted it."""
+    sent = send(a, 30)
+    a.refuse(Reverse(key="back", transfer=sent.id), Forbidden)
+    a.refuse(ReverseRejected(key="back", origin="timebank.test/c", transfer=sent.id, index=1), Invalid)
+    carol = a.open("carol")
+    local = a.pay("local", account(a, "alice"), carol, 5)
+    a.refuse(ReverseRejected(key="back", origin=ORIGIN_B, transfer=local.id, index=1), Invalid)
+
+
+def test_a_clearing_account_with_minutes_in_flight_cannot_be_closed(a: Scenario) -> None:
+    alice, peer = account(a, "alice"), account(a, "peer-b")
+    sent = send(a, 30)
+    assert isinstance(a.accept(from_b(alice, 30)), Transfer)  # balance 0, with 30 in flight
+    assert a.refuse(CloseAccount(account=peer), Conflict).extra == {"in_flight": 30}
+    a.accept(RecordAcceptance(origin=ORIGIN_B, transfer=sent.id, index=1))
+    a.accept(CloseAccount(account=peer))
 
 
 def test_crossnet_entries_encode_with_their_tags_and_decode_back(a: Scenario, b: Scenario) -> None:
@@ -272,7 +356,19 @@ def test_crossnet_entries_encode_with_their_tags_and_decode_back(a: Scenario, b:
     )
     accepted = b.accept(incoming(transfer_id("t"), account(b, "bob"), 5))
     rejected = b.accept(incoming(transfer_id("u"), UNKNOWN, 5))
-    for entry, tag in [(sent, "ledger.transfer.v1"), (accepted, "ledger.transfer.v1")]:
+    recorded = a.accept(RecordAcceptance(origin=ORIGIN_B, transfer=transfer_id("t"), index=4))
+    assert msgspec.json.decode(entry_encoder.encode(recorded)) == {
+        "type": "ledger.crossnet.accepted.v1",
+        "at": "2025-03-01T12:00:00Z",
+        "origin": ORIGIN_B,
+        "transfer": transfer_id("t"),
+        "index": 4,
+    }
+    for entry, tag in [
+        (sent, "ledger.transfer.v1"),
+        (accepted, "ledger.transfer.v1"),
+        (recorded, "ledger.crossnet.accepted.v1"),
+    ]:
         data = entry_encoder.encode(entry)
         assert f'"type":"{tag}"'.encode() in data
         assert entry_decoder.decode(data) == entry
@@ -305,7 +401,8 @@ def test_no_idempotency_key_can_derive_a_crossnet_transfer_id() -> None:
 
 # ---------------------------------------------------------------------------------------------- property
 
-# ("pay", paying network, payer, remote payee, minutes) or (action, pick, 0, 0, 0) for "decide", "replay", "settle".
+# ("pay", paying network, payer, remote payee, minutes) or (action, pick, 0, 0, 0) for "decide", "replay", "settle",
+# "record" (the payer records the neighbour's acceptance).
 Step = tuple[str, int, int, int, int]
 
 
@@ -315,7 +412,7 @@ def trade_plans(draw: st.DrawFn) -> tuple[int, int, list[Step]]:
     limits = draw(st.integers(0, 200)), draw(st.integers(0, 200))
     steps: list[Step] = []
     for _ in range(draw(st.integers(1, 40))):
-        kind = draw(st.sampled_from(["pay", "pay", "decide", "decide", "replay", "settle"]))
+        kind = draw(st.sampled_from(["pay", "pay", "decide", "decide", "replay", "settle", "record"]))
         if kind == "pay":
             side, payer, payee = draw(st.integers(0, 1)), draw(st.integers(0, 1)), draw(st.integers(0, 5))
             steps.append(("pay", side, payer, payee, draw(st.integers(1, 120))))
@@ -350,8 +447,8 @@ class TwoNetworks:
         self.sent: list[tuple[int, Transfer, int]] = []  # (paying network, its transfer, its index in its log)
         self.undecided: list[int] = []  # positions in ``sent``
         self.rejected: list[int] = []  # rejected by the neighbour, not reversed yet
+        self.unrecorded: list[int] = []  # accepted by the neighbour, the payer has not recorded it yet
         self.decided: dict[int, Transfer | CrossnetRejected] = {}
-        self.limit_raised = 0
 
     def pay(self, side: int, payer: int, payee: int, minutes: int, key: str) -> None:
         net, neighbour = self.nets[side], self.nets[1 - side]
@@ -388,23 +485,27 @@ class TwoNetworks:
         self.undecided.remove(n)
         if isinstance(outcome, CrossnetRejected):
             self.rejected.append(n)
+        else:
+            self.unrecorded.append(n)
+
+    def record(self, n: int) -> None:
+        """The payer records the neighbour's acceptance: those minutes are settled from now on."""
+        self.unrecorded.remove(n)
+        side, transfer, _ = self.sent[n]
+        receiver = self.nets[1 - side]
+        at = receiver.s.entries.index(self.decided[n])
+        command = RecordAcceptance(origin=receiver.origin, transfer=transfer.id, index=at)
+        assert isinstance(self.nets[side].s.accept(command), CrossnetAccepted)
 
     def settle(self, n: int) -> None:
-        """The payer reverses its transfer the neighbour rejected."""
+        """The payer reverses its transfer the neighbour rejected: never refused, since only settled minutes
+        counted when the payer accepted its neighbour's payments."""
         self.rejected.remove(n)
         side, transfer, _ = self.sent[n]
-        net = self.nets[side]
-        command = Reverse(key=f"back-{transfer.id}", transfer=transfer.id)
-        try:
-            net.s.accept(command)
-        except InsufficientHours:
-            # Minutes in flight counted as credit when the network accepted its neighbour's payments: taking
-            # them back now would cross the trust limit. Limits hold; a coordinator has to raise this one.
-            peer = net.s.book.accounts[net.peer]
-            assert peer.balance - transfer.minutes < peer.floor
-            net.s.accept(ChangeLimits(account=net.peer, floor=peer.balance - transfer.minutes))
-            net.s.accept(command)
-            self.limit_raised += 1
+        net, neighbour = self.nets[side], self.nets[1 - side]
+        at = neighbour.s.entries.index(self.decided[n])
+        command = ReverseRejected(key=f"back-{transfer.id}", origin=neighbour.origin, transfer=transfer.id, index=at)
+        assert isinstance(net.s.accept(command), Transfer)
 
     def in_flight(self) -> int:
         return sum(self.sent[n][1].minutes for n in self.undecided + self.rejected)
@@ -412,6 +513,11 @@ class TwoNetworks:
     def check(self) -> None:
         a, b = self.nets
         assert a.s.balance(a.peer) + b.s.balance(b.peer) == self.in_flight()
+        for side, net in enumerate(self.nets):
+            # What the payer counts as in flight: its payments neither recorded as accepted nor reversed.
+            waiting = self.undecided + self.rejected + self.unrecorded
+            expected = sum(t.minutes for n, (s, t, _) in enumerate(self.sent) if s == side and n in waiting)
+            assert net.s.book.accounts[net.peer].in_flight == expected
         for net in self.nets:
             assert sum(acc.balance for acc in net.s.book.accounts.values()) == 0
             for acc in net.s.book.accounts.values():
@@ -436,11 +542,15 @@ def test_two_networks_clearing_accounts_net_to_the_minutes_in_flight(plan: tuple
             two.decide(list(two.decided)[x % len(two.decided)])
         elif action == "settle" and two.rejected:
             two.settle(two.rejected[x % len(two.rejected)])
+        elif action == "record" and two.unrecorded:
+            two.record(two.unrecorded[x % len(two.unrecorded)])
         two.check()
     while two.undecided:
         two.decide(two.undecided[0])
     while two.rejected:
         two.settle(two.rejected[0])
+    while two.unrecorded:
+        two.record(two.unrecorded[0])
     two.check()
     a, b = two.nets
     assert a.s.balance(a.peer) + b.s.balance(b.peer) == 0
@@ -450,4 +560,3 @@ def test_two_networks_clearing_accounts_net_to_the_minutes_in_flight(plan: tuple
     )
     event(f"accepted >= {min(len(accepted), 3)}")
     event(f"rejected >= {min(len(two.sent) - len(accepted), 3)}")
-    event(f"trust limit raised to settle: {min(two.limit_raised, 1)}")

@@ -12,12 +12,29 @@ import msgspec
 import pytest
 
 from services.ledger import store
-from services.ledger.batch import ChangedAccountRow, DecisionRow, NewAccountRow, TransferRow
+from services.ledger.batch import (
+    AcceptanceRow,
+    ChangedAccountRow,
+    DecisionRow,
+    InFlightRow,
+    NewAccountRow,
+    TransferRow,
+)
 from shared.db import load_queries, migrate
 
 QUERIES = load_queries(Path(store.__file__).with_name("queries.sql"))
 STORE_SOURCE = Path(store.__file__).read_text()
-LEDGER_TABLES = {"head", "entries", "accounts", "transfers", "tiles", "checkpoints", "crossnet"}
+LEDGER_TABLES = {
+    "head",
+    "entries",
+    "accounts",
+    "transfers",
+    "tiles",
+    "checkpoints",
+    "crossnet",
+    "crossnet_accepted",
+    "in_flight",
+}
 
 
 @pytest.fixture
@@ -111,6 +128,8 @@ def _columns(sql: str, pattern: str) -> list[str]:
         ("write_batch", r"unnest\([^)]*\) AS c \(([^)]*)\)", ChangedAccountRow),
         ("write_batch", r"INSERT INTO ledger\.transfers \(([^)]*)\)", TransferRow),
         ("write_batch", r"INSERT INTO ledger\.crossnet \(([^)]*)\)", DecisionRow),
+        ("write_batch", r"INSERT INTO ledger\.crossnet_accepted \(([^)]*)\)", AcceptanceRow),
+        ("write_batch", r"INSERT INTO ledger\.in_flight \(([^)]*)\)", InFlightRow),
         ("write_transfers", r"INSERT INTO ledger\.transfers \(([^)]*)\)", TransferRow),
     ],
 )
@@ -172,3 +191,32 @@ async def test_upgrade_moves_posting_balances_onto_the_transfers(conn: asyncpg.C
     # The moved rows stay append-only.
     with pytest.raises(asyncpg.PostgresError, match="append-only"):
         await conn.execute("UPDATE ledger.transfers SET minutes = 1")
+
+
+async def test_upgrade_counts_every_payment_out_not_reversed_as_in_flight(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Before 0005 no acceptance was recorded: each unreversed payment out starts in flight (the federation then
+    sends the acceptances it has already read, which settle them)."""
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for name in migration_names()[:4]:
+        (before / name).write_text((store.MIGRATIONS / name).read_text())
+    await migrate(conn, "ledger", before)
+    await conn.execute(
+        """INSERT INTO ledger.accounts (id, kind, floor, ceiling, peer, opened_idx, open_key, open_fingerprint)
+           VALUES ('acct_alice', 'member', -600, NULL, NULL, 0, 'a', '\\x01'),
+                  ('acct_peer', 'peer', -300, NULL, 'timebank.test/b', 1, 'p', '\\x02');
+           INSERT INTO ledger.transfers (id, idx, fingerprint, payer, payee, minutes, reverses, payer_balance,
+                                         payee_balance)
+           VALUES ('tr_1', 2, '\\x03', 'acct_alice', 'acct_peer', 30, NULL, -30, 30),
+                  ('tr_2', 3, '\\x04', 'acct_alice', 'acct_peer', 20, NULL, -50, 50),
+                  ('tr_3', 4, '\\x05', 'acct_peer', 'acct_alice', 20, 'tr_2', 30, -30);
+           UPDATE ledger.head SET size = 5;"""
+    )
+    assert await migrate(conn, "ledger", store.MIGRATIONS) == migration_names()[4:]
+    accounts = await conn.fetch(QUERIES["accounts_by_id"], ["acct_alice", "acct_peer"])
+    assert {r["id"]: (r["balance"], r["in_flight"]) for r in accounts} == {
+        "acct_alice": (-30, 0),
+        "acct_peer": (30, 30),
+    }
