@@ -23,13 +23,17 @@ async def _fork(riverside: Network, hillside: Network) -> int:
     """Once hillside's witness has cosigned riverside's log, show it another checkpoint of the same size, signed
     with riverside's key but with another root: the evidence of a fork. The size it happened at."""
     assert hillside.client is not None
-    size = await riverside.log_size()
+    sizes: list[int] = []
 
     async def witnessed() -> bool:
+        # Riverside's log may still grow (acceptances of its payments are recorded as they come back): wait until
+        # the witness holds all of it.
+        sizes.append(await riverside.log_size())
         [peer] = (await hillside.status())["peers"]
-        return bool(peer["witnessed_size"] == size)
+        return bool(peer["witnessed_size"] == sizes[-1])
 
     await eventually(witnessed, "hillside's witness cosigns riverside's log", within=60)
+    size = sizes[-1]
     forged = format_checkpoint(Checkpoint(riverside.origin, size, merkle.leaf_hash(b"another history")))
     body = f"old {size}\n\n".encode() + sign_note(forged, riverside.signer)
     r = await hillside.client.post("/federation/witness/add-checkpoint", content=body)
