@@ -18,6 +18,7 @@ import httpx
 import msgspec
 
 from services.ledger.client_types import (
+    AcceptanceOutcomes,
     AcceptanceRequest,
     AccountView,
     Balances,
@@ -36,6 +37,7 @@ from services.ledger.client_types import (
     OpenedAccountBody,
     PostedTransfer,
     RecordedAcceptance,
+    RecordManyRequest,
     RemoteDecision,
     ReverseRejectedRequest,
     ReverseRequest,
@@ -51,6 +53,7 @@ AccountKind = Literal["member", "community"]
 AnyAccountKind = Literal["member", "community", "peer"]
 
 __all__ = [
+    "AcceptanceRequest",
     "AccountKind",
     "AccountView",
     "AnyAccountKind",
@@ -131,6 +134,7 @@ _statement_page = msgspec.json.Decoder(StatementPage)
 _ledger_status = msgspec.json.Decoder(LedgerStatus)
 _remote_decision = msgspec.json.Decoder(RemoteDecision)
 _decision_outcomes = msgspec.json.Decoder(DecisionOutcomes)
+_acceptance_outcomes = msgspec.json.Decoder(AcceptanceOutcomes)
 _entries = msgspec.json.Decoder(Entries)
 _checkpoints = msgspec.json.Decoder(Checkpoints)
 _inclusion = msgspec.json.Decoder(InclusionProof)
@@ -288,15 +292,7 @@ class LedgerClient:
         refusal ``decide_remote`` would have raised (the others are decided all the same)."""
         _, data = await self._request("POST", "/crossnet/decisions/batch", body=DecideManyRequest(decisions=decisions))
         outcomes = self._decode(_decision_outcomes, data).results
-        if len(outcomes) != len(decisions):
-            raise LedgerUnavailable(f"the ledger answered {len(outcomes)} decisions for {len(decisions)}")
-        answers: list[RemoteDecision | LedgerRefused] = []
-        for outcome in outcomes:
-            if outcome.decision is not None:
-                answers.append(outcome.decision)
-            else:
-                answers.append(LedgerRefused(outcome.status, outcome.problem or {"status": outcome.status}))
-        return answers
+        return _each(len(decisions), [(o.decision, o.status, o.problem) for o in outcomes])
 
     # ---- Reads ----
 
@@ -453,11 +449,32 @@ class LedgerClient:
         _, data = await self._request("POST", "/crossnet/acceptances", body=body)
         return self._decode(_recorded_acceptance, data)
 
+    async def record_acceptances(
+        self, acceptances: list[AcceptanceRequest]
+    ) -> list[RecordedAcceptance | LedgerRefused]:
+        """``record_acceptance`` for many in one request: per acceptance, its record, or the refusal it would have
+        raised (the others are recorded all the same)."""
+        _, data = await self._request(
+            "POST", "/crossnet/acceptances/batch", body=RecordManyRequest(acceptances=acceptances)
+        )
+        outcomes = self._decode(_acceptance_outcomes, data).results
+        return _each(len(acceptances), [(o.acceptance, o.status, o.problem) for o in outcomes])
+
     async def reverse_rejected(self, key: str, origin: str, transfer: str, index: int) -> PostedTransfer:
         """Reverse our ``transfer``, which ``origin`` rejected (entry ``index`` of its log), once per key."""
         body = ReverseRejectedRequest(key=key, origin=origin, transfer=transfer, index=index)
         _, data = await self._request("POST", "/crossnet/reversals", body=body)
         return self._decode(_posted_transfer, data)
+
+
+def _each(asked: int, outcomes: list[tuple[_T | None, int, dict[str, Any] | None]]) -> list[_T | LedgerRefused]:
+    """A batch's outcomes, one per command asked for: what was done, or the refusal of that one command."""
+    if len(outcomes) != asked:
+        raise LedgerUnavailable(f"the ledger answered {len(outcomes)} outcomes for {asked} commands")
+    return [
+        done if done is not None else LedgerRefused(status, problem or {"status": status})
+        for done, status, problem in outcomes
+    ]
 
 
 def _problem_of(status: int, content_type: str, data: bytes) -> dict[str, Any]:
