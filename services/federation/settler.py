@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -16,6 +18,7 @@ import msgspec
 from services.federation import settle
 from services.federation.settle import Accept, Decide, Reverse, Settlement
 from services.ledger.client import (
+    AcceptanceRequest,
     DecideRequest,
     LedgerClient,
     LedgerError,
@@ -31,7 +34,9 @@ from shared.outbox import Handler, Outbox, Retry, Sent, Statement, Wakeup, Worke
 log = logging.getLogger(__name__)
 
 OUTBOX = Outbox("federation.outbox", owner="federation")
-# Decisions sent in one request: well under the ledger's limit per request and its body size limit.
+_Request = TypeVar("_Request")
+_Answer = TypeVar("_Answer")
+# Decisions (or acceptance records) sent in one request: well under the ledger's limit and its body size limit.
 PER_REQUEST = 100
 
 
@@ -66,52 +71,42 @@ class LedgerSettlement(Handler[Settlement]):
     async def send_many(self, payloads: list[bytes]) -> list[Sent[Settlement] | Retry]:
         commands = [_read(payload) for payload in payloads]
         decides = [(at, c) for at, c in enumerate(commands) if isinstance(c, Decide)]
-        others = [(at, c) for at, c in enumerate(commands) if isinstance(c, Reverse | Accept)]
+        accepts = [(at, c) for at, c in enumerate(commands) if isinstance(c, Accept)]
+        reverses = [(at, c) for at, c in enumerate(commands) if isinstance(c, Reverse)]
         outcomes: list[Sent[Settlement] | Retry] = [c if isinstance(c, Retry) else Retry("") for c in commands]
-        decided, answered = await asyncio.gather(
-            self._decide([c for _, c in decides]), asyncio.gather(*(self._one(c) for _, c in others))
+        decided, recorded, reversed_ = await asyncio.gather(
+            _in_batches(
+                [
+                    DecideRequest(
+                        origin=c.origin,
+                        transfer=c.transfer,
+                        index=c.index,
+                        payee=c.payee,
+                        minutes=c.minutes,
+                        memo_digest=c.memo_digest,
+                    )
+                    for _, c in decides
+                ],
+                self._ledger.decide_remote_many,
+            ),
+            _in_batches(
+                [AcceptanceRequest(origin=c.origin, transfer=c.transfer, index=c.index) for _, c in accepts],
+                self._ledger.record_acceptances,
+            ),
+            asyncio.gather(*(self._reverse(c) for _, c in reverses)),
         )
-        for (at, decide), decision in zip(decides, decided, strict=True):
-            outcomes[at] = _settled(decide, decision)
-        for (at, other), answer in zip(others, answered, strict=True):
-            outcomes[at] = _settled(other, answer)
+        answers: list[tuple[int, Settlement, RemoteDecision | RecordedAcceptance | PostedTransfer | LedgerError]] = [
+            *((at, c, a) for (at, c), a in zip(decides, decided, strict=True)),
+            *((at, c, a) for (at, c), a in zip(accepts, recorded, strict=True)),
+            *((at, c, a) for (at, c), a in zip(reverses, reversed_, strict=True)),
+        ]
+        for at, command, answer in answers:
+            outcomes[at] = _settled(command, answer)
         return outcomes
 
-    async def _decide(self, decides: list[Decide]) -> list[RemoteDecision | LedgerError]:
-        if not decides:
-            return []
-        requests = [
-            DecideRequest(
-                origin=c.origin, transfer=c.transfer, index=c.index, payee=c.payee, minutes=c.minutes,
-                memo_digest=c.memo_digest,
-            )
-            for c in decides
-        ]  # fmt: skip
-        chunks = [requests[at : at + PER_REQUEST] for at in range(0, len(requests), PER_REQUEST)]
-        return [answer for answers in await asyncio.gather(*map(self._decide_chunk, chunks)) for answer in answers]
-
-    async def _decide_chunk(self, requests: list[DecideRequest]) -> list[RemoteDecision | LedgerError]:
+    async def _reverse(self, command: Reverse) -> PostedTransfer | LedgerError:
+        """Reverse a payment the neighbour rejected (rare: one request each)."""
         try:
-            return list(await self._ledger.decide_remote_many(requests))
-        except LedgerRefused as exc:
-            if exc.status in (400, 413) and len(requests) > 1:
-                # One malformed decision fails the whole request: send each alone, so only that one is refused.
-                return list(await asyncio.gather(*(self._decide_one(r) for r in requests)))
-            return [exc] * len(requests)
-        except LedgerUnavailable as exc:
-            return [exc] * len(requests)
-
-    async def _decide_one(self, request: DecideRequest) -> RemoteDecision | LedgerError:
-        try:
-            return (await self._ledger.decide_remote_many([request]))[0]
-        except LedgerError as exc:
-            return exc
-
-    async def _one(self, command: Reverse | Accept) -> PostedTransfer | RecordedAcceptance | LedgerError:
-        """Reverse a payment the neighbour rejected, or record one it accepted."""
-        try:
-            if isinstance(command, Accept):
-                return await self._ledger.record_acceptance(command.origin, command.transfer, command.index)
             return await self._ledger.reverse_rejected(command.key, command.origin, command.transfer, command.index)
         except LedgerError as exc:
             return exc
@@ -122,6 +117,26 @@ class LedgerSettlement(Handler[Settlement]):
     async def record_many(self, conn: Connection, sent: list[Sent[Settlement]], done: Statement) -> None:
         """Nothing beyond the rows' outcomes, marked done in one statement."""
         await conn.execute(done.sql, *done.args)
+
+
+async def _in_batches(
+    requests: list[_Request], send: Callable[[list[_Request]], Awaitable[list[_Answer | LedgerRefused]]]
+) -> list[_Answer | LedgerError]:
+    """Send ``requests`` through a batch call, PER_REQUEST at a time: per request, the answer or the error. If one
+    malformed request fails a whole batch, each of that batch is sent alone, so only that one is refused."""
+
+    async def chunk(part: list[_Request]) -> list[_Answer | LedgerError]:
+        try:
+            return list(await send(part))
+        except LedgerRefused as exc:
+            if exc.status in (400, 413) and len(part) > 1:
+                return [answer for alone in await asyncio.gather(*(chunk([r]) for r in part)) for answer in alone]
+            return [exc] * len(part)
+        except LedgerUnavailable as exc:
+            return [exc] * len(part)
+
+    parts = [requests[at : at + PER_REQUEST] for at in range(0, len(requests), PER_REQUEST)]
+    return [answer for answers in await asyncio.gather(*map(chunk, parts)) for answer in answers]
 
 
 def _read(payload: bytes) -> Settlement | Retry:

@@ -13,7 +13,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from services.ledger import api, log_api, pages, store
+from services.ledger import api, crossnet_api, log_api, pages, store
 from services.ledger.access import Access
 from services.ledger.appender import Appender
 from services.ledger.tlog import CheckpointSigner
@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, signer: S
             api.AccountController,
             api.TransferController,
             log_api.LogController,
-            api.CrossnetController,
+            crossnet_api.CrossnetController,
             api.health,
             api.ready,
             pages.audit_page,

@@ -8,16 +8,15 @@ ledger deduplicates). The answer Structs are tolerant: a newer ledger may add fi
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Mapping
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
-import httpx
 import msgspec
 
+from services.ledger.client_http import LedgerError, LedgerHttp, LedgerRefused, LedgerUnavailable
 from services.ledger.client_types import (
+    AcceptanceOutcomes,
     AcceptanceRequest,
     AccountView,
     Balances,
@@ -36,6 +35,7 @@ from services.ledger.client_types import (
     OpenedAccountBody,
     PostedTransfer,
     RecordedAcceptance,
+    RecordManyRequest,
     RemoteDecision,
     ReverseRejectedRequest,
     ReverseRequest,
@@ -51,6 +51,7 @@ AccountKind = Literal["member", "community"]
 AnyAccountKind = Literal["member", "community", "peer"]
 
 __all__ = [
+    "AcceptanceRequest",
     "AccountKind",
     "AccountView",
     "AnyAccountKind",
@@ -74,56 +75,9 @@ __all__ = [
     "StatementPage",
 ]
 
-# Statuses that mean "not now" rather than "no": request timeout and rate limiting.
-_RETRYABLE_4XX = frozenset({408, 429})
 _T = TypeVar("_T")
 
 
-class LedgerError(Exception):
-    """Base of the errors a ledger call raises."""
-
-
-class LedgerRefused(LedgerError):
-    """The ledger answered with a 4xx problem document: resending the same request will be refused again.
-
-    ``problem`` is the RFC 9457 body as the ledger sent it (``type``, ``title``, ``status``, ``detail``,
-    ``extra``...). A 409 covers both a domain refusal (``insufficient-hours``, ``account-closed``) and an
-    idempotency conflict (the key was already used for a different request): both are permanent.
-    """
-
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
-        self.status = status
-        self.problem = problem
-        super().__init__(f"ledger refused ({status} {self.slug}): {problem.get('detail') or problem.get('title')}")
-
-    @property
-    def slug(self) -> str:
-        """The last segment of the problem type, e.g. ``insufficient-hours``, ``conflict``, ``not-found``."""
-        kind = self.problem.get("type")
-        return kind.rsplit("/", 1)[-1] if isinstance(kind, str) and kind else f"http-{self.status}"
-
-    @property
-    def final(self) -> bool:
-        """Whether the ledger refused the command itself, not the way it was reached.
-
-        A wrong token (401, 403) or a wrong address (a 404 or 405 that is not the ledger's own "not-found" about an
-        account or transfer) is an operator's mistake: once fixed, the command goes through, so a sender retries it
-        like an unavailable ledger rather than recording it as the command's outcome.
-        """
-        if self.status in (401, 403):
-            return False
-        return not (self.status in (404, 405) and self.slug != "not-found")
-
-
-class LedgerUnavailable(LedgerError):
-    """No usable answer (connection error, timeout, 5xx, 408/429, an unreadable body): try again later."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
-
-
-_encoder = msgspec.json.Encoder()
 _account_body = msgspec.json.Decoder(OpenedAccountBody)
 _posted_transfer = msgspec.json.Decoder(PostedTransfer)
 _account_view = msgspec.json.Decoder(AccountView)
@@ -131,13 +85,13 @@ _statement_page = msgspec.json.Decoder(StatementPage)
 _ledger_status = msgspec.json.Decoder(LedgerStatus)
 _remote_decision = msgspec.json.Decoder(RemoteDecision)
 _decision_outcomes = msgspec.json.Decoder(DecisionOutcomes)
+_acceptance_outcomes = msgspec.json.Decoder(AcceptanceOutcomes)
 _entries = msgspec.json.Decoder(Entries)
 _checkpoints = msgspec.json.Decoder(Checkpoints)
 _inclusion = msgspec.json.Decoder(InclusionProof)
 _consistency = msgspec.json.Decoder(ConsistencyProof)
 _balances = msgspec.json.Decoder(Balances)
 _recorded_acceptance = msgspec.json.Decoder(RecordedAcceptance)
-_problem = msgspec.json.Decoder(dict[str, Any])
 
 
 def _segment(value: str) -> str:
@@ -145,60 +99,9 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-class LedgerClient:
-    """Async client for one ledger. Owns one ``httpx.AsyncClient``: ``start()``/``close()``, or ``async with``.
-
-    ``timeout`` bounds a whole call (connecting, sending, waiting and reading), as the outbox's retries expect.
-    ``transport`` lets a caller put the client on another transport (an in-process app, say).
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        timeout: float = 10.0,
-        max_connections: int = 64,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._base = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        self._timeout = timeout
-        self._max_connections = max_connections
-        self._transport = transport
-        self._http: httpx.AsyncClient | None = None
-
-    @property
-    def base_url(self) -> str:
-        return self._base
-
-    async def start(self) -> None:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                headers=self._headers,
-                timeout=httpx.Timeout(self._timeout),
-                limits=httpx.Limits(
-                    max_connections=self._max_connections, max_keepalive_connections=self._max_connections
-                ),
-                follow_redirects=False,
-                # The ledger's address is configured; proxies from the environment are not put in between.
-                trust_env=False,
-                transport=self._transport,
-            )
-
-    async def close(self) -> None:
-        if self._http is not None:
-            http, self._http = self._http, None
-            await http.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+class LedgerClient(LedgerHttp):
+    """Async client for one ledger: every call of its API. Owns one ``httpx.AsyncClient``: ``start()``/``close()``,
+    or ``async with`` (see ``LedgerHttp``)."""
 
     # ---- Commands (idempotent by key, or by their nature) ----
 
@@ -288,15 +191,7 @@ class LedgerClient:
         refusal ``decide_remote`` would have raised (the others are decided all the same)."""
         _, data = await self._request("POST", "/crossnet/decisions/batch", body=DecideManyRequest(decisions=decisions))
         outcomes = self._decode(_decision_outcomes, data).results
-        if len(outcomes) != len(decisions):
-            raise LedgerUnavailable(f"the ledger answered {len(outcomes)} decisions for {len(decisions)}")
-        answers: list[RemoteDecision | LedgerRefused] = []
-        for outcome in outcomes:
-            if outcome.decision is not None:
-                answers.append(outcome.decision)
-            else:
-                answers.append(LedgerRefused(outcome.status, outcome.problem or {"status": outcome.status}))
-        return answers
+        return _each(len(decisions), [(o.decision, o.status, o.problem) for o in outcomes])
 
     # ---- Reads ----
 
@@ -391,60 +286,6 @@ class LedgerClient:
         _, data = await self._request("GET", "/log/balances")
         return self._decode(_balances, data)
 
-    # ---- Plumbing ----
-
-    async def _request(
-        self, method: str, path: str, *, body: msgspec.Struct | None = None, params: Mapping[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        if self._http is None:
-            raise RuntimeError("the ledger client is not started (call start() or use it as a context manager)")
-        url = self._base + path
-        try:
-            # httpx bounds each phase; the whole call is bounded here, as callers count on.
-            async with asyncio.timeout(self._timeout):
-                if self._transport is not None:
-                    response = await self._direct(method, url, body, params)
-                else:
-                    response = await self._http.request(
-                        method,
-                        url,
-                        params=params,
-                        content=None if body is None else _encoder.encode(body),
-                        headers=None if body is None else {"Content-Type": "application/json"},
-                    )
-        except (httpx.HTTPError, TimeoutError) as exc:
-            # A timeout may hide a request the ledger did commit: resending with the same key is what finds out.
-            raise LedgerUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
-        status, data = response.status_code, response.content
-        if 200 <= status < 300:
-            return status, data
-        if 400 <= status < 500 and status not in _RETRYABLE_4XX:
-            content_type = response.headers.get("content-type", "").split(";", 1)[0].strip()
-            raise LedgerRefused(status, _problem_of(status, content_type, data))
-        raise LedgerUnavailable(f"{method} {url}: HTTP {status}: {data[:200].decode(errors='replace')}", status)
-
-    async def _direct(
-        self, method: str, url: str, body: msgspec.Struct | None, params: Mapping[str, str] | None
-    ) -> httpx.Response:
-        """The request straight to the given transport (an in-process app): the same HTTP request, without the
-        client's redirect, cookie and auth layers, which cost more than the ledger's own work per call."""
-        assert self._transport is not None
-        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
-        request = httpx.Request(
-            method, url, params=params, headers=headers, content=None if body is None else _encoder.encode(body)
-        )
-        response = await self._transport.handle_async_request(request)
-        await response.aread()
-        return response
-
-    @staticmethod
-    def _decode(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
-        try:
-            return decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            # Not an answer this client understands (a proxy's page, a mismatched version): not the request's fault.
-            raise LedgerUnavailable(f"unexpected answer from the ledger: {exc}") from exc
-
     # ---- Cross-network settlement (the federation's credential) ----
 
     async def record_acceptance(self, origin: str, transfer: str, index: int) -> RecordedAcceptance:
@@ -453,6 +294,17 @@ class LedgerClient:
         _, data = await self._request("POST", "/crossnet/acceptances", body=body)
         return self._decode(_recorded_acceptance, data)
 
+    async def record_acceptances(
+        self, acceptances: list[AcceptanceRequest]
+    ) -> list[RecordedAcceptance | LedgerRefused]:
+        """``record_acceptance`` for many in one request: per acceptance, its record, or the refusal it would have
+        raised (the others are recorded all the same)."""
+        _, data = await self._request(
+            "POST", "/crossnet/acceptances/batch", body=RecordManyRequest(acceptances=acceptances)
+        )
+        outcomes = self._decode(_acceptance_outcomes, data).results
+        return _each(len(acceptances), [(o.acceptance, o.status, o.problem) for o in outcomes])
+
     async def reverse_rejected(self, key: str, origin: str, transfer: str, index: int) -> PostedTransfer:
         """Reverse our ``transfer``, which ``origin`` rejected (entry ``index`` of its log), once per key."""
         body = ReverseRejectedRequest(key=key, origin=origin, transfer=transfer, index=index)
@@ -460,19 +312,11 @@ class LedgerClient:
         return self._decode(_posted_transfer, data)
 
 
-def _problem_of(status: int, content_type: str, data: bytes) -> dict[str, Any]:
-    """The problem document of a refusal, or one made up from the body if the answer was not one."""
-    if content_type in ("application/problem+json", "application/json"):
-        try:
-            problem = _problem.decode(data)
-        except msgspec.DecodeError:
-            pass
-        else:
-            problem.setdefault("status", status)
-            return problem
-    return {
-        "type": "about:blank",
-        "title": f"HTTP {status}",
-        "status": status,
-        "detail": data[:500].decode(errors="replace"),
-    }
+def _each(asked: int, outcomes: list[tuple[_T | None, int, dict[str, Any] | None]]) -> list[_T | LedgerRefused]:
+    """A batch's outcomes, one per command asked for: what was done, or the refusal of that one command."""
+    if len(outcomes) != asked:
+        raise LedgerUnavailable(f"the ledger answered {len(outcomes)} outcomes for {asked} commands")
+    return [
+        done if done is not None else LedgerRefused(status, problem or {"status": status})
+        for done, status, problem in outcomes
+    ]

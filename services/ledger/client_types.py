@@ -253,6 +253,22 @@ class DecisionOutcomes(msgspec.Struct, frozen=True, kw_only=True):
     results: list[DecisionOutcome]
 
 
+class AcceptanceOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One acceptance record's outcome in a batch: its status, and the record or the problem the ledger answered."""
+
+    status: int
+    acceptance: RecordedAcceptance | None = None
+    problem: dict[str, Any] | None = None
+
+
+class AcceptanceOutcomes(msgspec.Struct, frozen=True, kw_only=True):
+    results: list[AcceptanceOutcome]
+
+
+class RecordManyRequest(msgspec.Struct, frozen=True, kw_only=True):
+    acceptances: list[AcceptanceRequest]
+
+
 class AcceptanceRequest(msgspec.Struct, frozen=True, kw_only=True):
     origin: str
     transfer: str

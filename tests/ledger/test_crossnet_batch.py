@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from services.ledger.api import MAX_DECISIONS
+from services.ledger.crossnet_api import MAX_BATCH as MAX_DECISIONS
 from services.ledger.entries import transfer_id
+from tests.ledger import test_crossnet_settled as settled
 from tests.ledger.conftest import Ledger, auth
 from tests.ledger.support import assert_problem, entries, log_state
 from tests.ledger.test_crossnet_api import NEIGHBOUR, UNKNOWN_ACCOUNT, network, read_decision
@@ -107,3 +108,29 @@ async def test_a_malformed_batch_is_a_bad_request_and_writes_nothing(
     r = await ledger.client.post("/crossnet/decisions/batch", json=body, headers=auth("federation"))
     assert_problem(r, 400)
     assert await log_state(ledger.client) == before
+
+
+async def test_each_acceptance_of_a_batch_is_recorded_as_it_would_be_alone(ledger: Ledger) -> None:
+    accounts = await settled.network(ledger)
+    first = await settled.pay_out(ledger, accounts, 10, key="first")
+    second = await settled.pay_out(ledger, accounts, 20, key="second")
+    alone = await settled.record(ledger.client, first["id"], index=41)
+    assert alone.status_code == 201, alone.text
+    size = len(await entries(ledger.client))
+    asked = [
+        {"origin": settled.NEIGHBOUR, "transfer": second["id"], "index": 42},
+        {"origin": settled.NEIGHBOUR, "transfer": first["id"], "index": 41},  # recorded before: a replay
+        {"origin": settled.NEIGHBOUR, "transfer": transfer_id("nobody paid this"), "index": 43},
+    ]
+    r = await ledger.client.post("/crossnet/acceptances/batch", json={"acceptances": asked}, headers=auth("federation"))
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [201, 200, 404]
+    assert (results[0]["acceptance"]["transfer"], results[0]["acceptance"]["index"]) == (second["id"], size)
+    assert results[1]["acceptance"] == {**alone.json(), "replayed": True}
+    assert results[2]["problem"]["type"].endswith("/not-found")
+    assert len(await entries(ledger.client)) == size + 1
+    refused = await ledger.client.post(
+        "/crossnet/acceptances/batch", json={"acceptances": asked}, headers=auth("coordinator")
+    )
+    assert_problem(refused, 403)

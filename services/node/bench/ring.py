@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 
 from services.node.bench import memory
-from services.node.bench.federation import TOKENS, Network, network, node_config
+from services.node.bench.networks import TOKENS, Network, network, node_config
 from services.node.bench.steady import Ring, RingFailed, linked, steady
 from services.node.benchdb import bench_databases
 from services.node.processes import ServerProcess, server_tempdir

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from services.node.bench.federation import TOKENS, Network
+from services.node.bench.networks import TOKENS, Network
 from shared.logverify import LogVerifyError, check_cosignatures, verify_checkpoint
 
 AUDITOR = {"Authorization": f"Bearer {TOKENS['auditor']}"}
