@@ -121,7 +121,7 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
             published = int((await status(rhttp))["published_size"])  # type: ignore[call-overload]
 
         trading_from = time.time()
-        trade_seconds, latencies, hops = await trades(river, hill, args.trades)
+        trade_seconds, latencies, hops, local_rate = await trades(river, hill, args.trades)
         async with httpx.AsyncClient(base_url=river.url, timeout=30) as rhttp:
             ready = (await rhttp.get("/ledger/ready")).json()
         steady_size = int(ready["log_size"])
@@ -131,7 +131,8 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
                 return await peer_field(hhttp, "replicated_size") >= steady_size
 
             await until(caught_up, "hillside holds riverside's whole log")
-        steady = (steady_size - size) / trade_seconds
+        # The log's growth while trading across (the local payments before them are left out).
+        steady = (steady_size - size - args.trades // PAYERS * PAYERS) / trade_seconds
         cosign = await cosign_latencies(river, trading_from)
 
         print()
@@ -147,6 +148,9 @@ async def _main(args: argparse.Namespace, root: Path) -> None:
         print(f"cross-network trades, {PAYERS} payers: {len(latencies):,} settled in {trade_seconds:.1f} s = "
               f"{len(latencies) / trade_seconds:,.0f}/s; commit -> decision in payer's copy "
               f"p50 {ms(latencies, 0.5)}, p99 {ms(latencies, 0.99)}")  # fmt: skip
+        rate = len(latencies) / trade_seconds
+        print(f"  beside it, the same payers paying each other in riverside: {local_rate:,.0f}/s "
+              f"(cross-network {100 * rate / local_rate:.0f}% of that)")  # fmt: skip
         print(f"  of which, p50 / p99: commit -> queued in hillside {ms(hops.replicated, 0.5)} / "
               f"{ms(hops.replicated, 0.99)}; -> decided {ms(hops.decided, 0.5)} / {ms(hops.decided, 0.99)}; "
               f"-> in riverside's copy {ms(hops.answered, 0.5)} / {ms(hops.answered, 0.99)}")  # fmt: skip

@@ -24,9 +24,10 @@ def ms(values: list[float], q: float) -> str:
     return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:,.0f} ms"
 
 
-async def trades(river: Network, hill: Network, count: int) -> tuple[float, list[float], Hops]:
+async def trades(river: Network, hill: Network, count: int) -> tuple[float, list[float], Hops, float]:
     """``count`` payments by PAYERS concurrent payers in riverside to members of hillside; the seconds from the
-    first commit until riverside's copy of hillside's log holds every decision, and each payment's latency."""
+    first commit until riverside's copy of hillside's log holds every decision, each payment's latency and where it
+    went, and (measured first) the rate of as many local payments by the same payers."""
     headers = f"Authorization: Bearer {TOKENS['service']}\r\nContent-Type: application/json\r\n".encode()
     coordinator = {"Authorization": f"Bearer {TOKENS['coordinator']}"}
     async with (
@@ -54,23 +55,34 @@ async def trades(river: Network, hill: Network, count: int) -> tuple[float, list
     committed: dict[str, float] = {}
     per_payer = count // PAYERS
 
-    async def pay(i: int) -> None:
+    async def pay(i: int, remote: bool) -> None:
         client = LoadClient(LOCALHOST, river.port)
         try:
             for n in range(per_payer):
-                body = msgspec.json.encode(
-                    {"key": f"trade-{i}-{n}", "payer": payers[i], "payee": clearing, "minutes": 1,
-                     "remote_payee": payees[(i + n) % PAYERS]}
-                )  # fmt: skip
-                status, data = await client.post("/ledger/transfers", headers, body)
+                if remote:
+                    body = {"key": f"trade-{i}-{n}", "payer": payers[i], "payee": clearing, "minutes": 1,
+                            "remote_payee": payees[(i + n) % PAYERS]}  # fmt: skip
+                else:
+                    body = {
+                        "key": f"local-{i}-{n}",
+                        "payer": payers[i],
+                        "payee": payers[(i + 1) % PAYERS],
+                        "minutes": 1,
+                    }
+                status, data = await client.post("/ledger/transfers", headers, msgspec.json.encode(body))
                 if status != 201:
                     raise SystemExit(f"a payment was refused: {status} {data[:200]!r}")
-                committed[msgspec.json.decode(data)["id"]] = time.time()
+                if remote:
+                    committed[msgspec.json.decode(data)["id"]] = time.time()
         finally:
             client.close()
 
+    # The same payers paying each other first: the local rate on this machine, in this run, to compare with.
     t0 = time.time()
-    await asyncio.gather(*(pay(i) for i in range(PAYERS)))
+    await asyncio.gather(*(pay(i, remote=False) for i in range(PAYERS)))
+    local_rate = per_payer * PAYERS / (time.time() - t0)
+    t0 = time.time()
+    await asyncio.gather(*(pay(i, remote=True) for i in range(PAYERS)))
     async with httpx.AsyncClient(base_url=river.url, timeout=30) as rhttp:
 
         async def answered() -> bool:
@@ -105,7 +117,7 @@ async def trades(river: Network, hill: Network, count: int) -> tuple[float, list
             hops.replicated.append(queued - at)
             hops.decided.append(done - queued)
             hops.answered.append(seen[t] - done)
-    return max(seen.values()) - t0, latencies, hops
+    return max(seen.values()) - t0, latencies, hops, local_rate
 
 
 @dataclass
