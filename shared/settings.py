@@ -101,6 +101,14 @@ class PeerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     trust_limit: int = 0
 
 
+class WitnessedLogSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A log our witness cosigns besides our neighbours' (one that no one here wrote): its origin and log key."""
+
+    origin: str
+    # Its checkpoints' verifier key (C2SP vkey text), named after the origin.
+    key: str
+
+
 class WitnessSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Any C2SP tlog-witness (a public witness network, say) our log asks to cosign its checkpoints."""
 
@@ -120,6 +128,8 @@ class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     public_nats_url: str | None = None
     # Witnesses besides our neighbours that our log asks for cosignatures.
     witnesses: list[WitnessSettings] = msgspec.field(default_factory=list)
+    # Logs our witness cosigns besides the neighbours' (coordinators add more at run time).
+    witnessed_logs: list[WitnessedLogSettings] = msgspec.field(default_factory=list)
     # The federation's bearer token for the ledger (a secret: set it by environment or a private file).
     ledger_token: str | None = None
     # Copies JetStream keeps of our log stream: 1 on one server, 3 on a 3-node cluster (deploy/).

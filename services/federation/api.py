@@ -298,6 +298,44 @@ class WitnessController(Controller):
         answer = await state.witness.add_checkpoint(await request.body())
         return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
 
+    @get("/logs", operation_id="listWitnessedLogs", guards=[require_reader])
+    async def logs(self, state: State) -> WitnessedLogs:
+        """The logs our witness cosigns besides our neighbours' (a coordinator named them)."""
+        federation: Federation = state.federation
+        named = sorted(federation.witnessed_logs.items())
+        return WitnessedLogs(logs=[WitnessedLog(origin=origin, key=key.to_text()) for origin, key in named])
+
+    @post(
+        "/logs",
+        operation_id="addWitnessedLog",
+        guards=[require_coordinator],
+        status_code=201,
+        request_class=StrictRequest,
+    )
+    async def add_log(self, data: JSONBody[WitnessedLog], state: State) -> WitnessedLog:
+        """Have our witness cosign a log (a neighbour's or not): its origin and log key (C2SP vkey text)."""
+        federation: Federation = state.federation
+        verifier = await federation.witness_log(data.origin, data.key)
+        return WitnessedLog(origin=data.origin, key=verifier.to_text())
+
+    @delete("/logs/{origin:path}", operation_id="removeWitnessedLog", guards=[require_coordinator], status_code=204)
+    async def remove_log(self, origin: FromPath[str], state: State) -> None:
+        """Stop cosigning a log a coordinator named (a neighbour's log is still cosigned while it is a peer)."""
+        federation: Federation = state.federation
+        if not await federation.unwitness_log(origin.strip("/")):
+            raise NotFound(f"no coordinator named the log {origin.strip('/')} for our witness")
+
+
+class WitnessedLog(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A log our witness cosigns besides our neighbours': its origin and its checkpoints' verifier key."""
+
+    origin: str
+    key: str
+
+
+class WitnessedLogs(msgspec.Struct, kw_only=True):
+    logs: list[WitnessedLog]
+
 
 class PeerView(msgspec.Struct, kw_only=True):
     """A neighbour as configured (its secrets left out)."""

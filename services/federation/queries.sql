@@ -161,3 +161,13 @@ FROM federation.peers WHERE removed_at IS NULL ORDER BY origin
 
 -- name: remove_peer
 UPDATE federation.peers SET removed_at = now() WHERE origin = $1 AND removed_at IS NULL RETURNING origin
+
+-- name: upsert_witnessed_log
+INSERT INTO federation.witnessed_logs (origin, key) VALUES ($1, $2)
+ON CONFLICT (origin) DO UPDATE SET key = excluded.key
+
+-- name: witnessed_logs
+SELECT origin, key FROM federation.witnessed_logs ORDER BY origin
+
+-- name: remove_witnessed_log
+DELETE FROM federation.witnessed_logs WHERE origin = $1 RETURNING origin

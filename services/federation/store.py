@@ -405,3 +405,19 @@ async def active_peers(conn: Connection) -> list[StoredPeer]:
 
 async def remove_peer(conn: Connection, origin: str) -> bool:
     return await conn.fetchval(Q["remove_peer"], origin) is not None
+
+
+# ---- logs our witness cosigns besides the neighbours' ----
+
+
+async def upsert_witnessed_log(conn: Connection, origin: str, key: str) -> None:
+    await conn.execute(Q["upsert_witnessed_log"], origin, key)
+
+
+async def witnessed_logs(conn: Connection) -> dict[str, str]:
+    """The logs a coordinator (or the settings) named for our witness: origin -> log key text."""
+    return {r["origin"]: r["key"] for r in await conn.fetch(Q["witnessed_logs"])}
+
+
+async def remove_witnessed_log(conn: Connection, origin: str) -> bool:
+    return await conn.fetchval(Q["remove_witnessed_log"], origin) is not None

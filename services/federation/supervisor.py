@@ -27,8 +27,8 @@ from services.federation.peers import Peer, peer_from_settings
 from services.federation.publisher import Publisher
 from services.federation.replicator import Replicator
 from services.ledger.client import LedgerClient
-from shared.errors import Conflict
-from shared.note import Verifier
+from shared.errors import Conflict, Invalid
+from shared.note import NoteError, Verifier
 from shared.outbox import Wakeup
 from shared.settings import PeerSettings, Settings
 
@@ -60,6 +60,8 @@ class Federation:
         self._js = js
         self._publisher = publisher
         self._witness_logs = witness_logs
+        # The logs our witness cosigns besides the neighbours' (a neighbour's own key wins for its origin).
+        self.witnessed_logs: dict[str, Verifier] = {}
         self._settling = settling
         self.peers: dict[str, Peer] = {}
         self.clearing: dict[str, str] = {}
@@ -75,7 +77,14 @@ class Federation:
             for configured in self._settings.federation.peers:
                 peer = peer_from_settings(configured)
                 await store.upsert_peer(conn, configured, peer.name)
+            for named in self._settings.federation.witnessed_logs:
+                await store.upsert_witnessed_log(
+                    conn, named.origin, witnessed_log_key(named.origin, named.key).to_text()
+                )
             stored = await store.active_peers(conn)
+            for origin, key in (await store.witnessed_logs(conn)).items():
+                self.witnessed_logs[origin] = Verifier.from_text(key)
+                self._witness_logs.setdefault(origin, self.witnessed_logs[origin])
         for row in stored:
             await self._start(peer_from_settings(row.settings))
         await self._authorize()
@@ -109,6 +118,25 @@ class Federation:
         await forget(self._pool, origin)
         await self._authorize()
         return removed or peer is not None
+
+    async def witness_log(self, origin: str, key: str) -> Verifier:
+        """Have our witness cosign ``origin``'s log (its checkpoints signed by ``key``), a neighbour's or not."""
+        verifier = witnessed_log_key(origin, key)
+        async with self._pool.acquire() as conn:
+            await store.upsert_witnessed_log(conn, origin, verifier.to_text())
+        self.witnessed_logs[origin] = verifier
+        if origin not in self.peers:
+            self._witness_logs[origin] = verifier
+        return verifier
+
+    async def unwitness_log(self, origin: str) -> bool:
+        """Stop cosigning ``origin``'s log (unless it is a neighbour's); False if no coordinator had named it."""
+        async with self._pool.acquire() as conn:
+            removed = await store.remove_witnessed_log(conn, origin)
+        self.witnessed_logs.pop(origin, None)
+        if origin not in self.peers:
+            self._witness_logs.pop(origin, None)
+        return removed
 
     async def resolve(self, origin: str, action: str, reason: str) -> list[int]:
         """A coordinator's resolution of the open fork evidence against ``origin``'s log; the ids resolved (none
@@ -175,6 +203,8 @@ class Federation:
         self.peers.pop(origin, None)
         self.replicators.pop(origin, None)
         self._witness_logs.pop(origin, None)
+        if origin in self.witnessed_logs:  # named for our witness as well: it still cosigns that log
+            self._witness_logs[origin] = self.witnessed_logs[origin]
 
     async def _linked(self, peer: Peer) -> None:
         self.clearing[peer.origin] = await link(self._ledger, peer)
@@ -192,3 +222,14 @@ class Federation:
         access.write_authorization(Path(nats.authorization_file), block)
         if nats.pid_file is not None and not access.reload_server(Path(nats.pid_file)):
             log.warning("could not have our NATS server reload its users (pid file %s)", nats.pid_file)
+
+
+def witnessed_log_key(origin: str, key: str) -> Verifier:
+    """The verifier of a log named for our witness; Invalid unless it is a note key named after ``origin``."""
+    try:
+        verifier = Verifier.from_text(key)
+    except NoteError as exc:
+        raise Invalid(f"not a log verifier key: {exc}") from None
+    if verifier.name != origin:
+        raise Invalid(f"the key is named {verifier.name!r}, not after the log's origin {origin!r}")
+    return verifier

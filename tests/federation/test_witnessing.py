@@ -10,7 +10,7 @@ import httpx
 from shared import merkle
 from shared.logverify import check_cosignatures
 from shared.note import Checkpoint, CosignatureVerifier, Signer, format_checkpoint, sign_note, verify_cosignature
-from tests.federation.support import Network, eventually, running
+from tests.federation.support import Network, auth, eventually, running
 
 
 def _linked(riverside: Network, hillside: Network) -> None:
@@ -111,3 +111,38 @@ async def fork_alerts(client: httpx.AsyncClient | None, origin: str) -> float:
     prefix = f'timebank_federation_alerts_total{{kind="fork",peer="{origin}"}} '
     lines = (await client.get("/federation/metrics")).text.splitlines()
     return sum(float(line.removeprefix(prefix)) for line in lines if line.startswith(prefix))
+
+
+async def test_a_coordinator_has_our_witness_cosign_a_log_that_no_one_here_wrote(
+    two_networks: tuple[Network, Network],
+) -> None:
+    _, hillside = two_networks
+    elsewhere = Signer.generate("timebank.test/elsewhere")
+    logs = "/federation/witness/logs"
+    add = "/federation/witness/add-checkpoint"
+    leaves = [merkle.leaf_hash(f"elsewhere {i}".encode()) for i in range(3)]
+    first = _request(0, [], _note(elsewhere, 3, merkle.root(leaves)))
+    async with running(hillside):
+        assert hillside.client is not None
+        # Unknown to the witness until a coordinator names it.
+        assert (await hillside.client.post(add, content=first)).status_code == 404
+        named = {"origin": elsewhere.name, "key": elsewhere.verifier().to_text()}
+        assert (await hillside.client.post(logs, json=named, headers=auth("auditor"))).status_code == 403
+        wrong = {"origin": "timebank.test/other", "key": elsewhere.verifier().to_text()}
+        assert (await hillside.client.post(logs, json=wrong, headers=auth("coordinator"))).status_code == 422
+        r = await hillside.client.post(logs, json=named, headers=auth("coordinator"))
+        assert r.status_code == 201, r.text
+        listed = (await hillside.client.get(logs, headers=auth("auditor"))).json()["logs"]
+        assert listed == [named]
+
+        r = await hillside.client.post(add, content=first)
+        assert r.status_code == 200, r.text
+        key = CosignatureVerifier.from_text((await hillside.status())["witness_key"])
+        signed = format_checkpoint(Checkpoint(elsewhere.name, 3, merkle.root(leaves)))
+        assert verify_cosignature(r.text, signed, key) > 0
+        r = await hillside.client.delete(f"{logs}/{elsewhere.name}", headers=auth("coordinator"))
+        assert r.status_code == 204, r.text
+        assert (await hillside.client.post(add, content=first)).status_code == 404
+        assert (
+            await hillside.client.delete(f"{logs}/{elsewhere.name}", headers=auth("coordinator"))
+        ).status_code == 404
