@@ -272,13 +272,17 @@ async def test_a_forked_peers_offers_leave_search_until_the_evidence_is_dismisse
         assert hillside.client is not None
         ed, _ = await member(riverside, "Ed")
         await publish(riverside, ed, "Dog walking", shared=True)
-        await until_found(hillside, "Dog walking")
+        [offer] = await until_found(hillside, "Dog walking")
+        link = f"/api/listings/{offer['id']}"
+        assert (await hillside.client.get(link)).status_code == 200
         await _fork(riverside, hillside)
         await until_found(hillside, "Dog walking", present=False)
+        assert (await hillside.client.get(link)).status_code == 404  # gone by a direct link too
         body = {"origin": riverside.origin, "action": "dismiss", "reason": "a test checkpoint"}
         r = await hillside.client.post("/federation/evidence/resolutions", json=body, headers=auth("coordinator"))
         assert r.status_code in (200, 201), r.text
         await until_found(hillside, "Dog walking")
+        assert (await hillside.client.get(link)).status_code == 200
 
 
 @pytest.fixture(autouse=True)

@@ -125,7 +125,7 @@ async def listing_view(pool: asyncpg.Pool, listing_id: str, *, withdrawn: bool =
     """The listing as members see it; a withdrawn one is gone (``withdrawn``: show it, to whoever withdrew it)."""
     async with pool.acquire() as conn:
         view = await store.listing(conn, listing_id)
-    if view is None or (view.status == "withdrawn" and not withdrawn):
+    if view is None or view.status == "hidden" or (view.status == "withdrawn" and not withdrawn):
         raise NotFound(f"listing {listing_id} does not exist")
     return view
 
