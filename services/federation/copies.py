@@ -22,7 +22,7 @@ from shared.errors import Invalid, NotFound
 
 MAX_RANGE = 1000
 JSON = "application/json"
-TEXT = "text/plain; charset=utf-8"
+TEXT = "text/plain"  # Litestar adds "; charset=utf-8" to a text/* media type itself
 OCTETS = "application/octet-stream"
 
 

@@ -13,7 +13,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-CONTENT_TYPE = "text/plain; charset=utf-8"
+CONTENT_TYPE = "text/plain"  # as a response, Litestar adds "; charset=utf-8" itself
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 STATUS_HEADER = "Timebank-Status"
 MAX_PROOF = 63

@@ -74,7 +74,9 @@ async def test_the_copy_serves_tiles_and_proofs_that_verify_against_the_neighbou
         await riverside.transfers(280, "more")
         size = await _caught_up(riverside, hillside)
         assert size > 256 + first_size
-        note = (await hillside.client.get(f"{copy}/checkpoint")).content
+        answer = await hillside.client.get(f"{copy}/checkpoint")
+        assert answer.headers["content-type"] == "text/plain; charset=utf-8"  # one charset, as Go expects
+        note = answer.content
         signed = verify_checkpoint(note, key)
         assert signed.size == size
         log = await entries(riverside)

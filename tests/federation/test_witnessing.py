@@ -76,8 +76,8 @@ async def test_the_http_witness_answers_as_c2sp_tlog_witness_says_and_keeps_a_fo
         impostor = Signer.generate(riverside.origin)
         assert (await post(_request(0, [], _note(impostor, 4, root4))))[0] == 403
 
-        status, body, _ = await post(_request(0, [], first))
-        assert status == 200
+        status, body, kind = await post(_request(0, [], first))
+        assert (status, kind) == (200, "text/plain; charset=utf-8")
         key = CosignatureVerifier.from_text((await hillside.status())["witness_key"])
         assert verify_cosignature(body.decode(), format_checkpoint(Checkpoint(riverside.origin, 4, root4)), key) > 0
 
