@@ -5,6 +5,7 @@ network's is refused and counted; a removed peer's offers, or a forked one's, le
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -343,7 +344,7 @@ async def test_a_restarted_network_resumes_from_its_bucket_writing_nothing_twice
             gus, _ = await member(riverside, "Gus")
             listing = await publish(riverside, gus, "Chess club", shared=True)
             await until_found(hillside, "Chess club")
-            before = await revisions(riverside)
+            before = await quiet_revisions(riverside)
         async with served(riverside, app=full_node(riverside)):
             assert riverside.client is not None
             edit = {"title": "Chess lessons"}
@@ -356,6 +357,18 @@ async def test_a_restarted_network_resumes_from_its_bucket_writing_nothing_twice
             # One new message in the bucket's stream (revisions count them all): the edit's. Nothing was written
             # again on the restart.
             assert await revisions(riverside) == {listing: before[listing] + 1}
+
+
+async def quiet_revisions(net: Network) -> dict[str, int]:
+    """The bucket's revisions once the publisher has written all it had to (two reads a second apart agree)."""
+    seen = await revisions(net)
+    for _ in range(30):
+        await asyncio.sleep(1.0)
+        now = await revisions(net)
+        if now == seen:
+            return now
+        seen = now
+    raise AssertionError(f"{net.name}'s offers bucket kept changing: {seen}")
 
 
 async def revisions(net: Network) -> dict[str, int]:
