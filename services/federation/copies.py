@@ -9,12 +9,14 @@ from ``shared/tiledlog.py``, the code that serves our own ledger's.
 from __future__ import annotations
 
 import asyncio
-import base64
 from dataclasses import dataclass, field
 
 import msgspec
 
 from services.federation import store
+
+# The ledger's public answer types (bytes go out as base64): a copy answers in exactly the ledger's shapes.
+from services.ledger.client_types import Balance, Balances, ConsistencyProof, Entries, Entry, InclusionProof
 from services.ledger.entries import AccountOpened, Transfer, entry_decoder
 from shared import tiledlog
 from shared.db import Connection
@@ -35,43 +37,6 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     size: int | None = None
     old: int | None = None
     new: int | None = None
-
-
-class EntryView(msgspec.Struct, kw_only=True):
-    index: int
-    data: str  # base64 of the exact bytes the neighbour stored and hashed
-
-
-class Entries(msgspec.Struct, kw_only=True):
-    start: int
-    entries: list[EntryView]
-
-
-class InclusionProof(msgspec.Struct, kw_only=True):
-    index: int
-    size: int
-    leaf_hash: str
-    root: str
-    proof: list[str]
-
-
-class ConsistencyProof(msgspec.Struct, kw_only=True):
-    old: int
-    new: int
-    old_root: str
-    new_root: str
-    proof: list[str]
-
-
-class Balance(msgspec.Struct, kw_only=True):
-    id: str
-    kind: str
-    balance: int
-
-
-class Balances(msgspec.Struct, kw_only=True):
-    size: int
-    accounts: list[Balance]
 
 
 @dataclass
@@ -123,10 +88,6 @@ class BalanceCache:
         return Balances(size=size, accounts=accounts)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def _json(value: msgspec.Struct) -> tuple[bytes, str]:
     return msgspec.json.encode(value), JSON
 
@@ -151,25 +112,17 @@ async def serve(conn: Connection, origin: str, what: str, query: Query, cache: B
         start = query.start
         stop = start + MAX_RANGE if query.end is None else min(query.end, start + MAX_RANGE)
         rows = await store.replica_entries(conn, origin, start, min(stop, size))
-        return _json(
-            Entries(start=start, entries=[EntryView(index=start + i, data=_b64(d)) for i, d in enumerate(rows)])
-        )
+        return _json(Entries(start=start, entries=[Entry(index=start + i, data=d) for i, d in enumerate(rows)]))
     if what.startswith("tile/"):
         return await tiledlog.tile_bytes(log, what), OCTETS
     if what == "proof/inclusion":
         index, at = _required("an inclusion proof", index=query.index, size=query.size)
         proof, leaf, root = await tiledlog.inclusion_proof(log, size, index, at)
-        return _json(
-            InclusionProof(index=index, size=at, leaf_hash=_b64(leaf), root=_b64(root), proof=[_b64(h) for h in proof])
-        )
+        return _json(InclusionProof(index=index, size=at, leaf_hash=leaf, root=root, proof=proof))
     if what == "proof/consistency":
         old, new = _required("a consistency proof", old=query.old, new=query.new)
         proof, old_root, new_root = await tiledlog.consistency_proof(log, size, old, new)
-        return _json(
-            ConsistencyProof(
-                old=old, new=new, old_root=_b64(old_root), new_root=_b64(new_root), proof=[_b64(h) for h in proof]
-            )
-        )
+        return _json(ConsistencyProof(old=old, new=new, old_root=old_root, new_root=new_root, proof=proof))
     if what == "proof/bundle":
         [index] = _required("a proof bundle", index=query.index)
         checkpoint = None if replica is None or replica.checkpoint is None else (size, replica.checkpoint)
